@@ -1,0 +1,3 @@
+//! streamedge: an HTTP caching edge node for HLS and DASH.
+
+pub mod origin;

@@ -1,0 +1,1 @@
+//! The synthetic origin (`streamedge origin`): serves HLS/DASH files, simulates live.
