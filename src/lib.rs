@@ -1,3 +1,184 @@
-//! streamedge: an HTTP caching edge node for HLS and DASH.
+//! streamedge: an HTTP caching edge node for HLS and DASH video.
+//!
+//! Players fetch manifests and segments over HTTPS (rustls, HTTP/1.1 and HTTP/2). The edge
+//! answers from memory when it can; on a miss it fetches each object **once** from an origin
+//! fleet, however many players asked, and streams the bytes to all of them as they arrive.
+//!
+//! A request goes through the phases of [`proxy`]:
+//!
+//! ```text
+//! client ─TLS─▶ server ─▶ proxy::handle
+//!                           admit    GET/HEAD for a served host, else 4xx
+//!                           key      normalised path + query → CacheKey, media kind
+//!                           lookup   fresh → respond | stale → revalidate / serve stale | miss
+//!                           fill     join the in-flight fetch for the slot or lead a new one;
+//!                                    the leader's detached task asks the ring's origin, and
+//!                                    body chunks reach every waiter as they arrive
+//!                           respond  Age, Cache-Status (RFC 9211), preconditions, Range
+//!                           log      access line + metrics when the body ends
+//! ```
+//!
+//! Modules: [`config`] (YAML → validated types), [`server`] (connections), [`tls`],
+//! [`proxy`] (the phases), [`cache`] (store, policy, in-flight table), [`upstream`] (origins,
+//! ring, health), [`compress`], [`metrics`], [`admin`], [`origin`] (the synthetic origin).
 
+pub mod admin;
+pub mod cache;
+pub mod compress;
+pub mod config;
+pub mod error;
+pub mod metrics;
 pub mod origin;
+pub mod proxy;
+pub mod server;
+pub mod tls;
+pub mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cache::Store;
+use crate::cache::fill::FillTable;
+use crate::config::Config;
+use crate::proxy::{Proxy, ProxyHandler};
+use crate::server::Server;
+
+/// The bound sockets of one edge; bind first (port 0 in tests), then `run`.
+pub struct Listeners {
+    pub http: Option<TcpListener>,
+    pub https: Option<TcpListener>,
+    pub admin: Option<TcpListener>,
+}
+
+/// Where an edge listens, after binding.
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        async fn bind(
+            addr: Option<SocketAddr>,
+            what: &str,
+        ) -> std::io::Result<Option<TcpListener>> {
+            match addr {
+                None => Ok(None),
+                Some(a) => TcpListener::bind(a).await.map(Some).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot listen on {a} ({what}): {e}"))
+                }),
+            }
+        }
+        Ok(Listeners {
+            http: bind(config.listen.http, "listen.http").await?,
+            https: bind(config.listen.https, "listen.https").await?,
+            admin: bind(config.admin.as_ref().map(|a| a.listen), "admin.listen").await?,
+        })
+    }
+
+    pub fn addrs(&self) -> Addrs {
+        let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        Addrs {
+            http: addr(&self.http),
+            https: addr(&self.https),
+            admin: addr(&self.admin),
+        }
+    }
+}
+
+/// Why an edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error("origins: {0}")]
+    Origins(String),
+}
+
+/// Runs an edge on bound listeners until `shutdown` resolves, then stops accepting, lets
+/// requests in flight finish (up to `server.drain_timeout`) and returns.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    tls::install_provider();
+    metrics::install();
+    let tls = match &config.tls {
+        Some(t) => Some(tls::build(t).map_err(StartError::Tls)?),
+        None => None,
+    };
+    let upstream = Arc::new(upstream::Upstream::new(&config).map_err(StartError::Origins)?);
+    let config = Arc::new(config);
+    let proxy = Arc::new(Proxy {
+        config: config.clone(),
+        store: Store::new(&config.cache),
+        fills: FillTable::new(),
+        upstream: upstream.clone(),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = Server::new(&config.server, stop_rx);
+    let listening = Arc::new(AtomicBool::new(false));
+    let mut accept_loops = Vec::new();
+    let handler = ProxyHandler(proxy.clone());
+    if let Some(l) = listeners.http {
+        accept_loops.push(tokio::spawn(server.clone().serve(l, None, handler.clone())));
+    }
+    if let (Some(l), Some(t)) = (listeners.https, tls.as_ref()) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(t.config.clone());
+        accept_loops.push(tokio::spawn(server.clone().serve(
+            l,
+            Some(acceptor),
+            handler.clone(),
+        )));
+    }
+    if let Some(l) = listeners.admin {
+        let admin = admin::AdminHandler {
+            proxy: proxy.clone(),
+            listening: listening.clone(),
+        };
+        accept_loops.push(tokio::spawn(server.clone().serve(l, None, admin)));
+    }
+    listening.store(true, Ordering::Relaxed);
+
+    let mut background = upstream.spawn_probes();
+    background.push(tokio::spawn({
+        let proxy = proxy.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                proxy.store.run_pending_tasks().await;
+                metrics::upkeep(
+                    &proxy.store,
+                    &proxy.upstream,
+                    proxy.upstream.requests_sent(),
+                );
+            }
+        }
+    }));
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, draining requests in flight");
+    listening.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    for l in accept_loops {
+        let _ = l.await;
+    }
+    if !server.drained(config.server.drain_timeout).await {
+        tracing::warn!("drain timeout reached with requests still in flight");
+    }
+    for b in background {
+        b.abort();
+    }
+    Ok(())
+}

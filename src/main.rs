@@ -1,1 +1,251 @@
-fn main() {}
+//! The `streamedge` command: run an edge, check a config, run the synthetic origin, or (with
+//! no arguments) the demo: origin and edge together on loopback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+
+use streamedge::config::{self, AccessLogFormat, Config};
+
+#[derive(Parser)]
+#[command(
+    name = "streamedge",
+    version,
+    about = "An HTTP caching CDN edge for HLS and DASH video",
+    long_about = "An HTTP caching CDN edge for HLS and DASH video.\n\n\
+                  With no arguments it runs the demo: a synthetic origin and the edge in front of \
+                  it on loopback (HTTP 127.0.0.1:8080, HTTPS 127.0.0.1:8443, admin 127.0.0.1:9090)."
+)]
+struct Cli {
+    /// Run the edge with this YAML config (same as `streamedge run --config FILE`).
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the edge.
+    Run,
+    /// Validate a config file: exit 0, or print the field, line and column of the problem.
+    Check,
+    /// Run the synthetic origin: serves HLS/DASH files, and presents VOD renditions as live.
+    Origin {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Directory of HLS/DASH files (default: the bundled demo media).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Delay added before every response's headers, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Segments in a live playlist window.
+        #[arg(long, default_value_t = 6)]
+        live_window: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("streamedge: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match (cli.command, cli.config) {
+        (Some(Command::Check), Some(path)) => return check(&path),
+        (Some(Command::Check), None) => {
+            eprintln!("streamedge check: --config FILE is required");
+            return ExitCode::from(2);
+        }
+        (Some(Command::Run), None) => {
+            eprintln!("streamedge run: --config FILE is required");
+            return ExitCode::from(2);
+        }
+        (Some(Command::Run) | None, Some(path)) => runtime.block_on(run(path)),
+        (None, None) => runtime.block_on(demo()),
+        (
+            Some(Command::Origin {
+                listen,
+                dir,
+                delay_ms,
+                live_window,
+            }),
+            _,
+        ) => runtime.block_on(origin(listen, dir, delay_ms, live_window)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("streamedge: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} origin{}, cache {} bytes)",
+                path.display(),
+                c.origins.len(),
+                if c.origins.len() == 1 { "" } else { "s" },
+                c.cache.max_size
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs to stderr; `STREAMEDGE_LOG` (e.g. `info,streamedge=debug`) overrides the config level.
+fn init_logging(level: &str, access: AccessLogFormat) {
+    let spec = std::env::var("STREAMEDGE_LOG").unwrap_or_else(|_| level.to_owned());
+    let mut targets: Targets = spec.parse().unwrap_or_else(|_| {
+        eprintln!("streamedge: invalid log level {spec:?}, using info");
+        Targets::new().with_default(tracing::Level::INFO)
+    });
+    if access == AccessLogFormat::Off {
+        targets = targets.with_target(
+            "streamedge::access",
+            tracing::level_filters::LevelFilter::OFF,
+        );
+    }
+    let registry = tracing_subscriber::registry().with(targets);
+    let result = if access == AccessLogFormat::Json {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()
+    } else {
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init()
+    };
+    let _ = result;
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(path: PathBuf) -> anyhow::Result<()> {
+    streamedge::tls::install_provider();
+    let config = config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_logging(&config.log.level, config.log.access);
+    let listeners = streamedge::Listeners::bind(&config).await?;
+    announce(&listeners.addrs());
+    streamedge::run(listeners, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn announce(a: &streamedge::Addrs) {
+    if let Some(h) = a.http {
+        tracing::info!("listening on http://{h}");
+    }
+    if let Some(h) = a.https {
+        tracing::info!("listening on https://{h}");
+    }
+    if let Some(h) = a.admin {
+        tracing::info!("admin on http://{h} (/metrics, /healthz, /readyz)");
+    }
+}
+
+async fn origin(
+    listen: SocketAddr,
+    dir: Option<PathBuf>,
+    delay_ms: u64,
+    live_window: usize,
+) -> anyhow::Result<()> {
+    init_logging("info", AccessLogFormat::Text);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let opts = streamedge::origin::OriginOptions {
+        dir,
+        delay: Duration::from_millis(delay_ms),
+        live_window,
+    };
+    tracing::info!("origin on http://{listen}");
+    for (label, path) in streamedge::origin::demo_paths() {
+        tracing::info!("  {label}: http://{listen}{path}");
+    }
+    streamedge::origin::serve(listener, opts, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// The demo: the synthetic origin on a free loopback port, the edge in front of it.
+async fn demo() -> anyhow::Result<()> {
+    streamedge::tls::install_provider();
+    init_logging("info", AccessLogFormat::Text);
+    let origin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let origin_addr = origin_listener.local_addr()?;
+    let (stop_origin, origin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let origin_task = tokio::spawn(streamedge::origin::serve(
+        origin_listener,
+        streamedge::origin::OriginOptions::default(),
+        async move {
+            let _ = origin_stopped.await;
+        },
+    ));
+    let config = Config::demo(origin_addr);
+    let listeners = streamedge::Listeners::bind(&config).await?;
+    let addrs = listeners.addrs();
+    println!("streamedge demo: origin at http://{origin_addr}, edge in front of it");
+    for (label, path) in streamedge::origin::demo_paths() {
+        if let Some(h) = addrs.https {
+            println!("  {label:<10} https://localhost:{}{path}", h.port());
+        }
+        if let Some(h) = addrs.http {
+            println!("  {label:<10} http://{h}{path}");
+        }
+    }
+    if let Some(a) = addrs.admin {
+        println!("  metrics    http://{a}/metrics");
+    }
+    println!(
+        "The HTTPS certificate is self-signed (made at start): use -k with curl, or the http URLs."
+    );
+    streamedge::run(listeners, config, shutdown_signal()).await?;
+    let _ = stop_origin.send(());
+    let _ = origin_task.await;
+    Ok(())
+}

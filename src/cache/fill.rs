@@ -1,0 +1,741 @@
+//! The in-flight table: one origin fetch per cache slot, its body fanned out to every
+//! waiting request as the chunks arrive, and failures delivered as errors, never as a clean end.
+//!
+//! A `Fill` is a shared, append-only buffer. Its writer is a detached task that owns the origin
+//! request; readers (the request that started it included) replay what is buffered and are
+//! woken through a `watch` channel for each new chunk. A fill that turns out larger than the
+//! object size limit switches to streaming mode: it leaves the table, refuses new readers, and
+//! drops the chunks every reader has passed, pacing the origin to the slowest reader.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::header::HeaderName;
+use http::{HeaderMap, StatusCode};
+use http_body::{Frame, SizeHint};
+use tokio::sync::watch;
+
+use super::key::{ContentKind, StoreKey};
+use super::policy::Freshness;
+use crate::error::EdgeError;
+
+/// How far (in bytes) the writer of a streaming-mode fill may run ahead of its slowest reader.
+const STREAM_WINDOW: u64 = 4 << 20;
+
+/// The response head of a fill, shared by all its readers.
+#[derive(Debug)]
+pub struct FillHead {
+    pub status: StatusCode,
+    /// End-to-end headers (no hop-by-hop, no Content-Length, no Age).
+    pub headers: HeaderMap,
+    pub kind: ContentKind,
+    pub content_length: Option<u64>,
+    /// False when the response must not be handed to requests other than the leader's.
+    pub shareable: bool,
+    /// Freshness if the object will be stored when complete.
+    pub freshness: Option<Freshness>,
+    /// Age of the response when it arrived (seconds, for the `Age` header).
+    pub initial_age: Duration,
+    /// `Vary` names and the leader's variant, when the response varies.
+    pub vary: Option<(Arc<[HeaderName]>, Arc<str>)>,
+    pub origin: Arc<str>,
+    /// The origin status when the head was produced from a revalidation (304).
+    pub revalidated: bool,
+    /// Served from a stored object found when the fill started (closing the lookup race).
+    pub from_store: bool,
+}
+
+#[derive(Default)]
+struct FillState {
+    head: Option<Arc<FillHead>>,
+    /// Buffered chunks; `chunks[0]` has absolute index `base`.
+    chunks: Vec<Bytes>,
+    base: usize,
+    received: u64,
+    end: Option<Result<(), EdgeError>>,
+    streaming: bool,
+    /// Next absolute chunk index of each live reader.
+    positions: HashMap<u64, usize>,
+    next_reader: u64,
+}
+
+/// One in-flight origin fetch and its buffered body.
+pub struct Fill {
+    pub slot: StoreKey,
+    state: Mutex<FillState>,
+    /// Bumped on every change readers care about.
+    tx: watch::Sender<u64>,
+    /// Bumped when a streaming-mode reader advances (writer back-pressure).
+    progress: watch::Sender<u64>,
+    /// Requests that joined (the leader included), for metrics and the waiter bound.
+    joined: AtomicUsize,
+}
+
+impl Fill {
+    fn new(slot: StoreKey) -> Arc<Fill> {
+        Arc::new(Fill {
+            slot,
+            state: Mutex::new(FillState::default()),
+            tx: watch::Sender::new(0),
+            progress: watch::Sender::new(0),
+            joined: AtomicUsize::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FillState> {
+        // A poisoned lock only means a panic elsewhere; the state itself stays consistent
+        // because every update is a single assignment or push.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut FillState)) {
+        f(&mut self.lock());
+        self.tx.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A new reader positioned at the first byte. `None` once the fill streams without storing.
+    fn reader(self: &Arc<Self>, leader: bool) -> Option<FillReader> {
+        let id = {
+            let mut st = self.lock();
+            if st.streaming && !leader {
+                return None;
+            }
+            let id = st.next_reader;
+            st.next_reader += 1;
+            let base = st.base;
+            st.positions.insert(id, base);
+            id
+        };
+        self.joined.fetch_add(1, Ordering::Relaxed);
+        Some(FillReader {
+            fill: self.clone(),
+            rx: self.tx.subscribe(),
+            next: 0,
+            id,
+            leader,
+        })
+    }
+
+    pub fn joined(&self) -> usize {
+        self.joined.load(Ordering::Relaxed)
+    }
+
+    /// Bytes received from the origin so far.
+    pub fn received(&self) -> u64 {
+        self.lock().received
+    }
+}
+
+/// The in-flight table: slot → the fill every request for that slot reads from.
+#[derive(Default)]
+pub struct FillTable {
+    map: Mutex<HashMap<StoreKey, Arc<Fill>>>,
+}
+
+/// How a request got its reader.
+pub enum Joined {
+    /// This request created the fill and must start its writer.
+    Leader(FillReader, FillWriter),
+    /// Another request's fill was already in flight.
+    Follower(FillReader),
+}
+
+impl FillTable {
+    pub fn new() -> Arc<FillTable> {
+        Arc::new(FillTable::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<StoreKey, Arc<Fill>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Joins the fill for `slot`, or creates it. Atomic with respect to other requests for
+    /// the same slot: exactly one becomes the leader.
+    pub fn join(
+        self: &Arc<Self>,
+        slot: &StoreKey,
+        max_waiters: usize,
+    ) -> Result<Joined, EdgeError> {
+        let mut map = self.lock();
+        if let Some(fill) = map.get(slot) {
+            if fill.joined() >= max_waiters {
+                return Err(EdgeError::Overloaded {
+                    key: slot.key.to_string(),
+                });
+            }
+            if let Some(reader) = fill.reader(false) {
+                return Ok(Joined::Follower(reader));
+            }
+            // Streaming-only fills leave the table before refusing readers; be defensive.
+            map.remove(slot);
+        }
+        let fill = Fill::new(slot.clone());
+        map.insert(slot.clone(), fill.clone());
+        drop(map);
+        let reader = fill.reader(true).expect("a new fill accepts its leader");
+        let writer = FillWriter {
+            fill,
+            table: Some(self.clone()),
+            finished: false,
+        };
+        Ok(Joined::Leader(reader, writer))
+    }
+
+    /// A fill outside the table, for requests that must not be collapsed.
+    pub fn private(slot: &StoreKey) -> (FillReader, FillWriter) {
+        let fill = Fill::new(slot.clone());
+        let reader = fill.reader(true).expect("a new fill accepts its leader");
+        (
+            reader,
+            FillWriter {
+                fill,
+                table: None,
+                finished: false,
+            },
+        )
+    }
+
+    fn remove(&self, fill: &Arc<Fill>) {
+        let mut map = self.lock();
+        if map.get(&fill.slot).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+            map.remove(&fill.slot);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the writer learns from pushing a chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Push {
+    Continue,
+    /// A streaming-mode fill has no readers left: stop fetching.
+    NoReaders,
+}
+
+/// The writing end of a fill, owned by the detached task that talks to the origin.
+/// Dropping it without `finish` fails the fill, so readers never hang.
+pub struct FillWriter {
+    fill: Arc<Fill>,
+    table: Option<Arc<FillTable>>,
+    finished: bool,
+}
+
+impl FillWriter {
+    pub fn fill(&self) -> &Arc<Fill> {
+        &self.fill
+    }
+
+    pub fn set_head(&self, head: FillHead) {
+        let head = Arc::new(head);
+        self.fill.update(|st| st.head = Some(head));
+    }
+
+    /// Stops accepting new readers and stops buffering the whole body (object too large to
+    /// store). Readers already joined keep streaming.
+    pub fn stream_only(&mut self) {
+        if let Some(table) = self.table.take() {
+            table.remove(&self.fill);
+        }
+        self.fill.update(|st| st.streaming = true);
+        self.trim();
+    }
+
+    pub fn is_streaming(&self) -> bool {
+        self.fill.lock().streaming
+    }
+
+    /// Appends a chunk and wakes the readers. In streaming mode waits while the slowest
+    /// reader is more than a window behind.
+    pub async fn push(&self, chunk: Bytes) -> Push {
+        if chunk.is_empty() {
+            return Push::Continue;
+        }
+        let streaming = {
+            let mut st = self.fill.lock();
+            st.received += chunk.len() as u64;
+            st.chunks.push(chunk);
+            st.streaming
+        };
+        self.fill.tx.send_modify(|v| *v = v.wrapping_add(1));
+        if !streaming {
+            return Push::Continue;
+        }
+        let mut progress = self.fill.progress.subscribe();
+        loop {
+            progress.borrow_and_update();
+            match self.trim() {
+                None => return Push::NoReaders,
+                Some(lag) if lag <= STREAM_WINDOW => return Push::Continue,
+                Some(_) => {}
+            }
+            if progress.changed().await.is_err() {
+                return Push::NoReaders;
+            }
+        }
+    }
+
+    /// Drops chunks all readers have passed; returns the bytes the slowest reader still has
+    /// to read, or `None` when no reader is left.
+    fn trim(&self) -> Option<u64> {
+        let mut st = self.fill.lock();
+        let min = *st.positions.values().min()?;
+        let drop_n = min.saturating_sub(st.base).min(st.chunks.len());
+        if drop_n > 0 {
+            st.chunks.drain(..drop_n);
+            st.base += drop_n;
+        }
+        Some(st.chunks.iter().map(|c| c.len() as u64).sum())
+    }
+
+    /// The whole body, for storing (only meaningful when not streaming).
+    pub fn body(&self) -> Bytes {
+        let st = self.fill.lock();
+        match st.chunks.len() {
+            0 => Bytes::new(),
+            1 => st.chunks[0].clone(),
+            _ => {
+                let mut buf = bytes::BytesMut::with_capacity(st.received as usize);
+                for c in &st.chunks {
+                    buf.extend_from_slice(c);
+                }
+                buf.freeze()
+            }
+        }
+    }
+
+    /// Ends the fill successfully. Store the object in the cache *before* calling this, so a
+    /// request that no longer finds the fill finds the object.
+    pub fn finish(mut self) {
+        self.end(Ok(()));
+    }
+
+    /// Ends the fill with an error: readers without a head get it as their answer, readers
+    /// mid-body see their body fail.
+    pub fn fail(mut self, err: EdgeError) {
+        self.end(Err(err));
+    }
+
+    fn end(&mut self, result: Result<(), EdgeError>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if let Some(table) = self.table.take() {
+            table.remove(&self.fill);
+        }
+        self.fill.update(|st| st.end = Some(result));
+    }
+}
+
+impl Drop for FillWriter {
+    fn drop(&mut self) {
+        self.end(Err(EdgeError::Internal(
+            "origin fetch ended unexpectedly".into(),
+        )));
+    }
+}
+
+/// One request's view of a fill.
+pub struct FillReader {
+    fill: Arc<Fill>,
+    rx: watch::Receiver<u64>,
+    /// Next absolute chunk index.
+    next: usize,
+    id: u64,
+    leader: bool,
+}
+
+/// What a reader gets once the fill has a head.
+pub enum HeadOutcome {
+    Ready(Arc<FillHead>),
+    /// The response may not be shared with this request: fetch on its own.
+    NotShared,
+}
+
+impl FillReader {
+    pub fn is_leader(&self) -> bool {
+        self.leader
+    }
+
+    pub fn fill(&self) -> &Arc<Fill> {
+        &self.fill
+    }
+
+    /// Waits for the response head (or the fill's failure). Never polls: woken by the writer.
+    pub async fn head(&mut self) -> Result<HeadOutcome, EdgeError> {
+        loop {
+            self.rx.borrow_and_update();
+            {
+                let st = self.fill.lock();
+                if let Some(head) = &st.head {
+                    if !head.shareable && !self.leader {
+                        return Ok(HeadOutcome::NotShared);
+                    }
+                    return Ok(HeadOutcome::Ready(head.clone()));
+                }
+                if let Some(Err(e)) = &st.end {
+                    return Err(e.clone());
+                }
+                if let Some(Ok(())) = &st.end {
+                    return Err(EdgeError::Internal("fill ended without a response".into()));
+                }
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(EdgeError::Internal("fill went away".into()));
+            }
+        }
+    }
+
+    /// The next chunk: `None` at a clean end, `Err` when the origin failed mid-body.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, EdgeError>> {
+        loop {
+            self.rx.borrow_and_update();
+            if let Some(item) = self.poll_state() {
+                return item;
+            }
+            if self.rx.changed().await.is_err() {
+                return Some(Err(EdgeError::Internal("fill went away".into())));
+            }
+        }
+    }
+
+    /// Everything buffered and not yet read, in one go (cuts wake-ups for fast readers).
+    fn poll_state(&mut self) -> Option<Option<Result<Bytes, EdgeError>>> {
+        let mut st = self.fill.lock();
+        if self.next < st.base {
+            return Some(Some(Err(EdgeError::Internal(
+                "reader fell behind a streaming fill".into(),
+            ))));
+        }
+        let idx = self.next - st.base;
+        if idx < st.chunks.len() {
+            let chunk = st.chunks[idx].clone();
+            self.next += 1;
+            let streaming = st.streaming;
+            st.positions.insert(self.id, self.next);
+            drop(st);
+            if streaming {
+                self.fill.progress.send_modify(|v| *v = v.wrapping_add(1));
+            }
+            return Some(Some(Ok(chunk)));
+        }
+        match &st.end {
+            Some(Ok(())) => Some(None),
+            Some(Err(e)) => Some(Some(Err(e.clone()))),
+            None => None,
+        }
+    }
+
+    /// The body of this reader as an HTTP body, optionally restricted to `[start, end)`.
+    pub fn into_body(self, range: Option<(u64, u64)>) -> FillBody {
+        FillBody {
+            state: BodyState::Idle(Box::new(self)),
+            skip: range.map_or(0, |r| r.0),
+            remaining: range.map(|r| r.1 - r.0),
+        }
+    }
+}
+
+impl Drop for FillReader {
+    fn drop(&mut self) {
+        let streaming = {
+            let mut st = self.fill.lock();
+            st.positions.remove(&self.id);
+            st.streaming
+        };
+        self.fill.joined.fetch_sub(1, Ordering::Relaxed);
+        if streaming {
+            self.fill.progress.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+}
+
+/// The error a client body ends with when the origin failed mid-response.
+#[derive(Debug, thiserror::Error)]
+#[error("origin response broke off: {0}")]
+pub struct BodyError(pub EdgeError);
+
+type NextChunk = BoxFuture<'static, (Box<FillReader>, Option<Result<Bytes, EdgeError>>)>;
+
+enum BodyState {
+    Idle(Box<FillReader>),
+    Waiting(NextChunk),
+    Done,
+}
+
+/// A response body reading from a fill.
+pub struct FillBody {
+    state: BodyState,
+    skip: u64,
+    remaining: Option<u64>,
+}
+
+impl FillBody {
+    /// Applies the byte range to a chunk; `None` when the chunk is entirely skipped.
+    fn clip(&mut self, mut chunk: Bytes) -> Option<Bytes> {
+        if self.skip > 0 {
+            let n = self.skip.min(chunk.len() as u64);
+            self.skip -= n;
+            chunk = chunk.slice(n as usize..);
+        }
+        if let Some(rem) = self.remaining.as_mut() {
+            if (chunk.len() as u64) > *rem {
+                chunk.truncate(*rem as usize);
+            }
+            *rem -= chunk.len() as u64;
+        }
+        (!chunk.is_empty()).then_some(chunk)
+    }
+}
+
+impl http_body::Body for FillBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            if self.remaining == Some(0) {
+                self.state = BodyState::Done;
+                return Poll::Ready(None);
+            }
+            match std::mem::replace(&mut self.state, BodyState::Done) {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Idle(mut reader) => {
+                    // Fast path: data already buffered needs no future.
+                    if let Some(item) = reader.poll_state() {
+                        self.state = BodyState::Idle(reader);
+                        match item {
+                            None => {
+                                self.state = BodyState::Done;
+                                return Poll::Ready(None);
+                            }
+                            Some(Err(e)) => {
+                                self.state = BodyState::Done;
+                                return Poll::Ready(Some(Err(BodyError(e))));
+                            }
+                            Some(Ok(chunk)) => match self.clip(chunk) {
+                                Some(c) => return Poll::Ready(Some(Ok(Frame::data(c)))),
+                                None => continue,
+                            },
+                        }
+                    }
+                    self.state = BodyState::Waiting(Box::pin(async move {
+                        let item = reader.next_chunk().await;
+                        (reader, item)
+                    }));
+                }
+                BodyState::Waiting(mut fut) => match fut.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.state = BodyState::Waiting(fut);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready((reader, item)) => match item {
+                        None => return Poll::Ready(None),
+                        Some(Err(e)) => return Poll::Ready(Some(Err(BodyError(e)))),
+                        Some(Ok(chunk)) => {
+                            self.state = BodyState::Idle(reader);
+                            if let Some(c) = self.clip(chunk) {
+                                return Poll::Ready(Some(Ok(Frame::data(c))));
+                            }
+                        }
+                    },
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, BodyState::Done) || self.remaining == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::CacheKey;
+    use http_body_util::BodyExt;
+
+    fn slot(s: &str) -> StoreKey {
+        StoreKey::base(CacheKey::new(s, None))
+    }
+
+    fn head(shareable: bool) -> FillHead {
+        FillHead {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            kind: ContentKind::Segment,
+            content_length: None,
+            shareable,
+            freshness: None,
+            initial_age: Duration::ZERO,
+            vary: None,
+            origin: "o".into(),
+            revalidated: false,
+            from_store: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_leader_then_followers_replay_and_stream() {
+        let table = FillTable::new();
+        let s = slot("/a.ts");
+        let Ok(Joined::Leader(mut leader, writer)) = table.join(&s, 10) else {
+            panic!("first join leads")
+        };
+        let Ok(Joined::Follower(mut early)) = table.join(&s, 10) else {
+            panic!("second join follows")
+        };
+        writer.set_head(head(true));
+        assert!(matches!(leader.head().await, Ok(HeadOutcome::Ready(_))));
+        assert!(matches!(early.head().await, Ok(HeadOutcome::Ready(_))));
+        writer.push(Bytes::from_static(b"hello ")).await;
+        let Ok(Joined::Follower(late)) = table.join(&s, 10) else {
+            panic!("late join follows")
+        };
+        assert_eq!(early.next_chunk().await.unwrap().unwrap(), "hello ");
+        writer.push(Bytes::from_static(b"world")).await;
+        writer.finish();
+        assert!(table.is_empty(), "finished fills leave the table");
+        for r in [leader, early, late] {
+            let body = r.into_body(None).collect().await.unwrap().to_bytes();
+            assert!(body.ends_with(b"world"));
+        }
+    }
+
+    #[tokio::test]
+    async fn failure_is_an_error_not_an_end() {
+        let table = FillTable::new();
+        let s = slot("/b.ts");
+        let Ok(Joined::Leader(reader, writer)) = table.join(&s, 10) else {
+            panic!()
+        };
+        writer.set_head(head(true));
+        writer.push(Bytes::from_static(b"half")).await;
+        writer.fail(EdgeError::OriginProtocol {
+            origin: "o".into(),
+            detail: "cut".into(),
+        });
+        let err = reader.into_body(None).collect().await;
+        assert!(err.is_err());
+        assert!(table.is_empty());
+    }
+
+    #[tokio::test]
+    async fn dropped_writer_fails_waiters() {
+        let table = FillTable::new();
+        let s = slot("/c.ts");
+        let Ok(Joined::Leader(mut reader, writer)) = table.join(&s, 10) else {
+            panic!()
+        };
+        drop(writer);
+        assert!(reader.head().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn unshareable_heads_send_followers_away() {
+        let table = FillTable::new();
+        let s = slot("/d");
+        let Ok(Joined::Leader(mut leader, writer)) = table.join(&s, 10) else {
+            panic!()
+        };
+        let Ok(Joined::Follower(mut f)) = table.join(&s, 10) else {
+            panic!()
+        };
+        writer.set_head(head(false));
+        assert!(matches!(leader.head().await, Ok(HeadOutcome::Ready(_))));
+        assert!(matches!(f.head().await, Ok(HeadOutcome::NotShared)));
+    }
+
+    #[tokio::test]
+    async fn waiter_bound() {
+        let table = FillTable::new();
+        let s = slot("/e");
+        let Ok(Joined::Leader(_l, _w)) = table.join(&s, 2) else {
+            panic!()
+        };
+        let Ok(Joined::Follower(_f)) = table.join(&s, 2) else {
+            panic!()
+        };
+        assert!(matches!(
+            table.join(&s, 2),
+            Err(EdgeError::Overloaded { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn streaming_mode_trims_and_refuses_joiners() {
+        let table = FillTable::new();
+        let s = slot("/big");
+        let Ok(Joined::Leader(mut reader, mut writer)) = table.join(&s, 10) else {
+            panic!()
+        };
+        writer.set_head(head(true));
+        writer.stream_only();
+        assert!(table.is_empty());
+        // A new request for the same slot gets its own fill.
+        assert!(matches!(table.join(&s, 10), Ok(Joined::Leader(..))));
+        assert_eq!(
+            writer.push(Bytes::from(vec![1u8; 1000])).await,
+            Push::Continue
+        );
+        assert_eq!(reader.next_chunk().await.unwrap().unwrap().len(), 1000);
+        assert_eq!(
+            writer.push(Bytes::from(vec![2u8; 10])).await,
+            Push::Continue
+        );
+        assert_eq!(
+            writer.fill().lock().chunks.len(),
+            1,
+            "read chunks are dropped"
+        );
+        drop(reader);
+        assert_eq!(
+            writer.push(Bytes::from(vec![3u8; 10])).await,
+            Push::NoReaders
+        );
+    }
+
+    #[tokio::test]
+    async fn range_slices_across_chunks() {
+        let table = FillTable::new();
+        let s = slot("/r");
+        let Ok(Joined::Leader(reader, writer)) = table.join(&s, 10) else {
+            panic!()
+        };
+        writer.set_head(head(true));
+        for part in ["abc", "def", "ghi"] {
+            writer.push(Bytes::from(part)).await;
+        }
+        writer.finish();
+        let body = reader
+            .into_body(Some((2, 7)))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], b"cdefg");
+    }
+}

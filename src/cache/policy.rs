@@ -1,0 +1,747 @@
+//! RFC 9111 for a shared cache: Cache-Control parsing, storability, freshness and age.
+//!
+//! Pure functions over headers and instants; the request path asks, this module decides.
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{AGE, AUTHORIZATION, CACHE_CONTROL, DATE, ETAG, EXPIRES, LAST_MODIFIED};
+use http::{HeaderMap, StatusCode};
+use tokio::time::Instant;
+
+use super::key::ContentKind;
+use crate::config::CacheConfig;
+
+/// RFC 9111 §1.2.2: delta-seconds that overflow are taken as 2^31.
+const DELTA_MAX: u64 = 2_147_483_648;
+
+/// Parsed `Cache-Control` (or a targeted field such as `CDN-Cache-Control`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CacheControl {
+    pub max_age: Option<u64>,
+    pub s_maxage: Option<u64>,
+    pub no_store: bool,
+    pub no_cache: bool,
+    pub private: bool,
+    pub public: bool,
+    pub must_revalidate: bool,
+    pub proxy_revalidate: bool,
+    pub no_transform: bool,
+    pub immutable: bool,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
+    pub min_fresh: Option<u64>,
+    /// `max-stale` with no value means any staleness.
+    pub max_stale: Option<Option<u64>>,
+    pub only_if_cached: bool,
+    /// At least one directive was present.
+    pub present: bool,
+}
+
+impl CacheControl {
+    /// Parses every line of `name` in `headers`, combined as one list.
+    pub fn from_headers(
+        headers: &HeaderMap,
+        name: impl http::header::AsHeaderName,
+    ) -> CacheControl {
+        let mut cc = CacheControl::default();
+        for value in headers.get_all(name) {
+            cc.parse_into(value.as_bytes());
+        }
+        cc
+    }
+
+    pub fn parse(value: &str) -> CacheControl {
+        let mut cc = CacheControl::default();
+        cc.parse_into(value.as_bytes());
+        cc
+    }
+
+    fn parse_into(&mut self, value: &[u8]) {
+        let text = String::from_utf8_lossy(value);
+        for (name, arg) in split_directives(&text) {
+            self.present = true;
+            let delta = || arg.as_deref().map(parse_delta);
+            match name.as_str() {
+                "max-age" => merge_delta(&mut self.max_age, delta()),
+                "s-maxage" => merge_delta(&mut self.s_maxage, delta()),
+                "no-store" => self.no_store = true,
+                // Qualified `no-cache="field"` is treated as unqualified: always revalidate.
+                "no-cache" => self.no_cache = true,
+                // Qualified `private="field"`: a shared cache must not store those fields; we
+                // store nothing of such responses, which is the safe reading.
+                "private" => self.private = true,
+                "public" => self.public = true,
+                "must-revalidate" => self.must_revalidate = true,
+                "proxy-revalidate" => self.proxy_revalidate = true,
+                "no-transform" => self.no_transform = true,
+                "immutable" => self.immutable = true,
+                "stale-while-revalidate" => merge_delta(&mut self.stale_while_revalidate, delta()),
+                "stale-if-error" => merge_delta(&mut self.stale_if_error, delta()),
+                "min-fresh" => merge_delta(&mut self.min_fresh, delta()),
+                "max-stale" => {
+                    self.max_stale = Some(arg.as_deref().map(parse_delta));
+                }
+                "only-if-cached" => self.only_if_cached = true,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Directive argument: digits, possibly quoted. Invalid values make the response stale (0).
+fn parse_delta(s: &str) -> u64 {
+    let s = s.trim().trim_matches('"');
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
+    }
+    s.parse::<u64>().unwrap_or(DELTA_MAX).min(DELTA_MAX)
+}
+
+/// RFC 9111 §4.2.1: with conflicting duplicates, consider the response stale.
+fn merge_delta(slot: &mut Option<u64>, new: Option<u64>) {
+    // A directive that needs a value but has none is invalid: stale.
+    let new = new.unwrap_or(0);
+    *slot = match *slot {
+        None => Some(new),
+        Some(old) if old == new => Some(old),
+        Some(_) => Some(0),
+    };
+}
+
+/// Splits a Cache-Control value into lower-cased names and optional (unquoted) arguments,
+/// honouring commas inside quoted strings.
+fn split_directives(text: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        // Skip separators.
+        while i < bytes.len() && (bytes[i] == b',' || bytes[i] == b' ' || bytes[i] == b'\t') {
+            i += 1;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] != b',' && bytes[i] != b'=' {
+            i += 1;
+        }
+        let name = text[start..i].trim().to_ascii_lowercase();
+        let mut arg = None;
+        if i < bytes.len() && bytes[i] == b'=' {
+            i += 1;
+            while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t') {
+                i += 1;
+            }
+            if i < bytes.len() && bytes[i] == b'"' {
+                i += 1;
+                let mut value = String::new();
+                while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\' && i + 1 < bytes.len() {
+                        i += 1;
+                    }
+                    value.push(bytes[i] as char);
+                    i += 1;
+                }
+                i += 1; // closing quote
+                while i < bytes.len() && bytes[i] != b',' {
+                    i += 1;
+                }
+                arg = Some(value);
+            } else {
+                let s = i;
+                while i < bytes.len() && bytes[i] != b',' {
+                    i += 1;
+                }
+                arg = Some(text[s..i].trim().to_owned());
+            }
+        }
+        if !name.is_empty() {
+            out.push((name, arg));
+        }
+    }
+    out
+}
+
+/// Statuses that may be cached heuristically (RFC 9110 §15.1).
+pub fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// Statuses a cache understands well enough to store with explicit freshness.
+fn understood(status: StatusCode) -> bool {
+    let s = status.as_u16();
+    (200..600).contains(&s) && s != 206 && s != 304
+}
+
+/// Parses an HTTP-date; invalid dates are `None`.
+pub fn http_date(headers: &HeaderMap, name: http::header::HeaderName) -> Option<SystemTime> {
+    let v = headers.get(name)?.to_str().ok()?;
+    httpdate::parse_http_date(v.trim()).ok()
+}
+
+/// Why a response may not be stored or shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NoStore,
+    Private,
+    SetCookie,
+    VaryStar,
+    Authorization,
+    Status,
+    NoFreshness,
+}
+
+impl Refusal {
+    /// Whether the response must not be handed to other clients' requests either.
+    pub fn forbids_sharing(self) -> bool {
+        matches!(
+            self,
+            Refusal::NoStore
+                | Refusal::Private
+                | Refusal::SetCookie
+                | Refusal::VaryStar
+                | Refusal::Authorization
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NoStore => "no-store",
+            Refusal::Private => "private",
+            Refusal::SetCookie => "set-cookie",
+            Refusal::VaryStar => "vary-star",
+            Refusal::Authorization => "authorization",
+            Refusal::Status => "status",
+            Refusal::NoFreshness => "no-freshness",
+        }
+    }
+}
+
+/// Freshness of a stored response, with the instants needed for RFC 9111 §4.2.3 ages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// When the response was received (tokio clock, so tests can pause time).
+    pub stored_at: Instant,
+    /// `corrected_initial_age` at `stored_at`.
+    pub initial_age: Duration,
+    pub lifetime: Duration,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    /// must-revalidate / proxy-revalidate / s-maxage: never serve stale.
+    pub must_revalidate: bool,
+    /// no-cache: revalidate before every use.
+    pub no_cache: bool,
+}
+
+impl Freshness {
+    pub fn age(&self, now: Instant) -> Duration {
+        self.initial_age + now.saturating_duration_since(self.stored_at)
+    }
+
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        !self.no_cache && self.lifetime > self.age(now)
+    }
+
+    /// Seconds of freshness left; negative once stale (RFC 9211 `ttl`).
+    pub fn ttl_secs(&self, now: Instant) -> i64 {
+        let life = self.lifetime.as_secs() as i64;
+        let age = self.age(now).as_secs() as i64;
+        life - age
+    }
+
+    /// How long past its freshness the object is.
+    pub fn staleness(&self, now: Instant) -> Duration {
+        self.age(now).saturating_sub(self.lifetime)
+    }
+
+    pub fn may_serve_stale_while_revalidate(&self, now: Instant) -> bool {
+        !self.must_revalidate
+            && !self.no_cache
+            && self.staleness(now) <= self.stale_while_revalidate
+            && self.stale_while_revalidate > Duration::ZERO
+    }
+
+    pub fn may_serve_stale_on_error(&self, now: Instant) -> bool {
+        !self.must_revalidate
+            && self.stale_if_error > Duration::ZERO
+            && self.staleness(now) <= self.stale_if_error
+    }
+
+    /// How long the cache should keep the object at all (a backstop for moka).
+    pub fn retention(&self, has_validator: bool, stale_retention: Duration) -> Duration {
+        let remaining = self.lifetime.saturating_sub(self.initial_age);
+        let stale = self
+            .stale_while_revalidate
+            .max(self.stale_if_error)
+            .max(if has_validator {
+                stale_retention
+            } else {
+                Duration::ZERO
+            });
+        remaining + stale
+    }
+}
+
+/// The storage decision for one origin response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// `Err` when the response must not be stored.
+    pub store: Result<Freshness, Refusal>,
+}
+
+/// The facts of one exchange the decision needs besides the response headers.
+pub struct Exchange<'a> {
+    pub request_headers: &'a HeaderMap,
+    pub status: StatusCode,
+    pub headers: &'a HeaderMap,
+    pub kind: ContentKind,
+    /// When the origin request was sent and the response received (wall clock).
+    pub request_time: SystemTime,
+    pub response_time: SystemTime,
+    /// The tokio instant matching `response_time`.
+    pub received_at: Instant,
+    /// A freshness lifetime derived from the body (live playlists), if any.
+    pub media_lifetime: Option<Duration>,
+}
+
+/// The header that targets this cache (RFC 9213), or Cache-Control.
+pub fn effective_cache_control(headers: &HeaderMap) -> (CacheControl, bool) {
+    let targeted = CacheControl::from_headers(headers, "cdn-cache-control");
+    if targeted.present {
+        (targeted, true)
+    } else {
+        (CacheControl::from_headers(headers, CACHE_CONTROL), false)
+    }
+}
+
+pub fn has_validator(headers: &HeaderMap) -> bool {
+    headers.contains_key(ETAG) || headers.contains_key(LAST_MODIFIED)
+}
+
+/// Decides whether and for how long a response may be stored (RFC 9111 §3, §4.2).
+pub fn decide(x: &Exchange<'_>, cfg: &CacheConfig) -> Decision {
+    Decision {
+        store: decide_inner(x, cfg),
+    }
+}
+
+fn decide_inner(x: &Exchange<'_>, cfg: &CacheConfig) -> Result<Freshness, Refusal> {
+    let (cc, targeted) = effective_cache_control(x.headers);
+    let request_cc = CacheControl::from_headers(x.request_headers, CACHE_CONTROL);
+    if cc.no_store || request_cc.no_store {
+        return Err(Refusal::NoStore);
+    }
+    if cc.private {
+        return Err(Refusal::Private);
+    }
+    if x.headers.contains_key(http::header::SET_COOKIE) {
+        return Err(Refusal::SetCookie);
+    }
+    if x.headers.get_all(http::header::VARY).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|p| p.trim() == "*"))
+    }) {
+        return Err(Refusal::VaryStar);
+    }
+    if x.request_headers.contains_key(AUTHORIZATION)
+        && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
+    {
+        return Err(Refusal::Authorization);
+    }
+    if !understood(x.status) {
+        return Err(Refusal::Status);
+    }
+
+    let date = http_date(x.headers, DATE);
+    let explicit = if let Some(s) = cc.s_maxage {
+        Some(Duration::from_secs(s))
+    } else if let Some(m) = cc.max_age {
+        Some(Duration::from_secs(m))
+    } else if !targeted && x.headers.contains_key(EXPIRES) {
+        // An invalid Expires (e.g. "0") means already expired.
+        let expires = http_date(x.headers, EXPIRES);
+        let base = date.unwrap_or(x.response_time);
+        Some(
+            expires
+                .and_then(|e| e.duration_since(base).ok())
+                .unwrap_or(Duration::ZERO),
+        )
+    } else {
+        None
+    };
+
+    let lifetime = match explicit {
+        Some(l) => l,
+        None => {
+            let status = x.status.as_u16();
+            if matches!(status, 404 | 410) {
+                cfg.ttl.negative
+            } else if matches!(status, 200 | 203) && x.kind != ContentKind::Other {
+                x.media_lifetime.unwrap_or(match x.kind {
+                    ContentKind::Manifest => cfg.ttl.manifest,
+                    _ => cfg.ttl.segment,
+                })
+            } else if let (true, Some(lm)) = (
+                heuristically_cacheable(x.status) && x.status != StatusCode::PARTIAL_CONTENT,
+                http_date(x.headers, LAST_MODIFIED),
+            ) {
+                let base = date.unwrap_or(x.response_time);
+                let since = base.duration_since(lm).unwrap_or(Duration::ZERO);
+                since.mul_f64(cfg.heuristic_fraction).min(cfg.heuristic_max)
+            } else if matches!(status, 200 | 203) {
+                cfg.ttl.other
+            } else {
+                Duration::ZERO
+            }
+        }
+    };
+
+    if lifetime.is_zero() && !(has_validator(x.headers) && (explicit.is_some() || cc.no_cache)) {
+        return Err(Refusal::NoFreshness);
+    }
+
+    // RFC 9111 §4.2.3.
+    let age_value = x
+        .headers
+        .get(AGE)
+        .and_then(|v| v.to_str().ok())
+        .map(parse_delta)
+        .unwrap_or(0);
+    let apparent_age = date
+        .and_then(|d| x.response_time.duration_since(d).ok())
+        .unwrap_or(Duration::ZERO);
+    let response_delay = x
+        .response_time
+        .duration_since(x.request_time)
+        .unwrap_or(Duration::ZERO);
+    let corrected_age_value = Duration::from_secs(age_value) + response_delay;
+    let initial_age = apparent_age.max(corrected_age_value);
+
+    Ok(Freshness {
+        stored_at: x.received_at,
+        initial_age,
+        lifetime,
+        stale_while_revalidate: Duration::from_secs(cc.stale_while_revalidate.unwrap_or(0)),
+        stale_if_error: Duration::from_secs(cc.stale_if_error.unwrap_or(0)),
+        must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
+        no_cache: cc.no_cache,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn cfg() -> CacheConfig {
+        crate::config::parse(
+            "listen:\n  http: \"127.0.0.1:1\"\norigins:\n  - url: \"http://127.0.0.1:2\"\n",
+        )
+        .unwrap()
+        .cache
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn decide_for(
+        status: u16,
+        resp: &[(&str, &str)],
+        kind: ContentKind,
+    ) -> Result<Freshness, Refusal> {
+        let now = SystemTime::now();
+        let req = HeaderMap::new();
+        let h = headers(resp);
+        decide(
+            &Exchange {
+                request_headers: &req,
+                status: StatusCode::from_u16(status).unwrap(),
+                headers: &h,
+                kind,
+                request_time: now,
+                response_time: now,
+                received_at: Instant::now(),
+                media_lifetime: None,
+            },
+            &cfg(),
+        )
+        .store
+    }
+
+    #[test]
+    fn parses_directives_case_insensitively_with_quotes() {
+        let cc =
+            CacheControl::parse("Max-Age=60, S-MAXAGE=\"120\", no-cache=\"Set-Cookie, X\", Public");
+        assert_eq!(cc.max_age, Some(60));
+        assert_eq!(cc.s_maxage, Some(120));
+        assert!(cc.no_cache && cc.public);
+        assert!(!cc.private);
+    }
+
+    #[test]
+    fn invalid_and_conflicting_values_are_stale() {
+        assert_eq!(CacheControl::parse("max-age=abc").max_age, Some(0));
+        assert_eq!(
+            CacheControl::parse("max-age=60, max-age=120").max_age,
+            Some(0)
+        );
+        assert_eq!(
+            CacheControl::parse("max-age=60, max-age=60").max_age,
+            Some(60)
+        );
+        assert_eq!(CacheControl::parse("max-age").max_age, Some(0));
+        assert_eq!(
+            CacheControl::parse("max-age=99999999999999999999").max_age,
+            Some(DELTA_MAX)
+        );
+    }
+
+    #[test]
+    fn precedence_s_maxage_max_age_expires() {
+        let f = decide_for(
+            200,
+            &[("cache-control", "max-age=10, s-maxage=20")],
+            ContentKind::Other,
+        )
+        .unwrap();
+        assert_eq!(f.lifetime, Duration::from_secs(20));
+        assert!(f.must_revalidate, "s-maxage implies proxy-revalidate");
+        let date = httpdate::fmt_http_date(SystemTime::now());
+        let exp = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(100));
+        let f = decide_for(
+            200,
+            &[
+                ("cache-control", "max-age=10"),
+                ("date", &date),
+                ("expires", &exp),
+            ],
+            ContentKind::Other,
+        )
+        .unwrap();
+        assert_eq!(f.lifetime, Duration::from_secs(10));
+        let f = decide_for(
+            200,
+            &[("date", &date), ("expires", &exp)],
+            ContentKind::Other,
+        )
+        .unwrap();
+        assert!((99..=100).contains(&f.lifetime.as_secs()));
+        assert_eq!(
+            decide_for(200, &[("expires", "0")], ContentKind::Other),
+            Err(Refusal::NoFreshness)
+        );
+    }
+
+    #[test]
+    fn targeted_field_wins() {
+        let f = decide_for(
+            200,
+            &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=30"),
+            ],
+            ContentKind::Other,
+        )
+        .unwrap();
+        assert_eq!(f.lifetime, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(
+            decide_for(
+                200,
+                &[("cache-control", "no-store, max-age=60")],
+                ContentKind::Segment
+            ),
+            Err(Refusal::NoStore)
+        );
+        assert_eq!(
+            decide_for(
+                200,
+                &[("cache-control", "private, max-age=60")],
+                ContentKind::Segment
+            ),
+            Err(Refusal::Private)
+        );
+        assert_eq!(
+            decide_for(
+                200,
+                &[("cache-control", "max-age=60"), ("set-cookie", "a=b")],
+                ContentKind::Segment
+            ),
+            Err(Refusal::SetCookie)
+        );
+        assert_eq!(
+            decide_for(
+                200,
+                &[("cache-control", "max-age=60"), ("vary", "*")],
+                ContentKind::Segment
+            ),
+            Err(Refusal::VaryStar)
+        );
+        assert_eq!(
+            decide_for(
+                206,
+                &[("cache-control", "max-age=60")],
+                ContentKind::Segment
+            ),
+            Err(Refusal::Status)
+        );
+        assert_eq!(
+            decide_for(200, &[], ContentKind::Other),
+            Err(Refusal::NoFreshness)
+        );
+        assert!(Refusal::Private.forbids_sharing());
+        assert!(!Refusal::NoFreshness.forbids_sharing());
+    }
+
+    #[test]
+    fn defaults_by_kind_and_negative() {
+        let c = cfg();
+        assert_eq!(
+            decide_for(200, &[], ContentKind::Segment).unwrap().lifetime,
+            c.ttl.segment
+        );
+        assert_eq!(
+            decide_for(200, &[], ContentKind::Manifest)
+                .unwrap()
+                .lifetime,
+            c.ttl.manifest
+        );
+        assert_eq!(
+            decide_for(404, &[], ContentKind::Segment).unwrap().lifetime,
+            c.ttl.negative
+        );
+        assert_eq!(
+            decide_for(500, &[], ContentKind::Segment),
+            Err(Refusal::NoFreshness)
+        );
+        assert_eq!(
+            decide_for(503, &[("cache-control", "max-age=5")], ContentKind::Segment)
+                .unwrap()
+                .lifetime,
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn heuristic_from_last_modified() {
+        let now = SystemTime::now();
+        let lm = httpdate::fmt_http_date(now - Duration::from_secs(10_000));
+        let date = httpdate::fmt_http_date(now);
+        let f = decide_for(
+            200,
+            &[("last-modified", &lm), ("date", &date)],
+            ContentKind::Other,
+        )
+        .unwrap();
+        assert!(
+            (999..=1001).contains(&f.lifetime.as_secs()),
+            "{:?}",
+            f.lifetime
+        );
+        // Not for statuses outside the heuristic set.
+        assert_eq!(
+            decide_for(302, &[("last-modified", &lm)], ContentKind::Other),
+            Err(Refusal::NoFreshness)
+        );
+    }
+
+    #[test]
+    fn age_arithmetic() {
+        let now = SystemTime::now();
+        let req = HeaderMap::new();
+        let h = headers(&[
+            ("cache-control", "max-age=100"),
+            ("age", "30"),
+            (
+                "date",
+                &httpdate::fmt_http_date(now - Duration::from_secs(10)),
+            ),
+        ]);
+        let f = decide(
+            &Exchange {
+                request_headers: &req,
+                status: StatusCode::OK,
+                headers: &h,
+                kind: ContentKind::Other,
+                request_time: now - Duration::from_secs(2),
+                response_time: now,
+                received_at: Instant::now(),
+                media_lifetime: None,
+            },
+            &cfg(),
+        )
+        .store
+        .unwrap();
+        // max(apparent 10, age 30 + delay 2) = 32
+        assert_eq!(f.initial_age.as_secs(), 32);
+        assert!(f.is_fresh(f.stored_at));
+        assert_eq!(f.ttl_secs(f.stored_at), 68);
+        assert!(!f.is_fresh(f.stored_at + Duration::from_secs(69)));
+    }
+
+    #[test]
+    fn authorization_needs_explicit_permission() {
+        let now = SystemTime::now();
+        let req = headers(&[("authorization", "Bearer x")]);
+        let run = |cc: &str| {
+            let h = headers(&[("cache-control", cc)]);
+            decide(
+                &Exchange {
+                    request_headers: &req,
+                    status: StatusCode::OK,
+                    headers: &h,
+                    kind: ContentKind::Segment,
+                    request_time: now,
+                    response_time: now,
+                    received_at: Instant::now(),
+                    media_lifetime: None,
+                },
+                &cfg(),
+            )
+            .store
+        };
+        assert_eq!(run("max-age=60"), Err(Refusal::Authorization));
+        assert!(run("max-age=60, public").is_ok());
+        assert!(run("s-maxage=60").is_ok());
+    }
+
+    #[test]
+    fn stale_windows() {
+        let f = decide_for(
+            200,
+            &[(
+                "cache-control",
+                "max-age=10, stale-while-revalidate=20, stale-if-error=60",
+            )],
+            ContentKind::Other,
+        )
+        .unwrap();
+        let t = f.stored_at + Duration::from_secs(15);
+        assert!(!f.is_fresh(t));
+        assert!(f.may_serve_stale_while_revalidate(t));
+        assert!(!f.may_serve_stale_while_revalidate(f.stored_at + Duration::from_secs(31)));
+        assert!(f.may_serve_stale_on_error(f.stored_at + Duration::from_secs(60)));
+        let f = decide_for(
+            200,
+            &[(
+                "cache-control",
+                "max-age=10, must-revalidate, stale-if-error=60",
+            )],
+            ContentKind::Other,
+        )
+        .unwrap();
+        assert!(!f.may_serve_stale_on_error(f.stored_at + Duration::from_secs(20)));
+    }
+}

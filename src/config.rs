@@ -1,0 +1,1151 @@
+//! The YAML configuration: parsed into raw structs, then validated into typed `Config`.
+//!
+//! Every error names the file, line, column and the dotted field path. The YAML crate is
+//! serde-saphyr (safe Rust, maintained); it stays behind `parse` so it can be swapped.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use serde_saphyr::{Location, Spanned};
+
+/// The whole validated configuration of one edge.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Listen,
+    pub tls: Option<TlsConfig>,
+    pub admin: Option<AdminConfig>,
+    pub server: ServerConfig,
+    pub cache: CacheConfig,
+    pub origins: Vec<OriginConfig>,
+    pub fetch: FetchConfig,
+    pub health_check: Option<HealthCheckConfig>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Listen {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsConfig {
+    /// PEM certificate chain and private key, re-read on reload.
+    Pem { cert: PathBuf, key: PathBuf },
+    /// A certificate made at start for these names (demo and local testing only).
+    SelfSigned { names: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer token required by state-changing admin calls (purge). None: those calls are refused.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
+    /// Host names this edge answers for; empty means any.
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub max_size: u64,
+    pub max_object_size: u64,
+    pub ttl: KindTtls,
+    pub hit_for_miss_ttl: Duration,
+    pub max_waiters: usize,
+    pub heuristic_fraction: f64,
+    pub heuristic_max: Duration,
+    pub stale_retention: Duration,
+}
+
+/// Freshness used when the origin gives none, by media kind.
+#[derive(Debug, Clone)]
+pub struct KindTtls {
+    pub manifest: Duration,
+    pub segment: Duration,
+    pub other: Duration,
+    pub negative: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    pub name: String,
+    pub url: reqwest::Url,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostHeader {
+    /// The origin's own authority from its URL.
+    Origin,
+    /// The Host the client sent.
+    Client,
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_statuses: Vec<u16>,
+    pub host_header: HostHeader,
+    pub ca_file: Option<PathBuf>,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    /// Without active health checks: failures in a row that eject an origin.
+    pub passive_fall: u32,
+    /// Without active health checks: how long an ejected origin rests before a trial request.
+    pub passive_cooldown: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub expect_status: Vec<u16>,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub access: AccessLogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    Text,
+    Json,
+    Off,
+}
+
+/// A configuration error, pointing at the file, line and column and naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub line: u64,
+    pub column: u64,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}:", file.display())?;
+        }
+        if self.line > 0 {
+            write!(f, "{}:{}: ", self.line, self.column)?;
+        } else if self.file.is_some() {
+            write!(f, " ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: Some(path.to_owned()),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message: format!("cannot read config: {e}"),
+    })?;
+    parse(&text).map_err(|mut e| {
+        e.file = Some(path.to_owned());
+        e
+    })
+}
+
+/// Parses and validates YAML text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        let mut options = serde_saphyr::RenderOptions::default();
+        options.snippets = serde_saphyr::SnippetMode::Off;
+        let message = e.render_with_options(options);
+        ConfigError {
+            file: None,
+            line,
+            column,
+            field: field_path_at(text, line),
+            message: strip_location_prefix(&message),
+        }
+    })?;
+    raw.validate(text)
+}
+
+/// serde-saphyr prefixes "line L column C: "; we print the position ourselves.
+fn strip_location_prefix(message: &str) -> String {
+    let m = message.trim();
+    if let Some(rest) = m.strip_prefix("line ")
+        && let Some(idx) = rest.find(": ")
+        && rest[..idx].contains("column")
+    {
+        return rest[idx + 2..].to_owned();
+    }
+    m.to_owned()
+}
+
+/// The dotted path of the YAML key on `line` (1-based), found from indentation:
+/// e.g. `cache.max_size` or `origins[1].url`.
+pub fn field_path_at(text: &str, line: u64) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(idx) = usize::try_from(line).ok().and_then(|l| l.checked_sub(1)) else {
+        return String::new();
+    };
+    let Some(target) = lines.get(idx).and_then(|l| yaml_line(l)) else {
+        return String::new();
+    };
+    // Parts are collected innermost first. `col` is the column of the element being located.
+    let mut parts: Vec<String> = Vec::new();
+    let mut col = match target {
+        YamlLine {
+            dash: Some(d), key, ..
+        } => {
+            if let Some(key) = key {
+                parts.push(key.to_owned());
+            }
+            parts.push(format!("[{}]", list_index(&lines, idx, d)));
+            d
+        }
+        YamlLine {
+            key: Some(key),
+            key_col,
+            ..
+        } => {
+            parts.push(key.to_owned());
+            key_col
+        }
+        _ => return String::new(),
+    };
+    for i in (0..idx).rev() {
+        if col == 0 {
+            break;
+        }
+        let Some(l) = yaml_line(lines[i]) else {
+            continue;
+        };
+        if l.key.is_some() && l.key_col < col {
+            parts.push(l.key.unwrap_or_default().to_owned());
+            col = l.key_col;
+        }
+        if let Some(d) = l.dash
+            && d < col
+        {
+            parts.push(format!("[{}]", list_index(&lines, i, d)));
+            col = d;
+        }
+    }
+    let mut out = String::new();
+    for part in parts.iter().rev() {
+        if !part.starts_with('[') && !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+/// One non-blank, non-comment line: where its list dash and its key (if any) stand.
+struct YamlLine<'a> {
+    dash: Option<usize>,
+    key: Option<&'a str>,
+    key_col: usize,
+}
+
+fn yaml_line(raw: &str) -> Option<YamlLine<'_>> {
+    let trimmed = raw.trim_start();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return None;
+    }
+    let indent = raw.len() - trimmed.len();
+    let (dash, body, key_col) = match trimmed.strip_prefix('-') {
+        Some(rest) if rest.is_empty() || rest.starts_with(' ') => {
+            let body = rest.trim_start();
+            (Some(indent), body, raw.len() - body.len())
+        }
+        _ => (None, trimmed, indent),
+    };
+    Some(YamlLine {
+        dash,
+        key: yaml_key(body),
+        key_col,
+    })
+}
+
+fn yaml_key(body: &str) -> Option<&str> {
+    let end = body.find(':')?;
+    let key = body[..end].trim().trim_matches('"').trim_matches('\'');
+    let after = &body[end + 1..];
+    let valid = !key.is_empty()
+        && (after.is_empty() || after.starts_with(' '))
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    valid.then_some(key)
+}
+
+/// Which item of the list the `- ` at line `at` (indent `indent`) is.
+fn list_index(lines: &[&str], at: usize, indent: usize) -> usize {
+    let mut n = 0;
+    for raw in lines[..at].iter().rev() {
+        let trimmed = raw.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let ind = raw.len() - trimmed.len();
+        if ind < indent {
+            break;
+        }
+        if ind == indent {
+            if trimmed.starts_with("- ") || trimmed == "-" {
+                n += 1;
+            } else {
+                break;
+            }
+        }
+    }
+    n
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw (as written) configuration.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listen: Option<Spanned<RawListen>>,
+    tls: Option<Spanned<RawTls>>,
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    cache: RawCache,
+    origins: Spanned<Vec<Spanned<RawOrigin>>>,
+    #[serde(default)]
+    fetch: RawFetch,
+    health_check: Option<RawHealthCheck>,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    http: Option<SocketAddr>,
+    https: Option<SocketAddr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    self_signed: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: SocketAddr,
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    tls_handshake_timeout: Dur,
+    header_read_timeout: Dur,
+    idle_timeout: Dur,
+    drain_timeout: Dur,
+    max_connections: usize,
+    h2_max_concurrent_streams: u32,
+    hosts: Vec<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            tls_handshake_timeout: Dur(Duration::from_secs(10)),
+            header_read_timeout: Dur(Duration::from_secs(30)),
+            idle_timeout: Dur(Duration::from_secs(75)),
+            drain_timeout: Dur(Duration::from_secs(30)),
+            max_connections: 50_000,
+            h2_max_concurrent_streams: 256,
+            hosts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCache {
+    max_size: Spanned<Size>,
+    max_object_size: Spanned<Size>,
+    ttl: RawTtls,
+    hit_for_miss_ttl: Dur,
+    max_waiters: usize,
+    heuristic_fraction: Spanned<f64>,
+    heuristic_max: Dur,
+    stale_retention: Dur,
+}
+
+fn unknown_location<T>(value: T) -> Spanned<T> {
+    Spanned::new(value, Location::UNKNOWN, Location::UNKNOWN)
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            max_size: unknown_location(Size(1 << 30)),
+            max_object_size: unknown_location(Size(64 << 20)),
+            ttl: RawTtls::default(),
+            hit_for_miss_ttl: Dur(Duration::from_secs(10)),
+            max_waiters: 100_000,
+            heuristic_fraction: unknown_location(0.1),
+            heuristic_max: Dur(Duration::from_secs(24 * 3600)),
+            stale_retention: Dur(Duration::from_secs(600)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTtls {
+    manifest: Dur,
+    segment: Dur,
+    other: Dur,
+    negative: Dur,
+}
+
+impl Default for RawTtls {
+    fn default() -> Self {
+        RawTtls {
+            manifest: Dur(Duration::from_secs(2)),
+            segment: Dur(Duration::from_secs(24 * 3600)),
+            other: Dur(Duration::ZERO),
+            negative: Dur(Duration::from_secs(5)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrigin {
+    url: Spanned<String>,
+    name: Option<String>,
+    #[serde(default = "one")]
+    weight: Spanned<u32>,
+}
+
+fn one() -> Spanned<u32> {
+    unknown_location(1)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFetch {
+    connect_timeout: Dur,
+    first_byte_timeout: Dur,
+    idle_timeout: Dur,
+    max_attempts: Spanned<u32>,
+    retry_statuses: Spanned<Vec<u16>>,
+    host_header: RawHostHeader,
+    ca_file: Option<PathBuf>,
+    pool_idle_timeout: Dur,
+    pool_max_idle_per_host: usize,
+    passive_fall: u32,
+    passive_cooldown: Dur,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawHostHeader {
+    Origin,
+    Client,
+}
+
+impl Default for RawFetch {
+    fn default() -> Self {
+        RawFetch {
+            connect_timeout: Dur(Duration::from_secs(2)),
+            first_byte_timeout: Dur(Duration::from_secs(10)),
+            idle_timeout: Dur(Duration::from_secs(10)),
+            max_attempts: unknown_location(2),
+            retry_statuses: unknown_location(vec![502, 503, 504]),
+            host_header: RawHostHeader::Origin,
+            ca_file: None,
+            pool_idle_timeout: Dur(Duration::from_secs(90)),
+            pool_max_idle_per_host: 256,
+            passive_fall: 3,
+            passive_cooldown: Dur(Duration::from_secs(10)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHealthCheck {
+    path: Spanned<String>,
+    interval: Dur,
+    timeout: Dur,
+    expect_status: Vec<u16>,
+    rise: Spanned<u32>,
+    fall: Spanned<u32>,
+}
+
+impl Default for RawHealthCheck {
+    fn default() -> Self {
+        RawHealthCheck {
+            path: unknown_location("/".to_owned()),
+            interval: Dur(Duration::from_secs(5)),
+            timeout: Dur(Duration::from_secs(2)),
+            expect_status: vec![200],
+            rise: unknown_location(2),
+            fall: unknown_location(3),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+    access: AccessLogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".to_owned(),
+            access: AccessLogFormat::Text,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+struct Validator<'a> {
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, at: Location, field: &str, message: impl Into<String>) -> ConfigError {
+        let (line, column) = if at == Location::UNKNOWN {
+            (0, 0)
+        } else {
+            (at.line(), at.column())
+        };
+        let field = if line > 0 {
+            let found = field_path_at(self.text, line);
+            if found.is_empty() {
+                field.to_owned()
+            } else {
+                found
+            }
+        } else {
+            field.to_owned()
+        };
+        ConfigError {
+            file: None,
+            line,
+            column,
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl RawConfig {
+    fn validate(self, text: &str) -> Result<Config, ConfigError> {
+        let v = Validator { text };
+
+        let (listen, listen_at) = match self.listen {
+            Some(l) => (
+                Listen {
+                    http: l.value.http,
+                    https: l.value.https,
+                },
+                l.referenced,
+            ),
+            None => (Listen::default(), Location::UNKNOWN),
+        };
+        if listen.http.is_none() && listen.https.is_none() {
+            return Err(v.err(
+                listen_at,
+                "listen",
+                "no listener: set listen.http and/or listen.https",
+            ));
+        }
+
+        let tls = match self.tls {
+            None => None,
+            Some(t) => {
+                let at = t.referenced;
+                let t = t.value;
+                match (t.cert, t.key, t.self_signed) {
+                    (Some(cert), Some(key), None) => Some(TlsConfig::Pem { cert, key }),
+                    (None, None, Some(names)) if !names.is_empty() => {
+                        Some(TlsConfig::SelfSigned { names })
+                    }
+                    (None, None, Some(_)) => {
+                        return Err(v.err(at, "tls.self_signed", "needs at least one name"));
+                    }
+                    (Some(_), None, _) => {
+                        return Err(v.err(at, "tls.key", "tls.cert is set but tls.key is missing"));
+                    }
+                    (None, Some(_), _) => {
+                        return Err(v.err(
+                            at,
+                            "tls.cert",
+                            "tls.key is set but tls.cert is missing",
+                        ));
+                    }
+                    (Some(_), Some(_), Some(_)) => {
+                        return Err(v.err(
+                            at,
+                            "tls",
+                            "set either cert and key or self_signed, not both",
+                        ));
+                    }
+                    (None, None, None) => {
+                        return Err(v.err(at, "tls", "set cert and key (PEM files)"));
+                    }
+                }
+            }
+        };
+        if listen.https.is_some() && tls.is_none() {
+            return Err(v.err(
+                listen_at,
+                "listen.https",
+                "an HTTPS listener needs a tls section with cert and key",
+            ));
+        }
+
+        let admin = self.admin.map(|a| AdminConfig {
+            listen: a.listen,
+            token: a.token.filter(|t| !t.is_empty()),
+        });
+
+        let s = self.server;
+        if s.max_connections == 0 {
+            return Err(v.err(
+                Location::UNKNOWN,
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        let server = ServerConfig {
+            tls_handshake_timeout: s.tls_handshake_timeout.0,
+            header_read_timeout: s.header_read_timeout.0,
+            idle_timeout: s.idle_timeout.0,
+            drain_timeout: s.drain_timeout.0,
+            max_connections: s.max_connections,
+            h2_max_concurrent_streams: s.h2_max_concurrent_streams.max(1),
+            hosts: s
+                .hosts
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+        };
+
+        let c = self.cache;
+        if c.max_object_size.value.0 > c.max_size.value.0 {
+            return Err(v.err(
+                c.max_object_size.referenced,
+                "cache.max_object_size",
+                format!(
+                    "{} is larger than cache.max_size ({})",
+                    c.max_object_size.value, c.max_size.value
+                ),
+            ));
+        }
+        if c.max_object_size.value.0 > u64::from(u32::MAX) {
+            return Err(v.err(
+                c.max_object_size.referenced,
+                "cache.max_object_size",
+                "must be below 4GiB",
+            ));
+        }
+        if !(0.0..=1.0).contains(&c.heuristic_fraction.value) {
+            return Err(v.err(
+                c.heuristic_fraction.referenced,
+                "cache.heuristic_fraction",
+                "must be between 0 and 1",
+            ));
+        }
+        let cache = CacheConfig {
+            max_size: c.max_size.value.0,
+            max_object_size: c.max_object_size.value.0,
+            ttl: KindTtls {
+                manifest: c.ttl.manifest.0,
+                segment: c.ttl.segment.0,
+                other: c.ttl.other.0,
+                negative: c.ttl.negative.0,
+            },
+            hit_for_miss_ttl: c.hit_for_miss_ttl.0,
+            max_waiters: c.max_waiters.max(1),
+            heuristic_fraction: c.heuristic_fraction.value,
+            heuristic_max: c.heuristic_max.0,
+            stale_retention: c.stale_retention.0,
+        };
+
+        if self.origins.value.is_empty() {
+            return Err(v.err(
+                self.origins.referenced,
+                "origins",
+                "at least one origin is required",
+            ));
+        }
+        let mut origins = Vec::new();
+        for (i, o) in self.origins.value.into_iter().enumerate() {
+            let o = o.value;
+            let url = reqwest::Url::parse(&o.url.value).map_err(|e| {
+                v.err(
+                    o.url.referenced,
+                    &format!("origins[{i}].url"),
+                    format!("invalid URL {:?}: {e}", o.url.value),
+                )
+            })?;
+            if url.scheme() != "http" && url.scheme() != "https" {
+                return Err(v.err(
+                    o.url.referenced,
+                    &format!("origins[{i}].url"),
+                    format!("scheme must be http or https, not {:?}", url.scheme()),
+                ));
+            }
+            if url.host_str().is_none() {
+                return Err(v.err(
+                    o.url.referenced,
+                    &format!("origins[{i}].url"),
+                    "the URL has no host",
+                ));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(v.err(
+                    o.url.referenced,
+                    &format!("origins[{i}].url"),
+                    "an origin URL takes no query or fragment",
+                ));
+            }
+            if o.weight.value == 0 || o.weight.value > 100 {
+                return Err(v.err(
+                    o.weight.referenced,
+                    &format!("origins[{i}].weight"),
+                    "must be between 1 and 100",
+                ));
+            }
+            let name = o.name.unwrap_or_else(|| {
+                let host = url.host_str().unwrap_or("origin");
+                match url.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.to_owned(),
+                }
+            });
+            if origins.iter().any(|x: &OriginConfig| x.name == name) {
+                return Err(v.err(
+                    o.url.referenced,
+                    &format!("origins[{i}].name"),
+                    format!("duplicate origin name {name:?} (set distinct names)"),
+                ));
+            }
+            origins.push(OriginConfig {
+                name,
+                url,
+                weight: o.weight.value,
+            });
+        }
+
+        let f = self.fetch;
+        if f.max_attempts.value == 0 {
+            return Err(v.err(
+                f.max_attempts.referenced,
+                "fetch.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if let Some(bad) = f
+            .retry_statuses
+            .value
+            .iter()
+            .find(|s| !(500..=599).contains(*s))
+        {
+            return Err(v.err(
+                f.retry_statuses.referenced,
+                "fetch.retry_statuses",
+                format!("{bad} is not a 5xx status"),
+            ));
+        }
+        let fetch = FetchConfig {
+            connect_timeout: f.connect_timeout.0,
+            first_byte_timeout: f.first_byte_timeout.0,
+            idle_timeout: f.idle_timeout.0,
+            max_attempts: f.max_attempts.value,
+            retry_statuses: f.retry_statuses.value,
+            host_header: match f.host_header {
+                RawHostHeader::Origin => HostHeader::Origin,
+                RawHostHeader::Client => HostHeader::Client,
+            },
+            ca_file: f.ca_file,
+            pool_idle_timeout: f.pool_idle_timeout.0,
+            pool_max_idle_per_host: f.pool_max_idle_per_host,
+            passive_fall: f.passive_fall.max(1),
+            passive_cooldown: f.passive_cooldown.0,
+        };
+
+        let health_check = match self.health_check {
+            None => None,
+            Some(h) => {
+                if !h.path.value.starts_with('/') {
+                    return Err(v.err(h.path.referenced, "health_check.path", "must start with /"));
+                }
+                if h.rise.value == 0 {
+                    return Err(v.err(
+                        h.rise.referenced,
+                        "health_check.rise",
+                        "must be at least 1",
+                    ));
+                }
+                if h.fall.value == 0 {
+                    return Err(v.err(
+                        h.fall.referenced,
+                        "health_check.fall",
+                        "must be at least 1",
+                    ));
+                }
+                Some(HealthCheckConfig {
+                    path: h.path.value,
+                    interval: h.interval.0.max(Duration::from_millis(10)),
+                    timeout: h.timeout.0,
+                    expect_status: if h.expect_status.is_empty() {
+                        vec![200]
+                    } else {
+                        h.expect_status
+                    },
+                    rise: h.rise.value,
+                    fall: h.fall.value,
+                })
+            }
+        };
+
+        let log = LogConfig {
+            level: self.log.level,
+            access: self.log.access,
+        };
+
+        Ok(Config {
+            listen,
+            tls,
+            admin,
+            server,
+            cache,
+            origins,
+            fetch,
+            health_check,
+            log,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Human units.
+
+/// A byte size written as `512KiB`, `64MiB`, `1GiB`, `1.5GB` or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        for (name, mult) in UNITS {
+            if self.0 >= mult && self.0 % mult == 0 {
+                return write!(f, "{}{name}", self.0 / mult);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let unit = unit.trim();
+    let mult: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "TiB" | "T" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB)"
+            ));
+        }
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected a number and a unit, e.g. 64MiB"))?;
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("invalid size {s:?}: out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as 64MiB or 1GiB")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration written as `250ms`, `10s`, `5m`, `2h`, `1d` or `0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("invalid duration {s:?}: missing unit (ms, s, m, h, d)"))?;
+    let (num, unit) = s.split_at(split);
+    let secs_per: f64 = match unit.trim() {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        other => {
+            return Err(format!(
+                "invalid duration {s:?}: unknown unit {other:?} (use ms, s, m, h, d)"
+            ));
+        }
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s or 500ms"))?;
+    Duration::try_from_secs_f64(value * secs_per)
+        .map_err(|_| format!("invalid duration {s:?}: out of range"))
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 10s or 500ms")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
+                if v == 0 {
+                    Ok(Dur(Duration::ZERO))
+                } else {
+                    Err(E::custom(format!(
+                        "invalid duration {v}: missing unit (e.g. {v}s or {v}ms)"
+                    )))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
+                match u64::try_from(v) {
+                    Ok(u) => self.visit_u64(u),
+                    Err(_) => Err(E::custom("a duration cannot be negative")),
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+                parse_duration(v).map(Dur).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Config {
+    /// The demo: plain HTTP and self-signed HTTPS on loopback, in front of the given origin.
+    pub fn demo(origin: SocketAddr) -> Config {
+        let yaml = format!(
+            "listen:\n  http: \"127.0.0.1:8080\"\n  https: \"127.0.0.1:8443\"\n\
+             tls:\n  self_signed: [localhost, 127.0.0.1]\n\
+             admin:\n  listen: \"127.0.0.1:9090\"\n\
+             cache:\n  max_size: 256MiB\n  max_object_size: 32MiB\n\
+             origins:\n  - url: \"http://{origin}\"\n    name: demo-origin\n"
+        );
+        parse(&yaml).expect("the built-in demo config is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "listen:\n  http: \"127.0.0.1:8080\"\norigins:\n  - url: \"http://127.0.0.1:9000\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.listen.http, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.cache.max_size, 1 << 30);
+        assert_eq!(c.cache.max_object_size, 64 << 20);
+        assert_eq!(c.origins.len(), 1);
+        assert_eq!(c.origins[0].name, "127.0.0.1:9000");
+        assert_eq!(c.origins[0].weight, 1);
+        assert!(c.admin.is_none());
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1.5GB"), Ok(1_500_000_000));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("10 fortnights").is_err());
+        assert_eq!(Size(1 << 30).to_string(), "1GiB");
+        assert_eq!(Size(1000).to_string(), "1000B");
+    }
+
+    #[test]
+    fn unknown_key_names_field_line_and_column() {
+        let y = "listen:\n  http: \"127.0.0.1:8080\"\ncache:\n  max_size: 1GiB\n  max_sise: 2GiB\norigins:\n  - url: \"http://127.0.0.1:9000\"\n";
+        let e = parse(y).unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert_eq!(e.field, "cache.max_sise", "{e}");
+        assert!(e.message.contains("max_sise"), "{e}");
+        assert!(e.to_string().starts_with("5:3: cache.max_sise:"), "{e}");
+    }
+
+    #[test]
+    fn bad_size_names_field() {
+        let y = "listen:\n  http: \"127.0.0.1:8080\"\ncache:\n  max_size: lots\norigins:\n  - url: \"http://127.0.0.1:9000\"\n";
+        let e = parse(y).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "cache.max_size"), "{e}");
+        assert!(e.message.contains("lots"), "{e}");
+    }
+
+    #[test]
+    fn bad_origin_url_names_list_item() {
+        let y = "listen:\n  http: \"127.0.0.1:8080\"\norigins:\n  - url: \"http://127.0.0.1:9000\"\n  - url: \"ftp://x\"\n    weight: 2\n";
+        let e = parse(y).unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert_eq!(e.field, "origins[1].url", "{e}");
+        assert!(e.message.contains("http or https"), "{e}");
+        let y = "listen:\n  http: \"127.0.0.1:8080\"\norigins:\n  - url: \"http://127.0.0.1:9000\"\n    weight: 0\n";
+        let e = parse(y).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (5, "origins[0].weight"), "{e}");
+    }
+
+    #[test]
+    fn https_needs_tls() {
+        let y =
+            "listen:\n  https: \"127.0.0.1:8443\"\norigins:\n  - url: \"http://127.0.0.1:9000\"\n";
+        let e = parse(y).unwrap_err();
+        assert_eq!(e.field, "listen.https");
+        assert!(e.line > 0);
+    }
+
+    #[test]
+    fn bad_socket_address_and_type_errors_are_located() {
+        let y = "listen:\n  http: \"localhost:80\"\norigins:\n  - url: \"http://127.0.0.1:9000\"\n";
+        let e = parse(y).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "listen.http"), "{e}");
+        let y = "listen:\n  http: \"127.0.0.1:8080\"\nfetch:\n  max_attempts: many\norigins:\n  - url: \"http://127.0.0.1:9000\"\n";
+        let e = parse(y).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "fetch.max_attempts"), "{e}");
+    }
+
+    #[test]
+    fn object_size_must_fit_cache() {
+        let y = "listen:\n  http: \"127.0.0.1:8080\"\ncache:\n  max_size: 1MiB\n  max_object_size: 2MiB\norigins:\n  - url: \"http://127.0.0.1:9000\"\n";
+        let e = parse(y).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (5, "cache.max_object_size"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn field_path_from_indentation() {
+        let y = "a:\n  b:\n    c: 1\n  d:\n    - x: 1\n      y: 2\n    - x: 3\n";
+        assert_eq!(field_path_at(y, 3), "a.b.c");
+        assert_eq!(field_path_at(y, 5), "a.d[0].x");
+        assert_eq!(field_path_at(y, 6), "a.d[0].y");
+        assert_eq!(field_path_at(y, 7), "a.d[1].x");
+        assert_eq!(field_path_at(y, 99), "");
+    }
+
+    #[test]
+    fn demo_config_is_valid() {
+        let c = Config::demo("127.0.0.1:9000".parse().unwrap());
+        assert!(matches!(c.tls, Some(TlsConfig::SelfSigned { .. })));
+        assert!(c.admin.is_some());
+    }
+}

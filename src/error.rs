@@ -1,0 +1,188 @@
+//! The one error type of the request path, classified by source, and its one status mapping.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// Where an error came from: the client's request, an origin, or the edge itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    Client,
+    Origin,
+    Internal,
+}
+
+/// Which part of an origin exchange timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    Connect,
+    FirstByte,
+    Idle,
+}
+
+impl std::fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeoutPhase::Connect => "connect",
+            TimeoutPhase::FirstByte => "first byte",
+            TimeoutPhase::Idle => "idle read",
+        })
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EdgeError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("method {0} not allowed")]
+    MethodNotAllowed(http::Method),
+    #[error("host {0:?} is not served here")]
+    UnknownHost(String),
+    #[error("not found")]
+    NotFound,
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable { length: u64 },
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("origin {origin} unreachable: {detail}")]
+    OriginUnreachable { origin: String, detail: String },
+    #[error("origin {origin} timed out ({phase}) after {after:?}")]
+    OriginTimeout {
+        origin: String,
+        phase: TimeoutPhase,
+        after: Duration,
+    },
+    #[error("origin {origin} broke the response: {detail}")]
+    OriginProtocol { origin: String, detail: String },
+    #[error("no healthy origin for {key}")]
+    NoHealthyOrigin { key: String },
+    #[error("too many requests waiting for {key}")]
+    Overloaded { key: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EdgeError {
+    pub fn source_class(&self) -> ErrorSource {
+        match self {
+            EdgeError::BadRequest(_)
+            | EdgeError::MethodNotAllowed(_)
+            | EdgeError::UnknownHost(_)
+            | EdgeError::NotFound
+            | EdgeError::Unauthorized
+            | EdgeError::Forbidden(_)
+            | EdgeError::RangeNotSatisfiable { .. }
+            | EdgeError::PreconditionFailed => ErrorSource::Client,
+            EdgeError::OriginUnreachable { .. }
+            | EdgeError::OriginTimeout { .. }
+            | EdgeError::OriginProtocol { .. }
+            | EdgeError::NoHealthyOrigin { .. } => ErrorSource::Origin,
+            EdgeError::Overloaded { .. } | EdgeError::Internal(_) => ErrorSource::Internal,
+        }
+    }
+
+    /// The one mapping from error to status code.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            EdgeError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            EdgeError::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            EdgeError::NotFound => StatusCode::NOT_FOUND,
+            EdgeError::Unauthorized => StatusCode::UNAUTHORIZED,
+            EdgeError::Forbidden(_) => StatusCode::FORBIDDEN,
+            EdgeError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            EdgeError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            EdgeError::OriginUnreachable { .. } | EdgeError::OriginProtocol { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            EdgeError::OriginTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            EdgeError::NoHealthyOrigin { .. } | EdgeError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            EdgeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short generic text for the response body; details stay in the logs.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            EdgeError::BadRequest(_) => "bad request",
+            EdgeError::MethodNotAllowed(_) => "method not allowed",
+            EdgeError::UnknownHost(_) => "misdirected request",
+            EdgeError::NotFound => "not found",
+            EdgeError::Unauthorized => "unauthorized",
+            EdgeError::Forbidden(_) => "forbidden",
+            EdgeError::RangeNotSatisfiable { .. } => "range not satisfiable",
+            EdgeError::PreconditionFailed => "precondition failed",
+            EdgeError::OriginUnreachable { .. } | EdgeError::OriginProtocol { .. } => "bad gateway",
+            EdgeError::OriginTimeout { .. } => "gateway timeout",
+            EdgeError::NoHealthyOrigin { .. } | EdgeError::Overloaded { .. } => {
+                "service unavailable"
+            }
+            EdgeError::Internal(_) => "internal server error",
+        }
+    }
+
+    /// True when a different origin might answer where this one failed (before any byte was sent).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            EdgeError::OriginUnreachable { .. }
+                | EdgeError::OriginTimeout {
+                    phase: TimeoutPhase::Connect | TimeoutPhase::FirstByte,
+                    ..
+                }
+        )
+    }
+
+    /// The RFC 9211 `detail` of a forward error.
+    pub fn cache_status_detail(&self) -> &'static str {
+        match self {
+            EdgeError::OriginUnreachable { .. } => "origin-unreachable",
+            EdgeError::OriginTimeout { .. } => "origin-timeout",
+            EdgeError::OriginProtocol { .. } => "origin-error",
+            EdgeError::NoHealthyOrigin { .. } => "no-healthy-origin",
+            _ => "error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping() {
+        let t = EdgeError::OriginTimeout {
+            origin: "a".into(),
+            phase: TimeoutPhase::FirstByte,
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(t.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(t.source_class(), ErrorSource::Origin);
+        assert!(t.is_retryable());
+        let u = EdgeError::OriginUnreachable {
+            origin: "a".into(),
+            detail: "refused".into(),
+        };
+        assert_eq!(u.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            EdgeError::BadRequest("x".into()).source_class(),
+            ErrorSource::Client
+        );
+        assert_eq!(
+            EdgeError::MethodNotAllowed(http::Method::POST).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        let idle = EdgeError::OriginTimeout {
+            origin: "a".into(),
+            phase: TimeoutPhase::Idle,
+            after: Duration::from_secs(1),
+        };
+        assert!(!idle.is_retryable());
+    }
+}

@@ -1,0 +1,254 @@
+//! Every metric name in one place, the Prometheus recorder, and the functions that record.
+//!
+//! Labels are bounded: method, status class, cache result, media kind, origin name, protocol.
+//! Never a path.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const REQUESTS: &str = "streamedge_requests_total";
+pub const RESPONSE_BYTES: &str = "streamedge_response_bytes_total";
+pub const REQUEST_DURATION: &str = "streamedge_request_duration_seconds";
+pub const TTFB: &str = "streamedge_time_to_first_byte_seconds";
+pub const ORIGIN_REQUESTS: &str = "streamedge_origin_requests_total";
+pub const ORIGIN_ERRORS: &str = "streamedge_origin_errors_total";
+pub const ORIGIN_RETRIES: &str = "streamedge_origin_retries_total";
+pub const ORIGIN_FETCH_DURATION: &str = "streamedge_origin_fetch_duration_seconds";
+pub const ORIGIN_UP: &str = "streamedge_origin_up";
+pub const ORIGIN_CONNECTIONS: &str = "streamedge_origin_connections_total";
+pub const HEALTH_PROBES: &str = "streamedge_origin_health_probes_total";
+pub const COLLAPSED: &str = "streamedge_collapsed_requests_total";
+pub const FILLS_IN_FLIGHT: &str = "streamedge_fills_in_flight";
+pub const FILL_FAILURES: &str = "streamedge_fill_failures_total";
+pub const CACHE_BYTES: &str = "streamedge_cache_bytes";
+pub const CACHE_OBJECTS: &str = "streamedge_cache_objects";
+pub const CACHE_EVICTIONS: &str = "streamedge_cache_evictions_total";
+pub const CLIENT_CONNECTIONS_OPEN: &str = "streamedge_client_connections_open";
+pub const CLIENT_CONNECTIONS: &str = "streamedge_client_connections_total";
+pub const TLS_HANDSHAKES: &str = "streamedge_tls_handshakes_total";
+pub const TLS_HANDSHAKE_ERRORS: &str = "streamedge_tls_handshake_errors_total";
+
+/// Buckets for request-side latencies (seconds).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns its handle (tests run many edges in
+/// one process; they share it).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("buckets are non-empty");
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    describe();
+                    handle
+                }
+                // Another recorder is installed (embedding application): render what we own.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        REQUESTS,
+        "Client requests by method, status class and cache result."
+    );
+    describe_counter!(
+        RESPONSE_BYTES,
+        Unit::Bytes,
+        "Body bytes sent to clients by media kind."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request to the last body byte."
+    );
+    describe_histogram!(
+        TTFB,
+        Unit::Seconds,
+        "Time from request to the response head."
+    );
+    describe_counter!(ORIGIN_REQUESTS, "Requests sent to each origin.");
+    describe_counter!(
+        ORIGIN_ERRORS,
+        "Origin requests that failed before a response head."
+    );
+    describe_counter!(
+        ORIGIN_RETRIES,
+        "Origin attempts retried on the next origin."
+    );
+    describe_histogram!(
+        ORIGIN_FETCH_DURATION,
+        Unit::Seconds,
+        "Origin fetch time, request to last byte."
+    );
+    describe_gauge!(ORIGIN_UP, "1 when the origin is considered healthy.");
+    describe_counter!(
+        ORIGIN_CONNECTIONS,
+        "Origin requests by connection: new or reused."
+    );
+    describe_counter!(HEALTH_PROBES, "Active health probes by result.");
+    describe_counter!(
+        COLLAPSED,
+        "Requests that joined another request's origin fetch."
+    );
+    describe_gauge!(
+        FILLS_IN_FLIGHT,
+        "Origin fetches in flight that requests can join."
+    );
+    describe_counter!(FILL_FAILURES, "Origin fetches that failed, by reason.");
+    describe_gauge!(CACHE_BYTES, Unit::Bytes, "Weighted size of the cache.");
+    describe_gauge!(CACHE_OBJECTS, "Entries in the cache.");
+    describe_counter!(CACHE_EVICTIONS, "Entries evicted for space or expiry.");
+    describe_gauge!(
+        CLIENT_CONNECTIONS_OPEN,
+        "Open client connections by protocol."
+    );
+    describe_counter!(
+        CLIENT_CONNECTIONS,
+        "Accepted client connections by protocol."
+    );
+    describe_counter!(
+        TLS_HANDSHAKES,
+        "Completed TLS handshakes by version and ALPN."
+    );
+    describe_counter!(TLS_HANDSHAKE_ERRORS, "Failed or timed-out TLS handshakes.");
+}
+
+pub fn render() -> String {
+    install().render()
+}
+
+/// Periodic housekeeping: histogram upkeep and cache gauges.
+pub fn upkeep(
+    store: &crate::cache::Store,
+    upstream: &crate::upstream::Upstream,
+    origin_requests: u64,
+) {
+    install().run_upkeep();
+    gauge!(CACHE_BYTES).set(store.weighted_size() as f64);
+    gauge!(CACHE_OBJECTS).set(store.entry_count() as f64);
+    let opened = upstream.connections_opened();
+    counter!(ORIGIN_CONNECTIONS, "state" => "new").absolute(opened);
+    counter!(ORIGIN_CONNECTIONS, "state" => "reused")
+        .absolute(origin_requests.saturating_sub(opened));
+}
+
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+pub fn request_done(
+    method: &http::Method,
+    status: u16,
+    cache: &'static str,
+    kind: &'static str,
+    bytes: u64,
+    duration: Duration,
+) {
+    counter!(REQUESTS, "method" => method_label(method), "status" => status_class(status), "cache" => cache)
+        .increment(1);
+    counter!(RESPONSE_BYTES, "kind" => kind).increment(bytes);
+    histogram!(REQUEST_DURATION, "cache" => cache).record(duration.as_secs_f64());
+}
+
+pub fn first_byte(cache: &'static str, after: Duration) {
+    histogram!(TTFB, "cache" => cache).record(after.as_secs_f64());
+}
+
+pub fn origin_request(origin: &str) {
+    counter!(ORIGIN_REQUESTS, "origin" => origin.to_owned()).increment(1);
+}
+
+pub fn origin_error(origin: &str, error: &'static str) {
+    counter!(ORIGIN_ERRORS, "origin" => origin.to_owned(), "error" => error).increment(1);
+}
+
+pub fn origin_retry(origin: &str) {
+    counter!(ORIGIN_RETRIES, "origin" => origin.to_owned()).increment(1);
+}
+
+pub fn origin_fetch_done(origin: &str, ok: bool, took: Duration) {
+    histogram!(ORIGIN_FETCH_DURATION, "origin" => origin.to_owned(), "result" => if ok { "ok" } else { "error" })
+        .record(took.as_secs_f64());
+}
+
+pub fn origin_up(origin: &str, up: bool) {
+    gauge!(ORIGIN_UP, "origin" => origin.to_owned()).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn health_probe(origin: &str, ok: bool) {
+    counter!(HEALTH_PROBES, "origin" => origin.to_owned(), "result" => if ok { "ok" } else { "fail" })
+        .increment(1);
+}
+
+pub fn collapsed() {
+    counter!(COLLAPSED).increment(1);
+}
+
+pub fn fill_started() {
+    gauge!(FILLS_IN_FLIGHT).increment(1.0);
+}
+
+pub fn fill_ended(failure: Option<&'static str>) {
+    gauge!(FILLS_IN_FLIGHT).decrement(1.0);
+    if let Some(reason) = failure {
+        counter!(FILL_FAILURES, "reason" => reason).increment(1);
+    }
+}
+
+pub fn cache_eviction(cause: moka::notification::RemovalCause) {
+    let cause = match cause {
+        moka::notification::RemovalCause::Expired => "expired",
+        moka::notification::RemovalCause::Size => "size",
+        _ => "other",
+    };
+    counter!(CACHE_EVICTIONS, "cause" => cause).increment(1);
+}
+
+pub fn client_connection(protocol: &'static str, open: bool) {
+    if open {
+        counter!(CLIENT_CONNECTIONS, "protocol" => protocol).increment(1);
+        gauge!(CLIENT_CONNECTIONS_OPEN, "protocol" => protocol).increment(1.0);
+    } else {
+        gauge!(CLIENT_CONNECTIONS_OPEN, "protocol" => protocol).decrement(1.0);
+    }
+}
+
+pub fn tls_handshake(version: &'static str, alpn: &'static str) {
+    counter!(TLS_HANDSHAKES, "version" => version, "alpn" => alpn).increment(1);
+}
+
+pub fn tls_handshake_error(reason: &'static str) {
+    counter!(TLS_HANDSHAKE_ERRORS, "reason" => reason).increment(1);
+}
