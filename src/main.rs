@@ -128,6 +128,7 @@ fn init_logging(level: &str, access: AccessLogFormat) {
             tracing::level_filters::LevelFilter::OFF,
         );
     }
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let registry = tracing_subscriber::registry().with(targets);
     let result = if access == AccessLogFormat::Json {
         registry
@@ -139,7 +140,11 @@ fn init_logging(level: &str, access: AccessLogFormat) {
             .try_init()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
             .try_init()
     };
     let _ = result;

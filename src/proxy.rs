@@ -1185,10 +1185,16 @@ fn log(mut response: Response<ResponseBody>, out: Outcome) -> Response<ResponseB
         emit(&out, status, 0, None);
         return response;
     }
+    let expected = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let body = std::mem::replace(response.body_mut(), empty());
     *response.body_mut() = UnsyncBoxBody::new(LoggedBody {
         inner: body,
         bytes: 0,
+        expected,
         log: Some((out, status)),
     });
     response
@@ -1225,6 +1231,8 @@ fn emit(out: &Outcome, status: u16, bytes: u64, body_error: Option<&str>) {
 struct LoggedBody {
     inner: ResponseBody,
     bytes: u64,
+    /// The declared length: hyper may drop a body as soon as it has sent that many bytes.
+    expected: Option<u64>,
     log: Option<(Outcome, u16)>,
 }
 
@@ -1270,7 +1278,8 @@ impl Body for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some((out, status)) = self.log.take() {
-            emit(&out, status, self.bytes, Some("client went away"));
+            let complete = self.expected.is_some_and(|e| self.bytes >= e);
+            emit(&out, status, self.bytes, (!complete).then_some("client went away"));
         }
     }
 }
