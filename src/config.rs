@@ -203,7 +203,12 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
 
 /// serde-saphyr prefixes "line L column C: "; we print the position ourselves.
 fn strip_location_prefix(message: &str) -> String {
-    let m = message.trim();
+    let mut m = message.trim();
+    if let Some(idx) = m.rfind(" at line ")
+        && m[idx..].contains("column")
+    {
+        m = &m[..idx];
+    }
     if let Some(rest) = m.strip_prefix("line ")
         && let Some(idx) = rest.find(": ")
         && rest[..idx].contains("column")
@@ -908,6 +913,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let unit = unit.trim();
+    if num.is_empty() {
+        return Err(format!(
+            "invalid size {s:?}: expected a number and a unit, e.g. 64MiB or 1GiB"
+        ));
+    }
     let mult: u64 = match unit {
         "" | "B" => 1,
         "KiB" | "K" | "k" => 1 << 10,
@@ -1140,6 +1150,76 @@ mod tests {
         assert_eq!(field_path_at(y, 6), "a.d[0].y");
         assert_eq!(field_path_at(y, 7), "a.d[1].x");
         assert_eq!(field_path_at(y, 99), "");
+    }
+
+    /// The documented example must stay valid and mention every section.
+    #[test]
+    fn documented_example_parses() {
+        let text = include_str!("../conf/edge.yaml");
+        let c = parse(text).unwrap_or_else(|e| panic!("conf/edge.yaml: {e}"));
+        assert_eq!(c.origins.len(), 2);
+        assert_eq!(c.origins[1].weight, 2);
+        assert!(matches!(c.tls, Some(TlsConfig::Pem { .. })));
+        assert_eq!(
+            c.admin.as_ref().and_then(|a| a.token.as_deref()),
+            Some("change-me")
+        );
+        assert!(c.health_check.is_some());
+        assert_eq!(c.cache.ttl.segment, Duration::from_secs(86400));
+        for key in [
+            "listen:",
+            "tls:",
+            "admin:",
+            "server:",
+            "cache:",
+            "origins:",
+            "fetch:",
+            "health_check:",
+            "log:",
+            "self_signed",
+            "ca_file",
+            "passive_cooldown",
+        ] {
+            assert!(text.contains(key), "conf/edge.yaml does not document {key}");
+        }
+    }
+
+    /// Every key the parser accepts is documented in conf/edge.yaml: the parser's own list of
+    /// expected fields (from an unknown-field error) is checked against the file, per section.
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../conf/edge.yaml");
+        let base = "listen:\n  http: \"127.0.0.1:1\"\norigins:\n  - url: \"http://127.0.0.1:2\"\n";
+        let probes = [
+            format!("{base}zz_bogus: 1\n"),
+            "listen:\n  http: \"127.0.0.1:1\"\n  zz_bogus: 1\norigins:\n  - url: \"http://127.0.0.1:2\"\n".to_owned(),
+            format!("{base}tls:\n  zz_bogus: 1\n"),
+            format!("{base}admin:\n  listen: \"127.0.0.1:3\"\n  zz_bogus: 1\n"),
+            format!("{base}server:\n  zz_bogus: 1\n"),
+            format!("{base}cache:\n  zz_bogus: 1\n"),
+            format!("{base}cache:\n  ttl:\n    zz_bogus: 1\n"),
+            "listen:\n  http: \"127.0.0.1:1\"\norigins:\n  - url: \"http://127.0.0.1:2\"\n    zz_bogus: 1\n".to_owned(),
+            format!("{base}fetch:\n  zz_bogus: 1\n"),
+            format!("{base}health_check:\n  zz_bogus: 1\n"),
+            format!("{base}log:\n  zz_bogus: 1\n"),
+        ];
+        for yaml in probes {
+            let e = parse(&yaml).unwrap_err();
+            let list = e
+                .message
+                .split("expected one of")
+                .nth(1)
+                .unwrap_or_else(|| panic!("no field list in {e}"));
+            let list = list.split(" at line").next().unwrap_or(list);
+            for field in list.split(',') {
+                let field = field.trim().trim_matches('`');
+                assert!(
+                    doc.contains(&format!("{field}:")) || doc.contains(&format!("`{field}:")),
+                    "conf/edge.yaml does not document `{field}` ({})",
+                    e.field
+                );
+            }
+        }
     }
 
     #[test]

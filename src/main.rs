@@ -100,11 +100,11 @@ fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(c) => {
             println!(
-                "{}: ok ({} origin{}, cache {} bytes)",
+                "{}: ok ({} origin{}, cache {})",
                 path.display(),
                 c.origins.len(),
                 if c.origins.len() == 1 { "" } else { "s" },
-                c.cache.max_size
+                config::Size(c.cache.max_size)
             );
             ExitCode::SUCCESS
         }
