@@ -1223,6 +1223,12 @@ mod tests {
     }
 
     #[test]
+    fn docker_config_parses() {
+        let c = parse(include_str!("../conf/docker.yaml")).unwrap();
+        assert_eq!(c.listen.http, Some("0.0.0.0:8080".parse().unwrap()));
+    }
+
+    #[test]
     fn demo_config_is_valid() {
         let c = Config::demo("127.0.0.1:9000".parse().unwrap());
         assert!(matches!(c.tls, Some(TlsConfig::SelfSigned { .. })));
