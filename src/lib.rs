@@ -27,6 +27,7 @@ pub mod cache;
 pub mod compress;
 pub mod config;
 pub mod error;
+pub mod media;
 pub mod metrics;
 pub mod origin;
 pub mod proxy;
