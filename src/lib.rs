@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod origin;
 pub mod proxy;
 pub mod server;
+pub mod signing;
 pub mod tls;
 pub mod upstream;
 
