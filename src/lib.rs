@@ -24,6 +24,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod cmcd;
 pub mod compress;
 pub mod config;
 pub mod error;
