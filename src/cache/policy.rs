@@ -408,9 +408,11 @@ fn decide_inner(x: &Exchange<'_>, cfg: &CacheConfig) -> Result<Freshness, Refusa
         .and_then(|v| v.to_str().ok())
         .map(parse_delta)
         .unwrap_or(0);
+    // `Date` has whole seconds: compare at that resolution, or the sub-second part of our
+    // clock counts as age and eats up to a second of a one-second manifest's lifetime.
     let apparent_age = date
         .and_then(|d| x.response_time.duration_since(d).ok())
-        .unwrap_or(Duration::ZERO);
+        .map_or(Duration::ZERO, |a| Duration::from_secs(a.as_secs()));
     let response_delay = x
         .response_time
         .duration_since(x.request_time)
@@ -689,6 +691,35 @@ mod tests {
         assert!(f.is_fresh(f.stored_at));
         assert_eq!(f.ttl_secs(f.stored_at), 68);
         assert!(!f.is_fresh(f.stored_at + Duration::from_secs(69)));
+    }
+
+    #[test]
+    fn date_resolution_is_not_age() {
+        // Received 0.9 s into the second the origin stamped: not 0.9 s old.
+        let date = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let response_time = date + Duration::from_millis(900);
+        let req = HeaderMap::new();
+        let h = headers(&[
+            ("cache-control", "max-age=1"),
+            ("date", &httpdate::fmt_http_date(date)),
+        ]);
+        let f = decide(
+            &Exchange {
+                request_headers: &req,
+                status: StatusCode::OK,
+                headers: &h,
+                kind: ContentKind::Manifest,
+                request_time: response_time,
+                response_time,
+                received_at: Instant::now(),
+                media_lifetime: None,
+            },
+            &cfg(),
+        )
+        .store
+        .unwrap();
+        assert_eq!(f.initial_age, Duration::ZERO);
+        assert!(f.is_fresh(f.stored_at + Duration::from_millis(900)));
     }
 
     #[test]
