@@ -49,6 +49,75 @@ impl fmt::Debug for CacheKey {
     }
 }
 
+/// Which query parameters of a request belong to its cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryPolicy {
+    /// Keep every parameter.
+    All,
+    /// Keep only these names.
+    Allow(Vec<String>),
+    /// Keep all but these names.
+    Deny(Vec<String>),
+}
+
+/// A key rule for requests under `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRule {
+    pub prefix: String,
+    pub query: QueryPolicy,
+}
+
+/// Cache-key normalisation: the longest matching prefix rule picks the query parameters;
+/// they are sorted by name (stable), and CMCD is always dropped. LL-HLS delivery directives
+/// are always kept: they select a different playlist.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRules {
+    rules: Vec<KeyRule>,
+}
+
+impl KeyRules {
+    pub fn new(mut rules: Vec<KeyRule>) -> KeyRules {
+        rules.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        KeyRules { rules }
+    }
+
+    pub fn key(&self, path: &str, query: Option<&str>) -> CacheKey {
+        let policy = self
+            .rules
+            .iter()
+            .find(|r| path.starts_with(&r.prefix))
+            .map_or(&QueryPolicy::All, |r| &r.query);
+        let Some(q) = query.filter(|q| !q.is_empty()) else {
+            return CacheKey::new(path, None);
+        };
+        let mut pairs: Vec<&str> = q
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .filter(|p| {
+                let name = p.split_once('=').map_or(*p, |(k, _)| k);
+                if crate::cmcd::is_cmcd_param(name) {
+                    return false;
+                }
+                if crate::media::is_directive(name) {
+                    return true;
+                }
+                match policy {
+                    QueryPolicy::All => true,
+                    QueryPolicy::Allow(names) => names.iter().any(|n| n == name),
+                    QueryPolicy::Deny(names) => !names.iter().any(|n| n == name),
+                }
+            })
+            .collect();
+        pairs.sort_by(|a, b| {
+            let ka = a.split_once('=').map_or(*a, |(k, _)| k);
+            let kb = b.split_once('=').map_or(*b, |(k, _)| k);
+            ka.cmp(kb)
+        });
+        let joined = pairs.join("&");
+        CacheKey::new(path, (!joined.is_empty()).then_some(joined.as_str()))
+    }
+}
+
 /// A cache slot: an object's key plus, for responses with `Vary`, the request's values
 /// of the varying headers.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -173,6 +242,43 @@ mod tests {
         );
         assert_eq!(CacheKey::new("", None).as_str(), "/");
         assert_eq!(CacheKey::new("/p/q.m3u8", Some("a=1")).path(), "/p/q.m3u8");
+    }
+
+    #[test]
+    fn rules_pick_sort_and_drop() {
+        let rules = KeyRules::new(vec![
+            KeyRule {
+                prefix: "/live/".into(),
+                query: QueryPolicy::Allow(vec!["bitrate".into()]),
+            },
+            KeyRule {
+                prefix: "/live/special/".into(),
+                query: QueryPolicy::All,
+            },
+            KeyRule {
+                prefix: "/vod/".into(),
+                query: QueryPolicy::Deny(vec!["session".into()]),
+            },
+        ]);
+        assert_eq!(
+            rules
+                .key(
+                    "/live/a.m3u8",
+                    Some("session=9&bitrate=3&_HLS_msn=5&CMCD=bl%3D1")
+                )
+                .as_str(),
+            "/live/a.m3u8?_HLS_msn=5&bitrate=3"
+        );
+        assert_eq!(
+            rules.key("/live/special/a.ts", Some("z=1&a=2")).as_str(),
+            "/live/special/a.ts?a=2&z=1"
+        );
+        assert_eq!(
+            rules.key("/vod/a.ts", Some("session=9&b=2&a=1")).as_str(),
+            "/vod/a.ts?a=1&b=2"
+        );
+        assert_eq!(rules.key("/other", Some("CMCD=x")).as_str(), "/other");
+        assert_eq!(rules.key("/other", None).as_str(), "/other");
     }
 
     #[test]
