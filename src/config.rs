@@ -24,6 +24,21 @@ pub struct Config {
     pub fetch: FetchConfig,
     pub health_check: Option<HealthCheckConfig>,
     pub log: LogConfig,
+    pub compression: crate::compress::CompressConfig,
+    pub prefetch: PrefetchConfig,
+    pub key_rules: Vec<crate::cache::key::KeyRule>,
+    pub signed_urls: Vec<crate::signing::SigningRule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PrefetchConfig {
+    pub enabled: bool,
+    /// Newest segments (or parts) of a live playlist fetched ahead of the players.
+    pub segments: usize,
+    /// Prefetches in flight at once.
+    pub concurrency: usize,
+    /// Honour CMCD `nor` (next object request) from players.
+    pub cmcd_nor: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -57,6 +72,8 @@ pub struct ServerConfig {
     pub h2_max_concurrent_streams: u32,
     /// Host names this edge answers for; empty means any.
     pub hosts: Vec<String>,
+    /// Forward POST/PUT/PATCH/DELETE to the origin (uncached) and invalidate the target URI.
+    pub forward_unsafe_methods: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -69,15 +86,33 @@ pub struct CacheConfig {
     pub heuristic_fraction: f64,
     pub heuristic_max: Duration,
     pub stale_retention: Duration,
+    /// Defaults when the origin's headers give no `stale-while-revalidate` / `stale-if-error`.
+    pub stale_while_revalidate: KindDurations,
+    pub stale_if_error: KindDurations,
+    /// An edge-specific targeted field (RFC 9213), read before `CDN-Cache-Control`.
+    pub targeted_header: Option<http::header::HeaderName>,
+    /// Store responses that set cookies (default: never).
+    pub store_set_cookie: bool,
+    /// Let clients' `Cache-Control: no-cache` / `max-age=0` force revalidation.
+    pub honor_client_no_cache: bool,
 }
 
 /// Freshness used when the origin gives none, by media kind.
 #[derive(Debug, Clone)]
 pub struct KindTtls {
     pub manifest: Duration,
+    pub vod_manifest: Duration,
     pub segment: Duration,
     pub other: Duration,
     pub negative: Duration,
+}
+
+/// A duration per media kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindDurations {
+    pub manifest: Duration,
+    pub segment: Duration,
+    pub other: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -360,6 +395,77 @@ struct RawConfig {
     health_check: Option<RawHealthCheck>,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    compression: RawCompression,
+    #[serde(default)]
+    prefetch: RawPrefetch,
+    #[serde(default)]
+    cache_key: Vec<Spanned<RawKeyRule>>,
+    #[serde(default)]
+    signed_urls: Vec<Spanned<RawSigning>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCompression {
+    enabled: bool,
+    brotli_quality: Spanned<u32>,
+    gzip_level: Spanned<u32>,
+    min_size: Size,
+}
+
+impl Default for RawCompression {
+    fn default() -> Self {
+        RawCompression {
+            enabled: true,
+            brotli_quality: unknown_location(4),
+            gzip_level: unknown_location(6),
+            min_size: Size(512),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPrefetch {
+    enabled: bool,
+    segments: usize,
+    concurrency: usize,
+    cmcd_nor: bool,
+}
+
+impl Default for RawPrefetch {
+    fn default() -> Self {
+        RawPrefetch {
+            enabled: true,
+            segments: 2,
+            concurrency: 4,
+            cmcd_nor: true,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeyRule {
+    prefix: String,
+    query_allow: Option<Vec<String>>,
+    query_deny: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    prefix: String,
+    keys: Vec<String>,
+    #[serde(default = "token_param")]
+    param: String,
+    #[serde(default)]
+    path_segment: bool,
+}
+
+fn token_param() -> String {
+    "token".to_owned()
 }
 
 #[derive(Deserialize, Default)]
@@ -395,6 +501,7 @@ struct RawServer {
     max_connections: usize,
     h2_max_concurrent_streams: u32,
     hosts: Vec<String>,
+    forward_unsafe_methods: bool,
 }
 
 impl Default for RawServer {
@@ -407,6 +514,7 @@ impl Default for RawServer {
             max_connections: 50_000,
             h2_max_concurrent_streams: 256,
             hosts: Vec::new(),
+            forward_unsafe_methods: false,
         }
     }
 }
@@ -422,6 +530,36 @@ struct RawCache {
     heuristic_fraction: Spanned<f64>,
     heuristic_max: Dur,
     stale_retention: Dur,
+    stale_while_revalidate: RawKindDurations,
+    stale_if_error: RawKindDurations,
+    targeted_header: Option<Spanned<String>>,
+    store_set_cookie: bool,
+    honor_client_no_cache: bool,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawKindDurations {
+    #[serde(default = "zero")]
+    manifest: Dur,
+    #[serde(default = "zero")]
+    segment: Dur,
+    #[serde(default = "zero")]
+    other: Dur,
+}
+
+fn zero() -> Dur {
+    Dur(Duration::ZERO)
+}
+
+impl RawKindDurations {
+    fn typed(self) -> KindDurations {
+        KindDurations {
+            manifest: self.manifest.0,
+            segment: self.segment.0,
+            other: self.other.0,
+        }
+    }
 }
 
 fn unknown_location<T>(value: T) -> Spanned<T> {
@@ -439,6 +577,19 @@ impl Default for RawCache {
             heuristic_fraction: unknown_location(0.1),
             heuristic_max: Dur(Duration::from_secs(24 * 3600)),
             stale_retention: Dur(Duration::from_secs(600)),
+            stale_while_revalidate: RawKindDurations {
+                manifest: zero(),
+                segment: zero(),
+                other: zero(),
+            },
+            stale_if_error: RawKindDurations {
+                manifest: Dur(Duration::from_secs(10)),
+                segment: Dur(Duration::from_secs(3600)),
+                other: zero(),
+            },
+            targeted_header: Some(unknown_location("streamedge-cache-control".to_owned())),
+            store_set_cookie: false,
+            honor_client_no_cache: false,
         }
     }
 }
@@ -447,6 +598,7 @@ impl Default for RawCache {
 #[serde(deny_unknown_fields, default)]
 struct RawTtls {
     manifest: Dur,
+    vod_manifest: Dur,
     segment: Dur,
     other: Dur,
     negative: Dur,
@@ -456,6 +608,7 @@ impl Default for RawTtls {
     fn default() -> Self {
         RawTtls {
             manifest: Dur(Duration::from_secs(2)),
+            vod_manifest: Dur(Duration::from_secs(600)),
             segment: Dur(Duration::from_secs(24 * 3600)),
             other: Dur(Duration::ZERO),
             negative: Dur(Duration::from_secs(5)),
@@ -682,6 +835,7 @@ impl RawConfig {
                 .into_iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
+            forward_unsafe_methods: s.forward_unsafe_methods,
         };
 
         let c = self.cache;
@@ -709,11 +863,31 @@ impl RawConfig {
                 "must be between 0 and 1",
             ));
         }
+        let targeted_header = match c.targeted_header {
+            None => None,
+            Some(h) if h.value.is_empty() => None,
+            Some(h) => Some(
+                http::header::HeaderName::from_bytes(h.value.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| {
+                        v.err(
+                            h.referenced,
+                            "cache.targeted_header",
+                            format!("{:?} is not a valid header name", h.value),
+                        )
+                    })?,
+            ),
+        };
         let cache = CacheConfig {
             max_size: c.max_size.value.0,
             max_object_size: c.max_object_size.value.0,
+            stale_while_revalidate: c.stale_while_revalidate.typed(),
+            stale_if_error: c.stale_if_error.typed(),
+            targeted_header,
+            store_set_cookie: c.store_set_cookie,
+            honor_client_no_cache: c.honor_client_no_cache,
             ttl: KindTtls {
                 manifest: c.ttl.manifest.0,
+                vod_manifest: c.ttl.vod_manifest.0,
                 segment: c.ttl.segment.0,
                 other: c.ttl.other.0,
                 negative: c.ttl.negative.0,
@@ -868,6 +1042,100 @@ impl RawConfig {
             access: self.log.access,
         };
 
+        let z = self.compression;
+        if z.brotli_quality.value > 11 {
+            return Err(v.err(
+                z.brotli_quality.referenced,
+                "compression.brotli_quality",
+                "must be between 0 and 11",
+            ));
+        }
+        if !(1..=9).contains(&z.gzip_level.value) {
+            return Err(v.err(
+                z.gzip_level.referenced,
+                "compression.gzip_level",
+                "must be between 1 and 9",
+            ));
+        }
+        let compression = crate::compress::CompressConfig {
+            enabled: z.enabled,
+            brotli_quality: z.brotli_quality.value,
+            gzip_level: z.gzip_level.value,
+            min_size: z.min_size.0,
+        };
+
+        let p = self.prefetch;
+        let prefetch = PrefetchConfig {
+            enabled: p.enabled && p.segments > 0,
+            segments: p.segments.min(16),
+            concurrency: p.concurrency.max(1),
+            cmcd_nor: p.cmcd_nor,
+        };
+
+        let mut key_rules = Vec::new();
+        for (i, r) in self.cache_key.into_iter().enumerate() {
+            let at = r.referenced;
+            let r = r.value;
+            if !r.prefix.starts_with('/') {
+                return Err(v.err(at, &format!("cache_key[{i}].prefix"), "must start with /"));
+            }
+            let query = match (r.query_allow, r.query_deny) {
+                (Some(a), None) => crate::cache::key::QueryPolicy::Allow(a),
+                (None, Some(d)) => crate::cache::key::QueryPolicy::Deny(d),
+                (None, None) => crate::cache::key::QueryPolicy::All,
+                (Some(_), Some(_)) => {
+                    return Err(v.err(
+                        at,
+                        &format!("cache_key[{i}]"),
+                        "set query_allow or query_deny, not both",
+                    ));
+                }
+            };
+            key_rules.push(crate::cache::key::KeyRule {
+                prefix: r.prefix,
+                query,
+            });
+        }
+
+        let mut signed_urls = Vec::new();
+        for (i, r) in self.signed_urls.into_iter().enumerate() {
+            let at = r.referenced;
+            let r = r.value;
+            if !r.prefix.starts_with('/') {
+                return Err(v.err(at, &format!("signed_urls[{i}].prefix"), "must start with /"));
+            }
+            if r.keys.is_empty() || r.keys.len() > 4 {
+                return Err(v.err(
+                    at,
+                    &format!("signed_urls[{i}].keys"),
+                    "give one to four keys (two during a rotation)",
+                ));
+            }
+            if let Some(short) = r.keys.iter().find(|k| k.len() < 16) {
+                return Err(v.err(
+                    at,
+                    &format!("signed_urls[{i}].keys"),
+                    format!(
+                        "a key of {} characters is too short (at least 16)",
+                        short.len()
+                    ),
+                ));
+            }
+            if r.param.is_empty() || r.param.contains(['&', '=', '/']) {
+                return Err(v.err(
+                    at,
+                    &format!("signed_urls[{i}].param"),
+                    "not a valid parameter name",
+                ));
+            }
+            signed_urls.push(crate::signing::SigningRule {
+                prefix: r.prefix,
+                keys: r.keys.into_iter().map(String::into_bytes).collect(),
+                param: r.param,
+                path_segment: r.path_segment,
+            });
+        }
+
         Ok(Config {
             listen,
             tls,
@@ -878,6 +1146,10 @@ impl RawConfig {
             fetch,
             health_check,
             log,
+            compression,
+            prefetch,
+            key_rules,
+            signed_urls,
         })
     }
 }
@@ -1202,6 +1474,11 @@ mod tests {
             format!("{base}fetch:\n  zz_bogus: 1\n"),
             format!("{base}health_check:\n  zz_bogus: 1\n"),
             format!("{base}log:\n  zz_bogus: 1\n"),
+            format!("{base}compression:\n  zz_bogus: 1\n"),
+            format!("{base}prefetch:\n  zz_bogus: 1\n"),
+            format!("{base}cache_key:\n  - prefix: /\n    zz_bogus: 1\n"),
+            format!("{base}signed_urls:\n  - prefix: /\n    zz_bogus: 1\n"),
+            format!("{base}cache:\n  stale_if_error:\n    zz_bogus: 1\n"),
         ];
         for yaml in probes {
             let e = parse(&yaml).unwrap_err();
