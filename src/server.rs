@@ -93,13 +93,6 @@ impl Server {
     ) {
         let mut shutdown = self.shutdown.clone();
         loop {
-            let permit = tokio::select! {
-                p = self.connections.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                _ = stopped(&mut shutdown) => return,
-            };
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(x) => x,
@@ -109,6 +102,17 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
+                },
+                _ = stopped(&mut shutdown) => return,
+            };
+            // The permit is taken after accept: the listeners share the limit, and one idle
+            // in accept must not hold a permit (with a limit below the number of listeners,
+            // a listener would never accept). At the limit this loop waits here, so the
+            // connections beyond it wait in the backlog.
+            let permit = tokio::select! {
+                p = self.connections.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
                 },
                 _ = stopped(&mut shutdown) => return,
             };
