@@ -894,6 +894,18 @@ fn age_value(age: Duration) -> HeaderValue {
     HeaderValue::from(age.as_secs())
 }
 
+/// Sets the edge's own response headers (Age, Cache-Status, Via). `Via` is appended: it
+/// lists every hop the response went through (RFC 9110 §7.6.3), the origin's included.
+fn set_extra(h: &mut HeaderMap, extra: &[(HeaderName, HeaderValue)]) {
+    for (n, v) in extra {
+        if *n == header::VIA {
+            h.append(n.clone(), v.clone());
+        } else {
+            h.insert(n.clone(), v.clone());
+        }
+    }
+}
+
 /// Headers a 304 carries (RFC 9110 §15.4.5).
 fn not_modified(
     headers: &HeaderMap,
@@ -915,9 +927,7 @@ fn not_modified(
             h.append(name.clone(), v.clone());
         }
     }
-    for (n, v) in extra {
-        h.insert(n.clone(), v.clone());
-    }
+    set_extra(h, extra);
     resp
 }
 
@@ -946,9 +956,7 @@ fn respond_stored(
     let len = obj.body.len() as u64;
     let range = ranged(parts, obj.status, &obj.headers, Some(len));
     let mut headers = obj.headers.clone();
-    for (n, v) in &extra {
-        headers.insert(n.clone(), v.clone());
-    }
+    set_extra(&mut headers, &extra);
     let (status, body) = match range {
         RangeRequest::Full => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -994,9 +1002,7 @@ fn unsatisfiable(len: u64, extra: &[(HeaderName, HeaderValue)]) -> Response<Resp
         h.insert(header::CONTENT_RANGE, v);
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-    for (n, v) in extra {
-        h.insert(n.clone(), v.clone());
-    }
+    set_extra(h, extra);
     resp
 }
 
@@ -1099,9 +1105,7 @@ fn respond_fill(
     *resp.status_mut() = head.status;
     *resp.headers_mut() = head.headers.clone();
     let h = resp.headers_mut();
-    for (n, v) in &extra {
-        h.insert(n.clone(), v.clone());
-    }
+    set_extra(h, &extra);
     let body_range = match range {
         RangeRequest::Full => {
             if let Some(len) = head.content_length {
@@ -1279,7 +1283,12 @@ impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some((out, status)) = self.log.take() {
             let complete = self.expected.is_some_and(|e| self.bytes >= e);
-            emit(&out, status, self.bytes, (!complete).then_some("client went away"));
+            emit(
+                &out,
+                status,
+                self.bytes,
+                (!complete).then_some("client went away"),
+            );
         }
     }
 }
