@@ -251,7 +251,8 @@ async fn hop_by_hop_headers_are_removed_both_ways_and_via_added() {
             .header("x-origin-hop", "secret")
             .header("keep-alive", "timeout=5")
             .header("proxy-authenticate", "Basic")
-            .header("x-end-to-end", "kept"),
+            .header("x-end-to-end", "kept")
+            .header("via", "1.1 shield"),
     )
     .await;
     let edge = TestEdge::start(&origin).await;
@@ -291,7 +292,15 @@ async fn hop_by_hop_headers_are_removed_both_ways_and_via_added() {
         assert!(!c.contains("x-origin-hop"), "{c}");
     }
     assert_eq!(r.header("x-end-to-end"), Some("kept"));
-    assert!(r.header("via").is_some_and(|v| v.contains("streamedge")));
+    // Via lists every hop (RFC 9110 §7.6.3): the origin's, then ours.
+    let via: Vec<String> = r
+        .headers
+        .get_all("via")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let via = via.join(", ");
+    assert!(via.contains("shield") && via.contains("streamedge"), "Via: {via}");
 
     // The same from the cache.
     let r = get(&client, &edge.http_url(SEGMENT)).await;
