@@ -185,30 +185,26 @@ async fn late_joiner_gets_the_whole_object() {
     origin.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn origin_cut_mid_body_is_an_error_for_every_reader() {
-    let body = payload(1 << 20, 13);
-    let half = body.len() / 2;
-    let origin = TestOrigin::fixed(
-        Reply::ok(body.clone())
-            .trickle(64 << 10, Duration::from_millis(60))
-            .cut(half),
-    )
-    .await;
-    let edge = TestEdge::start(&origin).await;
-    let url_path = "/vod/seg-cut.ts";
-
+/// Twelve readers (h1 and h2) of a fill the origin breaks off: each must see its body fail,
+/// after the bytes that did arrive; they shared one fetch; nothing was stored, so once the
+/// origin behaves the next request fetches again and that answer is stored.
+async fn broken_fill_fails_every_reader(
+    origin: &TestOrigin,
+    edge: &TestEdge,
+    path: &str,
+    body: &Bytes,
+) {
+    let before = origin.count_path(path);
     let h1 = edge.http_client();
     let h2 = edge.h2_client();
     let mut set = JoinSet::new();
     for i in 0..12 {
         let req = if i % 2 == 0 {
-            h1.get(edge.http_url(url_path))
+            h1.get(edge.http_url(path))
         } else {
-            h2.get(edge.https_url(url_path))
+            h2.get(edge.https_url(path))
         };
-        let expected = body.clone();
-        set.spawn(stream(req, expected));
+        set.spawn(stream(req, body.clone()));
     }
     let results = within(30, "readers", async {
         let mut v = Vec::new();
@@ -218,30 +214,85 @@ async fn origin_cut_mid_body_is_an_error_for_every_reader() {
         v
     })
     .await;
-    assert_eq!(origin.count(), 1, "the readers shared one fetch");
+    assert_eq!(
+        origin.count_path(path),
+        before + 1,
+        "{path}: the readers shared one fetch"
+    );
     for r in &results {
-        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.status, StatusCode::OK, "{path}");
         assert!(
             r.error.is_some(),
-            "a cut body must fail, not end cleanly ({} bytes)",
+            "{path}: a broken body must fail, not end cleanly ({} bytes)",
             r.len
         );
-        assert!(r.len < body.len() && r.matches, "{} bytes", r.len);
+        assert!(r.len < body.len() && r.matches, "{path}: {} bytes", r.len);
     }
 
-    // The broken object was not stored: the next request goes to the origin again.
     origin.set_script({
         let body = body.clone();
         move |_| Reply::ok(body.clone())
     });
-    let r = get(&h1, &edge.http_url(url_path)).await;
-    assert_eq!(origin.count(), 2);
-    assert!(r.body == body, "complete after the origin recovers");
+    let r = get(&h1, &edge.http_url(path)).await;
+    assert_eq!(origin.count_path(path), before + 2, "{path}: not stored");
+    assert!(r.body == body, "{path}: complete after the origin recovers");
     let cs = r.cache_status();
-    assert!(cs.is_miss() && cs.stored, "{}", cs.raw);
-    let r = get(&h1, &edge.http_url(url_path)).await;
-    assert!(r.cache_status().hit && r.body == body);
-    assert_eq!(origin.count(), 2);
+    assert!(cs.is_miss() && cs.stored, "{path}: {}", cs.raw);
+    let r = get(&h1, &edge.http_url(path)).await;
+    assert!(r.cache_status().hit && r.body == body, "{path}");
+    assert_eq!(origin.count_path(path), before + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_cut_mid_body_is_an_error_for_every_reader() {
+    let body = payload(1 << 20, 13);
+    let half = body.len() / 2;
+    let cut = {
+        let body = body.clone();
+        move |parts: &http::request::Parts| {
+            let reply = Reply::ok(body.clone())
+                .trickle(64 << 10, Duration::from_millis(60))
+                .cut(half);
+            if parts.uri.path().contains("chunked") {
+                reply.chunked()
+            } else {
+                reply
+            }
+        }
+    };
+    let origin = TestOrigin::start(cut.clone()).await;
+    let edge = TestEdge::start(&origin).await;
+
+    // Content-Length announced, half sent, connection aborted.
+    broken_fill_fails_every_reader(&origin, &edge, "/vod/seg-cut.ts", &body).await;
+    // Chunked: the last chunk never comes.
+    origin.set_script(cut);
+    broken_fill_fails_every_reader(&origin, &edge, "/vod/seg-cut-chunked.ts", &body).await;
+
+    edge.stop().await;
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_stalling_mid_body_is_an_error_for_every_reader() {
+    let body = payload(1 << 20, 16);
+    // Half the body, then nothing for ten seconds: the idle timeout fails the fill.
+    let stall = {
+        let body = body.clone();
+        move |_: &http::request::Parts| {
+            Reply::ok(body.clone()).trickle(body.len() / 2, Duration::from_secs(10))
+        }
+    };
+    let origin = TestOrigin::start(stall).await;
+    let edge = TestEdge::start_with(&[origin.url()], "fetch:\n  idle_timeout: 400ms\n").await;
+
+    let started = Instant::now();
+    broken_fill_fails_every_reader(&origin, &edge, "/vod/seg-stall.ts", &body).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
 
     edge.stop().await;
     origin.stop().await;
@@ -365,6 +416,41 @@ async fn leader_going_away_does_not_stop_the_fill() {
         assert!(r.complete(&body), "{} bytes, {:?}", r.len, r.error);
     }
     assert_eq!(origin.count_path("/vod/seg-early.ts"), 1);
+    assert!(get(&client, &url).await.cache_status().hit);
+
+    edge.stop().await;
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_going_away_does_not_disturb_the_others() {
+    let body = payload(2 << 20, 17);
+    let origin = TestOrigin::fixed(
+        Reply::ok(body.clone()).trickle_over(64 << 10, Duration::from_millis(600)),
+    )
+    .await;
+    let edge = TestEdge::start(&origin).await;
+    // All streams on one HTTP/2 connection: the one that goes away is reset, not the others.
+    let client = edge.h2_client();
+    let url = edge.https_url("/vod/seg-quitter.ts");
+
+    let mut set = JoinSet::new();
+    for _ in 0..6 {
+        set.spawn(stream(client.get(&url), body.clone()));
+    }
+    let mut quitter = within(10, "quitter head", client.get(&url).send())
+        .await
+        .unwrap();
+    within(10, "quitter chunk", quitter.chunk())
+        .await
+        .unwrap()
+        .expect("a first chunk");
+    drop(quitter);
+    while let Some(r) = within(20, "readers", set.join_next()).await {
+        let r = r.unwrap();
+        assert!(r.complete(&body), "{} bytes, {:?}", r.len, r.error);
+    }
+    assert_eq!(origin.count(), 1);
     assert!(get(&client, &url).await.cache_status().hit);
 
     edge.stop().await;

@@ -55,6 +55,33 @@ async fn miss_then_hit_then_head_from_cache() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_on_a_miss_fetches_once_and_stores() {
+    let body = payload(100_000, 4);
+    let origin = TestOrigin::fixed(Reply::ok(body.clone())).await;
+    let edge = TestEdge::start(&origin).await;
+    let client = edge.https_client();
+    let url = edge.https_url("/vod/seg-head-first.ts");
+
+    let h = head(&client, &url).await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert!(h.body.is_empty());
+    assert_eq!(h.header("content-length"), Some("100000"));
+    let seen = origin.last_request();
+    assert_eq!(
+        seen.method,
+        http::Method::GET,
+        "the fill fetches the whole object"
+    );
+
+    let g = get(&client, &url).await;
+    assert!(g.body == body);
+    assert_eq!(origin.count(), 1, "{}", g.cache_status().raw);
+
+    edge.stop().await;
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_negotiates_h2_by_alpn_and_h1_when_asked() {
     let origin = TestOrigin::fixed(Reply::ok("segment")).await;
     let edge = TestEdge::start(&origin).await;
@@ -300,7 +327,10 @@ async fn hop_by_hop_headers_are_removed_both_ways_and_via_added() {
         .map(|v| v.to_str().unwrap().to_owned())
         .collect();
     let via = via.join(", ");
-    assert!(via.contains("shield") && via.contains("streamedge"), "Via: {via}");
+    assert!(
+        via.contains("shield") && via.contains("streamedge"),
+        "Via: {via}"
+    );
 
     // The same from the cache.
     let r = get(&client, &edge.http_url(SEGMENT)).await;

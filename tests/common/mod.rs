@@ -24,7 +24,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -784,9 +784,4 @@ pub async fn dead_port() -> SocketAddr {
     let a = l.local_addr().expect("addr");
     drop(l);
     a
-}
-
-/// Watches a flag from other tasks (e.g. "leader has read its first chunk").
-pub fn flag() -> (watch::Sender<bool>, watch::Receiver<bool>) {
-    watch::channel(false)
 }
