@@ -129,7 +129,14 @@ pub async fn run(
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = Server::new(&config.server, stop_rx);
+    let server = Server::new(&config.server, stop_rx.clone());
+    // The admin listener has its own connection budget: a saturated edge must still answer
+    // /metrics and /healthz.
+    let admin_limits = config::ServerConfig {
+        max_connections: 256,
+        ..config.server.clone()
+    };
+    let admin_server = Server::new(&admin_limits, stop_rx);
     let listening = Arc::new(AtomicBool::new(false));
     let mut accept_loops = Vec::new();
     let handler = ProxyHandler(proxy.clone());
@@ -149,7 +156,7 @@ pub async fn run(
             proxy: proxy.clone(),
             listening: listening.clone(),
         };
-        accept_loops.push(tokio::spawn(server.clone().serve(l, None, admin)));
+        accept_loops.push(tokio::spawn(admin_server.clone().serve(l, None, admin)));
     }
     listening.store(true, Ordering::Relaxed);
 
@@ -177,7 +184,9 @@ pub async fn run(
     for l in accept_loops {
         let _ = l.await;
     }
-    if !server.drained(config.server.drain_timeout).await {
+    let drain = config.server.drain_timeout;
+    let (clients, _) = tokio::join!(server.drained(drain), admin_server.drained(drain));
+    if !clients {
         tracing::warn!("drain timeout reached with requests still in flight");
     }
     for b in background {

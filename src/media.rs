@@ -87,7 +87,7 @@ pub fn parse(body: &[u8]) -> Option<ManifestInfo> {
 
 fn secs(s: &str) -> Option<Duration> {
     let v: f64 = s.trim().parse().ok()?;
-    (v.is_finite() && v >= 0.0 && v < 1e7).then(|| Duration::from_secs_f64(v))
+    (0.0..1e7).contains(&v).then(|| Duration::from_secs_f64(v))
 }
 
 /// Attribute value from an HLS attribute list (`KEY=VALUE,KEY="quoted"`).
@@ -156,10 +156,8 @@ fn parse_hls(text: &str) -> ManifestInfo {
                         parts_of_current.push(uri.to_owned());
                     }
                 }
-                "EXT-X-PRELOAD-HINT" => {
-                    if hls_attr(value, "TYPE") == Some("PART") {
-                        info.preload_hint = hls_attr(value, "URI").map(str::to_owned);
-                    }
+                "EXT-X-PRELOAD-HINT" if hls_attr(value, "TYPE") == Some("PART") => {
+                    info.preload_hint = hls_attr(value, "URI").map(str::to_owned);
                 }
                 "EXT-X-STREAM-INF" => {
                     saw_variant = true;
@@ -269,7 +267,7 @@ pub fn iso8601_duration(s: &str) -> Option<Duration> {
             _ => return None,
         }
     }
-    if !num.is_empty() || !total.is_finite() || total < 0.0 || total > 1e9 {
+    if !num.is_empty() || !(0.0..=1e9).contains(&total) {
         return None;
     }
     Some(Duration::from_secs_f64(total))

@@ -622,7 +622,7 @@ async fn run_fill(proxy: &Proxy, mut writer: FillWriter, job: FillJob) -> Option
             headers: merged,
             body: stale.body.clone(),
             kind: stale.kind,
-            freshness: decision.store.clone().unwrap_or(stale.freshness),
+            freshness: decision.store.unwrap_or(stale.freshness),
             vary: stale.vary.clone(),
             origin: origin_name,
         });
@@ -1156,10 +1156,10 @@ fn respond_error(e: &EdgeError, out: &mut Outcome) -> Response<ResponseBody> {
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let detail = e.cache_status_detail();
-    if e.source_class() == crate::error::ErrorSource::Origin {
-        if let Ok(v) = HeaderValue::from_str(&format!("streamedge; fwd=miss; detail={detail}")) {
-            h.insert(HeaderName::from_static("cache-status"), v);
-        }
+    if e.source_class() == crate::error::ErrorSource::Origin
+        && let Ok(v) = HeaderValue::from_str(&format!("streamedge; fwd=miss; detail={detail}"))
+    {
+        h.insert(HeaderName::from_static("cache-status"), v);
     }
     match e {
         EdgeError::MethodNotAllowed(_) => {

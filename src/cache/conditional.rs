@@ -86,7 +86,7 @@ fn strong_match(list: &str, current: &str) -> bool {
             .any(|(w, t)| !w && strip_quotes(t) == strip_quotes(cur_tag))
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: http::header::HeaderName) -> Option<String> {
+fn header_str(h: &HeaderMap, name: http::header::HeaderName) -> Option<String> {
     let mut out: Option<String> = None;
     for v in h.get_all(name) {
         let s = v.to_str().ok()?;

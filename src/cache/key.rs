@@ -77,7 +77,7 @@ pub struct KeyRules {
 
 impl KeyRules {
     pub fn new(mut rules: Vec<KeyRule>) -> KeyRules {
-        rules.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        rules.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         KeyRules { rules }
     }
 
