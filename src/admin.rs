@@ -54,7 +54,11 @@ impl AdminHandler {
         let path = req.uri().path().to_owned();
         match (req.method(), path.as_str()) {
             (&Method::GET | &Method::HEAD, "/metrics") => {
-                let mut r = text(StatusCode::OK, crate::metrics::render());
+                let mut body = crate::metrics::render();
+                body.push_str(&crate::metrics::origin_connections(
+                    &self.proxy.runtime().upstream,
+                ));
+                let mut r = text(StatusCode::OK, body);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -64,7 +68,7 @@ impl AdminHandler {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, "/readyz") => {
                 let listening = self.listening.load(Ordering::Relaxed);
-                let origin = self.proxy.upstream.any_up();
+                let origin = self.proxy.runtime().upstream.any_up();
                 if listening && origin {
                     text(StatusCode::OK, "ready\n")
                 } else {
@@ -97,8 +101,8 @@ impl AdminHandler {
     /// `POST /purge?path=/x` (one object), `?prefix=/live/` (every key under it), and
     /// `&soft=1` (mark stale so it revalidates instead of removing). Bearer token required.
     async fn purge(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
-        let Some(token) = self
-            .proxy
+        let runtime = self.proxy.runtime();
+        let Some(token) = runtime
             .config
             .admin
             .as_ref()

@@ -34,8 +34,12 @@ impl std::fmt::Display for TimeoutPhase {
 pub enum EdgeError {
     #[error("bad request: {0}")]
     BadRequest(String),
-    #[error("method {0} not allowed")]
-    MethodNotAllowed(http::Method),
+    #[error("method {method} not allowed")]
+    MethodNotAllowed {
+        method: http::Method,
+        /// The `Allow` value of the answer.
+        allow: &'static str,
+    },
     #[error("host {0:?} is not served here")]
     UnknownHost(String),
     #[error("not found")]
@@ -48,6 +52,10 @@ pub enum EdgeError {
     RangeNotSatisfiable { length: u64 },
     #[error("precondition failed")]
     PreconditionFailed,
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("not in cache and only-if-cached was requested")]
+    NotCached,
     #[error("origin {origin} unreachable: {detail}")]
     OriginUnreachable { origin: String, detail: String },
     #[error("origin {origin} timed out ({phase}) after {after:?}")]
@@ -70,13 +78,15 @@ impl EdgeError {
     pub fn source_class(&self) -> ErrorSource {
         match self {
             EdgeError::BadRequest(_)
-            | EdgeError::MethodNotAllowed(_)
+            | EdgeError::MethodNotAllowed { .. }
             | EdgeError::UnknownHost(_)
             | EdgeError::NotFound
             | EdgeError::Unauthorized
             | EdgeError::Forbidden(_)
             | EdgeError::RangeNotSatisfiable { .. }
-            | EdgeError::PreconditionFailed => ErrorSource::Client,
+            | EdgeError::PreconditionFailed
+            | EdgeError::PayloadTooLarge { .. }
+            | EdgeError::NotCached => ErrorSource::Client,
             EdgeError::OriginUnreachable { .. }
             | EdgeError::OriginTimeout { .. }
             | EdgeError::OriginProtocol { .. }
@@ -89,13 +99,16 @@ impl EdgeError {
     pub fn status(&self) -> StatusCode {
         match self {
             EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            EdgeError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            EdgeError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             EdgeError::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
             EdgeError::NotFound => StatusCode::NOT_FOUND,
             EdgeError::Unauthorized => StatusCode::UNAUTHORIZED,
             EdgeError::Forbidden(_) => StatusCode::FORBIDDEN,
             EdgeError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             EdgeError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            EdgeError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            // RFC 9111 §5.2.1.7: only-if-cached without a stored response gets 504.
+            EdgeError::NotCached => StatusCode::GATEWAY_TIMEOUT,
             EdgeError::OriginUnreachable { .. } | EdgeError::OriginProtocol { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -111,13 +124,15 @@ impl EdgeError {
     pub fn public_message(&self) -> &'static str {
         match self {
             EdgeError::BadRequest(_) => "bad request",
-            EdgeError::MethodNotAllowed(_) => "method not allowed",
+            EdgeError::MethodNotAllowed { .. } => "method not allowed",
             EdgeError::UnknownHost(_) => "misdirected request",
             EdgeError::NotFound => "not found",
             EdgeError::Unauthorized => "unauthorized",
             EdgeError::Forbidden(_) => "forbidden",
             EdgeError::RangeNotSatisfiable { .. } => "range not satisfiable",
             EdgeError::PreconditionFailed => "precondition failed",
+            EdgeError::PayloadTooLarge { .. } => "payload too large",
+            EdgeError::NotCached => "not cached",
             EdgeError::OriginUnreachable { .. } | EdgeError::OriginProtocol { .. } => "bad gateway",
             EdgeError::OriginTimeout { .. } => "gateway timeout",
             EdgeError::NoHealthyOrigin { .. } | EdgeError::Overloaded { .. } => {
@@ -175,7 +190,11 @@ mod tests {
             ErrorSource::Client
         );
         assert_eq!(
-            EdgeError::MethodNotAllowed(http::Method::POST).status(),
+            EdgeError::MethodNotAllowed {
+                method: http::Method::POST,
+                allow: "GET, HEAD"
+            }
+            .status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
         let idle = EdgeError::OriginTimeout {

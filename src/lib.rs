@@ -44,12 +44,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::cache::Store;
-use crate::cache::fill::FillTable;
 use crate::config::Config;
-use crate::proxy::{Proxy, ProxyHandler};
+use crate::proxy::{Proxy, ProxyHandler, Runtime};
 use crate::server::Server;
 
 /// The bound sockets of one edge; bind first (port 0 in tests), then `run`.
@@ -113,28 +111,37 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    run_with_reload(listeners, config, shutdown, None).await
+}
+
+/// `run`, plus live reconfiguration: every config received on `reloads` (already validated)
+/// replaces origins, fetch and cache policy, key and signing rules, compression and prefetch
+/// settings, the admin token and the TLS certificate. Listener addresses and cache sizes need
+/// a restart; a reload that changes them says so in the log. A reload that cannot be applied
+/// (e.g. an unreadable certificate) leaves the running configuration in place.
+pub async fn run_with_reload(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: Option<mpsc::Receiver<Config>>,
+) -> Result<(), StartError> {
     tls::install_provider();
     metrics::install();
     let tls = match &config.tls {
         Some(t) => Some(tls::build(t).map_err(StartError::Tls)?),
         None => None,
     };
-    let upstream = Arc::new(upstream::Upstream::new(&config).map_err(StartError::Origins)?);
-    let config = Arc::new(config);
-    let proxy = Arc::new(Proxy {
-        config: config.clone(),
-        store: Store::new(&config.cache),
-        fills: FillTable::new(),
-        upstream: upstream.clone(),
-    });
+    let server_limits = config.server.clone();
+    let runtime = Runtime::new(config).map_err(StartError::Origins)?;
+    let proxy = Arc::new(Proxy::new(runtime));
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = Server::new(&config.server, stop_rx.clone());
+    let server = Server::new(&server_limits, stop_rx.clone());
     // The admin listener has its own connection budget: a saturated edge must still answer
     // /metrics and /healthz.
     let admin_limits = config::ServerConfig {
         max_connections: 256,
-        ..config.server.clone()
+        ..server_limits.clone()
     };
     let admin_server = Server::new(&admin_limits, stop_rx);
     let listening = Arc::new(AtomicBool::new(false));
@@ -160,37 +167,101 @@ pub async fn run(
     }
     listening.store(true, Ordering::Relaxed);
 
-    let mut background = upstream.spawn_probes();
-    background.push(tokio::spawn({
+    let mut probes = proxy.runtime().upstream.spawn_probes();
+    let upkeep = tokio::spawn({
         let proxy = proxy.clone();
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tick.tick().await;
                 proxy.store.run_pending_tasks().await;
-                metrics::upkeep(
-                    &proxy.store,
-                    &proxy.upstream,
-                    proxy.upstream.requests_sent(),
-                );
+                let rt = proxy.runtime();
+                metrics::upkeep(&proxy.store, &rt.upstream, rt.upstream.requests_sent());
             }
         }
-    }));
+    });
 
-    shutdown.await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(new) = next_reload(&mut reloads) => {
+                match reload(&proxy, tls.as_ref(), new) {
+                    Ok(()) => {
+                        for p in probes.drain(..) {
+                            p.abort();
+                        }
+                        probes = proxy.runtime().upstream.spawn_probes();
+                        tracing::info!("configuration reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "reload failed; the running configuration stays"),
+                }
+            }
+        }
+    }
+
     tracing::info!("shutting down: no new connections, draining requests in flight");
     listening.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     for l in accept_loops {
         let _ = l.await;
     }
-    let drain = config.server.drain_timeout;
+    let drain = server_limits.drain_timeout;
     let (clients, _) = tokio::join!(server.drained(drain), admin_server.drained(drain));
     if !clients {
         tracing::warn!("drain timeout reached with requests still in flight");
     }
-    for b in background {
-        b.abort();
+    for p in probes {
+        p.abort();
     }
+    upkeep.abort();
+    Ok(())
+}
+
+async fn next_reload(reloads: &mut Option<mpsc::Receiver<Config>>) -> Option<Config> {
+    match reloads {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies a new configuration: everything is built first, then swapped in at once.
+fn reload(proxy: &Proxy, tls: Option<&tls::Tls>, new: Config) -> Result<(), String> {
+    let old = proxy.runtime();
+    let old = &old.config;
+    let restart_needed = [
+        ("listen.http", old.listen.http != new.listen.http),
+        ("listen.https", old.listen.https != new.listen.https),
+        (
+            "admin.listen",
+            old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
+        ),
+        ("cache.max_size", old.cache.max_size != new.cache.max_size),
+        (
+            "cache.max_object_size",
+            old.cache.max_object_size != new.cache.max_object_size,
+        ),
+        (
+            "server.max_connections",
+            old.server.max_connections != new.server.max_connections,
+        ),
+        (
+            "tls (added or removed)",
+            old.tls.is_some() != new.tls.is_some(),
+        ),
+    ];
+    for (field, changed) in restart_needed {
+        if changed {
+            tracing::warn!(
+                field,
+                "changed in the config file: takes effect after a restart"
+            );
+        }
+    }
+    let runtime = Runtime::new(new)?;
+    if let (Some(tls), Some(cfg)) = (tls, runtime.config.tls.as_ref()) {
+        tls.resolver.reload(cfg)?;
+    }
+    proxy.replace_runtime(runtime);
     Ok(())
 }

@@ -51,6 +51,18 @@ enum Command {
         #[arg(long, default_value_t = 6)]
         live_window: usize,
     },
+    /// Make a signed-URL token (see `signed_urls` in conf/edge.yaml).
+    Sign {
+        /// The signing key (one of a rule's `keys`).
+        #[arg(long)]
+        key: String,
+        /// The path the token grants, or a prefix ending in `*` (e.g. /secure/live/*).
+        #[arg(long)]
+        acl: String,
+        /// How long the token is valid, e.g. 1h or 30m.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -76,6 +88,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         (Some(Command::Run) | None, Some(path)) => runtime.block_on(run(path)),
+        (Some(Command::Sign { key, acl, ttl }), _) => return sign(&key, &acl, &ttl),
         (None, None) => runtime.block_on(demo()),
         (
             Some(Command::Origin {
@@ -113,6 +126,24 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn sign(key: &str, acl: &str, ttl: &str) -> ExitCode {
+    let ttl = match config::parse_duration(ttl) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("streamedge sign: --ttl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!(
+        "{}",
+        streamedge::signing::make_token(key.as_bytes(), acl, now + ttl.as_secs())
+    );
+    ExitCode::SUCCESS
 }
 
 /// Logs to stderr; `STREAMEDGE_LOG` (e.g. `info,streamedge=debug`) overrides the config level.
@@ -178,8 +209,37 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     init_logging(&config.log.level, config.log.access);
     let listeners = streamedge::Listeners::bind(&config).await?;
     announce(&listeners.addrs());
-    streamedge::run(listeners, config, shutdown_signal()).await?;
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(reload_on_sighup(path, reload_tx));
+    streamedge::run_with_reload(listeners, config, shutdown_signal(), Some(reload_rx)).await?;
     Ok(())
+}
+
+/// SIGHUP re-reads the config file. A file with errors is reported (field, line, column) and
+/// the running configuration stays.
+async fn reload_on_sighup(path: PathBuf, tx: tokio::sync::mpsc::Sender<Config>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match config::load(&path) {
+                Ok(c) => {
+                    tracing::info!(file = %path.display(), "SIGHUP: reloading configuration");
+                    if tx.send(c).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, tx);
+    }
 }
 
 fn announce(a: &streamedge::Addrs) {

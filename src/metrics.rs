@@ -30,6 +30,10 @@ pub const CLIENT_CONNECTIONS_OPEN: &str = "streamedge_client_connections_open";
 pub const CLIENT_CONNECTIONS: &str = "streamedge_client_connections_total";
 pub const TLS_HANDSHAKES: &str = "streamedge_tls_handshakes_total";
 pub const TLS_HANDSHAKE_ERRORS: &str = "streamedge_tls_handshake_errors_total";
+pub const PREFETCHES: &str = "streamedge_prefetches_total";
+pub const COMPRESSED: &str = "streamedge_compressed_responses_total";
+pub const CMCD_REQUESTS: &str = "streamedge_cmcd_requests_total";
+pub const CMCD_STARVATION: &str = "streamedge_cmcd_buffer_starvation_total";
 
 /// Buckets for request-side latencies (seconds).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -94,10 +98,6 @@ fn describe() {
         "Origin fetch time, request to last byte."
     );
     describe_gauge!(ORIGIN_UP, "1 when the origin is considered healthy.");
-    describe_counter!(
-        ORIGIN_CONNECTIONS,
-        "Origin requests by connection: new or reused."
-    );
     describe_counter!(HEALTH_PROBES, "Active health probes by result.");
     describe_counter!(
         COLLAPSED,
@@ -124,25 +124,53 @@ fn describe() {
         "Completed TLS handshakes by version and ALPN."
     );
     describe_counter!(TLS_HANDSHAKE_ERRORS, "Failed or timed-out TLS handshakes.");
+    describe_counter!(
+        PREFETCHES,
+        "Prefetch decisions by result: fetched, already_cached, in_flight, skipped, failed."
+    );
+    describe_counter!(
+        COMPRESSED,
+        "Responses sent with an encoding the edge made, by encoding."
+    );
+    describe_counter!(
+        CMCD_REQUESTS,
+        "Requests that carried CMCD data, by object type."
+    );
+    describe_counter!(
+        CMCD_STARVATION,
+        "Requests whose CMCD reported buffer starvation (bs)."
+    );
 }
 
 pub fn render() -> String {
     install().render()
 }
 
-/// Periodic housekeeping: histogram upkeep and cache gauges.
+/// Periodic housekeeping: histogram upkeep and cache gauges. (The origin connection counters
+/// are read at scrape time instead: [`origin_connections`].)
 pub fn upkeep(
     store: &crate::cache::Store,
-    upstream: &crate::upstream::Upstream,
-    origin_requests: u64,
+    _upstream: &crate::upstream::Upstream,
+    _origin_requests: u64,
 ) {
     install().run_upkeep();
     gauge!(CACHE_BYTES).set(store.weighted_size() as f64);
     gauge!(CACHE_OBJECTS).set(store.entry_count() as f64);
+}
+
+/// `streamedge_origin_connections_total` of one edge, in the exposition format, to append to
+/// [`render`]. Read from the edge's own counters at scrape time rather than kept in the
+/// process-wide recorder: always current, and right per edge when one process runs several
+/// (the recorder's `absolute` keeps the largest value any edge set).
+pub fn origin_connections(upstream: &crate::upstream::Upstream) -> String {
     let opened = upstream.connections_opened();
-    counter!(ORIGIN_CONNECTIONS, "state" => "new").absolute(opened);
-    counter!(ORIGIN_CONNECTIONS, "state" => "reused")
-        .absolute(origin_requests.saturating_sub(opened));
+    let reused = upstream.requests_sent().saturating_sub(opened);
+    format!(
+        "# HELP {ORIGIN_CONNECTIONS} Origin requests by connection: new or reused.\n\
+         # TYPE {ORIGIN_CONNECTIONS} counter\n\
+         {ORIGIN_CONNECTIONS}{{state=\"new\"}} {opened}\n\
+         {ORIGIN_CONNECTIONS}{{state=\"reused\"}} {reused}\n\n"
+    )
 }
 
 pub fn status_class(status: u16) -> &'static str {
@@ -251,4 +279,27 @@ pub fn tls_handshake(version: &'static str, alpn: &'static str) {
 
 pub fn tls_handshake_error(reason: &'static str) {
     counter!(TLS_HANDSHAKE_ERRORS, "reason" => reason).increment(1);
+}
+
+pub fn prefetch(result: &'static str) {
+    counter!(PREFETCHES, "result" => result).increment(1);
+}
+
+pub fn compressed(encoding: &'static str) {
+    counter!(COMPRESSED, "encoding" => encoding).increment(1);
+}
+
+pub fn cmcd(cmcd: &crate::cmcd::Cmcd) {
+    let ot = match cmcd.object_type.as_deref() {
+        Some("m") => "manifest",
+        Some("a" | "v" | "av") => "media",
+        Some("i") => "init",
+        Some("c" | "tt") => "text",
+        Some(_) => "other",
+        None => "unknown",
+    };
+    counter!(CMCD_REQUESTS, "object" => ot).increment(1);
+    if cmcd.starved {
+        counter!(CMCD_STARVATION, "object" => ot).increment(1);
+    }
 }

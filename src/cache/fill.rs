@@ -49,6 +49,8 @@ pub struct FillHead {
     pub revalidated: bool,
     /// Served from a stored object found when the fill started (closing the lookup race).
     pub from_store: bool,
+    /// The edge's encodings of a complete manifest body, when it made them.
+    pub encodings: Option<Arc<super::Encodings>>,
 }
 
 #[derive(Default)]
@@ -595,6 +597,7 @@ mod tests {
             origin: "o".into(),
             revalidated: false,
             from_store: false,
+            encodings: None,
         }
     }
 

@@ -40,6 +40,40 @@ pub struct CachedObject {
     pub vary: Option<Arc<[HeaderName]>>,
     /// Which origin it came from.
     pub origin: Arc<str>,
+    /// Compressed variants made by the edge (manifests and text), computed once at fill time.
+    pub encodings: Option<Arc<Encodings>>,
+    /// What a manifest said about itself.
+    pub media: Option<MediaSummary>,
+}
+
+/// Brotli and gzip variants of one stored body.
+#[derive(Debug, Default)]
+pub struct Encodings {
+    pub br: Option<Bytes>,
+    pub gzip: Option<Bytes>,
+}
+
+impl Encodings {
+    pub fn get(&self, e: crate::compress::Encoding) -> Option<&Bytes> {
+        match e {
+            crate::compress::Encoding::Brotli => self.br.as_ref(),
+            crate::compress::Encoding::Gzip => self.gzip.as_ref(),
+            crate::compress::Encoding::Identity => None,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.br.as_ref().map_or(0, |b| b.len() as u64)
+            + self.gzip.as_ref().map_or(0, |b| b.len() as u64)
+    }
+}
+
+/// The timing facts of a stored manifest, for LL-HLS requests against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaSummary {
+    pub live: bool,
+    pub target_duration: Option<Duration>,
+    pub part_target: Option<Duration>,
 }
 
 impl CachedObject {
@@ -58,6 +92,7 @@ impl CachedObject {
             + key.variant.as_ref().map_or(0, |v| v.len() as u64)
             + headers as u64
             + self.body.len() as u64
+            + self.encodings.as_ref().map_or(0, |e| e.len())
     }
 }
 
@@ -316,6 +351,8 @@ impl CachedObject {
             freshness,
             vary: self.vary.clone(),
             origin: self.origin.clone(),
+            encodings: self.encodings.clone(),
+            media: self.media,
         }
     }
 }

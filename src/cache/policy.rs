@@ -232,6 +232,8 @@ pub struct Freshness {
     pub must_revalidate: bool,
     /// no-cache: revalidate before every use.
     pub no_cache: bool,
+    /// Never serve older than this, stale rules or not (live manifests: one target duration).
+    pub max_age: Option<Duration>,
 }
 
 impl Freshness {
@@ -255,15 +257,22 @@ impl Freshness {
         self.age(now).saturating_sub(self.lifetime)
     }
 
+    /// Whether the object is young enough to be served at all (live manifest cap).
+    pub fn within_cap(&self, now: Instant) -> bool {
+        self.max_age.is_none_or(|cap| self.age(now) <= cap)
+    }
+
     pub fn may_serve_stale_while_revalidate(&self, now: Instant) -> bool {
-        !self.must_revalidate
+        self.within_cap(now)
+            && !self.must_revalidate
             && !self.no_cache
             && self.staleness(now) <= self.stale_while_revalidate
             && self.stale_while_revalidate > Duration::ZERO
     }
 
     pub fn may_serve_stale_on_error(&self, now: Instant) -> bool {
-        !self.must_revalidate
+        self.within_cap(now)
+            && !self.must_revalidate
             && self.stale_if_error > Duration::ZERO
             && self.staleness(now) <= self.stale_if_error
     }
@@ -301,12 +310,30 @@ pub struct Exchange<'a> {
     pub response_time: SystemTime,
     /// The tokio instant matching `response_time`.
     pub received_at: Instant,
-    /// A freshness lifetime derived from the body (live playlists), if any.
-    pub media_lifetime: Option<Duration>,
+    /// What the body (a manifest) says about its own timing, if anything.
+    pub media: Option<MediaTiming>,
 }
 
-/// The header that targets this cache (RFC 9213), or Cache-Control.
-pub fn effective_cache_control(headers: &HeaderMap) -> (CacheControl, bool) {
+/// Timing a manifest gives itself: a lifetime when the origin says nothing, and for live
+/// manifests a hard cap on the age at which it may be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MediaTiming {
+    pub lifetime: Option<Duration>,
+    pub cap: Option<Duration>,
+}
+
+/// The field that targets this cache (RFC 9213): the edge-specific one if configured and
+/// present, else `CDN-Cache-Control`, else `Cache-Control`. `true` when a targeted field won.
+pub fn effective_cache_control(
+    headers: &HeaderMap,
+    edge_header: Option<&http::header::HeaderName>,
+) -> (CacheControl, bool) {
+    if let Some(name) = edge_header {
+        let own = CacheControl::from_headers(headers, name);
+        if own.present {
+            return (own, true);
+        }
+    }
     let targeted = CacheControl::from_headers(headers, "cdn-cache-control");
     if targeted.present {
         (targeted, true)
@@ -327,7 +354,7 @@ pub fn decide(x: &Exchange<'_>, cfg: &CacheConfig) -> Decision {
 }
 
 fn decide_inner(x: &Exchange<'_>, cfg: &CacheConfig) -> Result<Freshness, Refusal> {
-    let (cc, targeted) = effective_cache_control(x.headers);
+    let (cc, targeted) = effective_cache_control(x.headers, cfg.targeted_header.as_ref());
     let request_cc = CacheControl::from_headers(x.request_headers, CACHE_CONTROL);
     if cc.no_store || request_cc.no_store {
         return Err(Refusal::NoStore);
@@ -335,7 +362,7 @@ fn decide_inner(x: &Exchange<'_>, cfg: &CacheConfig) -> Result<Freshness, Refusa
     if cc.private {
         return Err(Refusal::Private);
     }
-    if x.headers.contains_key(http::header::SET_COOKIE) {
+    if x.headers.contains_key(http::header::SET_COOKIE) && !cfg.store_set_cookie {
         return Err(Refusal::SetCookie);
     }
     if x.headers.get_all(http::header::VARY).iter().any(|v| {
@@ -378,7 +405,7 @@ fn decide_inner(x: &Exchange<'_>, cfg: &CacheConfig) -> Result<Freshness, Refusa
             if matches!(status, 404 | 410) {
                 cfg.ttl.negative
             } else if matches!(status, 200 | 203) && x.kind != ContentKind::Other {
-                x.media_lifetime.unwrap_or(match x.kind {
+                x.media.and_then(|m| m.lifetime).unwrap_or(match x.kind {
                     ContentKind::Manifest => cfg.ttl.manifest,
                     _ => cfg.ttl.segment,
                 })
@@ -420,14 +447,28 @@ fn decide_inner(x: &Exchange<'_>, cfg: &CacheConfig) -> Result<Freshness, Refusa
     let corrected_age_value = Duration::from_secs(age_value) + response_delay;
     let initial_age = apparent_age.max(corrected_age_value);
 
+    // A live manifest is never served older than one target duration, whatever its headers.
+    let cap = x.media.and_then(|m| m.cap);
+    let lifetime = cap.map_or(lifetime, |c| lifetime.min(c));
+    let default_stale = |d: &crate::config::KindDurations| match x.kind {
+        ContentKind::Manifest => d.manifest,
+        ContentKind::Segment => d.segment,
+        ContentKind::Other => d.other,
+    };
     Ok(Freshness {
         stored_at: x.received_at,
         initial_age,
         lifetime,
-        stale_while_revalidate: Duration::from_secs(cc.stale_while_revalidate.unwrap_or(0)),
-        stale_if_error: Duration::from_secs(cc.stale_if_error.unwrap_or(0)),
+        stale_while_revalidate: cc.stale_while_revalidate.map_or(
+            default_stale(&cfg.stale_while_revalidate),
+            Duration::from_secs,
+        ),
+        stale_if_error: cc
+            .stale_if_error
+            .map_or(default_stale(&cfg.stale_if_error), Duration::from_secs),
         must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
         no_cache: cc.no_cache,
+        max_age: cap,
     })
 }
 
@@ -472,7 +513,7 @@ mod tests {
                 request_time: now,
                 response_time: now,
                 received_at: Instant::now(),
-                media_lifetime: None,
+                media: None,
             },
             &cfg(),
         )
@@ -680,7 +721,7 @@ mod tests {
                 request_time: now - Duration::from_secs(2),
                 response_time: now,
                 received_at: Instant::now(),
-                media_lifetime: None,
+                media: None,
             },
             &cfg(),
         )
@@ -712,7 +753,7 @@ mod tests {
                 request_time: response_time,
                 response_time,
                 received_at: Instant::now(),
-                media_lifetime: None,
+                media: None,
             },
             &cfg(),
         )
@@ -737,7 +778,7 @@ mod tests {
                     request_time: now,
                     response_time: now,
                     received_at: Instant::now(),
-                    media_lifetime: None,
+                    media: None,
                 },
                 &cfg(),
             )
@@ -746,6 +787,76 @@ mod tests {
         assert_eq!(run("max-age=60"), Err(Refusal::Authorization));
         assert!(run("max-age=60, public").is_ok());
         assert!(run("s-maxage=60").is_ok());
+    }
+
+    #[test]
+    fn edge_header_beats_cdn_cache_control() {
+        let f = decide_for(
+            200,
+            &[
+                ("cache-control", "max-age=1"),
+                ("cdn-cache-control", "max-age=30"),
+                ("streamedge-cache-control", "max-age=300"),
+            ],
+            ContentKind::Other,
+        )
+        .unwrap();
+        assert_eq!(f.lifetime, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn stale_defaults_by_kind() {
+        let c = cfg();
+        let f = decide_for(
+            200,
+            &[("cache-control", "max-age=10")],
+            ContentKind::Segment,
+        )
+        .unwrap();
+        assert_eq!(f.stale_if_error, c.stale_if_error.segment);
+        let f = decide_for(
+            200,
+            &[("cache-control", "max-age=10, stale-if-error=5")],
+            ContentKind::Segment,
+        )
+        .unwrap();
+        assert_eq!(f.stale_if_error, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn live_manifest_cap() {
+        let now = SystemTime::now();
+        let req = HeaderMap::new();
+        let h = headers(&[(
+            "cache-control",
+            "max-age=60, stale-while-revalidate=60, stale-if-error=600",
+        )]);
+        let f = decide(
+            &Exchange {
+                request_headers: &req,
+                status: StatusCode::OK,
+                headers: &h,
+                kind: ContentKind::Manifest,
+                request_time: now,
+                response_time: now,
+                received_at: Instant::now(),
+                media: Some(MediaTiming {
+                    lifetime: Some(Duration::from_secs(1)),
+                    cap: Some(Duration::from_secs(2)),
+                }),
+            },
+            &cfg(),
+        )
+        .store
+        .unwrap();
+        assert_eq!(
+            f.lifetime,
+            Duration::from_secs(2),
+            "explicit max-age capped at the target duration"
+        );
+        let t = f.stored_at + Duration::from_secs(3);
+        assert!(!f.may_serve_stale_while_revalidate(t));
+        assert!(!f.may_serve_stale_on_error(t));
     }
 
     #[test]

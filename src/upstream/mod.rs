@@ -57,6 +57,10 @@ pub struct OriginRequest {
     pub client_host: Option<HeaderValue>,
     /// How long to wait for the response head.
     pub first_byte_timeout: Duration,
+    /// A request body (forwarded unsafe methods).
+    pub body: Option<Bytes>,
+    /// Whether another origin may be tried after a failure (not for non-idempotent methods).
+    pub retry: bool,
 }
 
 /// An origin response whose head has arrived.
@@ -101,7 +105,8 @@ pub struct Upstream {
     fetch: FetchConfig,
     health_check: Option<HealthCheckConfig>,
     connections: Arc<AtomicU64>,
-    requests: AtomicU64,
+    /// Fetches and health probes sent: with `connections`, the new / reused split.
+    requests: Arc<AtomicU64>,
 }
 
 impl Upstream {
@@ -160,7 +165,7 @@ impl Upstream {
             fetch,
             health_check: config.health_check.clone(),
             connections,
-            requests: AtomicU64::new(0),
+            requests: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -173,7 +178,7 @@ impl Upstream {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Requests sent to origins so far.
+    /// Requests sent to origins so far, health probes included (they share the pool).
     pub fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
@@ -206,7 +211,8 @@ impl Upstream {
             }
             tried_any = true;
             attempts += 1;
-            let more_left = attempts < self.fetch.max_attempts
+            let more_left = req.retry
+                && attempts < self.fetch.max_attempts
                 && candidates[pos + 1..]
                     .iter()
                     .any(|&j| self.origins[j].health.is_up());
@@ -261,10 +267,14 @@ impl Upstream {
             _ => origin.authority.clone(),
         };
         headers.insert(header::HOST, host);
-        let request = self
+        let mut builder = self
             .client
             .request(req.method.clone(), url)
-            .headers(headers)
+            .headers(headers);
+        if let Some(body) = &req.body {
+            builder = builder.body(body.clone());
+        }
+        let request = builder
             .build()
             .map_err(|e| EdgeError::Internal(format!("building origin request: {e}")))?;
         crate::metrics::origin_request(&origin.name);
@@ -328,12 +338,14 @@ impl Upstream {
             .map(|origin| {
                 let origin = origin.clone();
                 let client = self.client.clone();
+                let requests = self.requests.clone();
                 let hc = hc.clone();
                 tokio::spawn(async move {
                     let mut tick = tokio::time::interval(hc.interval);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         tick.tick().await;
+                        requests.fetch_add(1, Ordering::Relaxed);
                         probe(&client, &origin, &hc).await;
                     }
                 })

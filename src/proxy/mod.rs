@@ -1,0 +1,612 @@
+//! The request path, phase by phase: admit → sign → key → cmcd → lookup → fill → respond → log.
+//!
+//! Every phase is a function whose doc says when it runs and what it does by default. The
+//! handler is infallible: each error becomes a response in `respond::respond_error`, and every
+//! request writes one access-log line and its metrics when its body ends (or is dropped).
+
+mod fetch;
+mod log;
+mod respond;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::header;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::cache::fill::{FillTable, HeadOutcome, Joined};
+use crate::cache::key::{KeyRules, variant_of};
+use crate::cache::policy::CacheControl;
+use crate::cache::{CacheKey, CachedObject, ContentKind, Lookup, Store, StoreKey};
+use crate::cmcd::Cmcd;
+use crate::config::Config;
+use crate::error::EdgeError;
+use crate::media::Directives;
+use crate::server::{ConnInfo, Handler, ResponseBody};
+use crate::upstream::Upstream;
+use fetch::{FillJob, origin_request_headers, spawn_fill};
+pub use log::CacheResult;
+use log::Outcome;
+use respond::{CacheStatus, respond_error, respond_fill, respond_stored};
+
+/// Everything a request reads that a config reload may replace.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub upstream: Arc<Upstream>,
+    pub keys: KeyRules,
+    /// Prefetches in flight at once.
+    pub prefetch_slots: Arc<Semaphore>,
+}
+
+impl Runtime {
+    pub fn new(config: Config) -> Result<Runtime, String> {
+        let upstream = Arc::new(Upstream::new(&config)?);
+        Ok(Runtime {
+            keys: KeyRules::new(config.key_rules.clone()),
+            prefetch_slots: Arc::new(Semaphore::new(config.prefetch.concurrency)),
+            upstream,
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// The shared state of the request path: the cache, the in-flight table, the runtime.
+pub struct Proxy {
+    pub store: Store,
+    pub fills: Arc<FillTable>,
+    runtime: ArcSwap<Runtime>,
+}
+
+impl Proxy {
+    pub fn new(runtime: Runtime) -> Proxy {
+        Proxy {
+            store: Store::new(&runtime.config.cache),
+            fills: FillTable::new(),
+            runtime: ArcSwap::from_pointee(runtime),
+        }
+    }
+
+    /// The current runtime; a request keeps the one it started with.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Swaps in a new runtime (config reload); requests in flight finish on the old one.
+    pub fn replace_runtime(&self, runtime: Runtime) -> Arc<Runtime> {
+        self.runtime.swap(Arc::new(runtime))
+    }
+}
+
+/// The hyper-facing handler.
+#[derive(Clone)]
+pub struct ProxyHandler(pub Arc<Proxy>);
+
+impl Handler for ProxyHandler {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
+        let proxy = self.0.clone();
+        async move { handle(proxy, req, conn).await }
+    }
+}
+
+/// One request's view of the edge: the proxy and the runtime it started with.
+#[derive(Clone)]
+struct Ctx {
+    proxy: Arc<Proxy>,
+    rt: Arc<Runtime>,
+}
+
+/// Runs every phase for one request; never fails.
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+) -> Response<ResponseBody> {
+    let (parts, body) = req.into_parts();
+    let mut out = Outcome::new(&parts, &conn);
+    let ctx = Ctx {
+        rt: proxy.runtime(),
+        proxy,
+    };
+    let response = match serve(&ctx, &parts, body, &mut out).await {
+        Ok(r) => r,
+        Err(e) => respond_error(&e, &mut out),
+    };
+    log::log(response, out)
+}
+
+/// The phases in order.
+async fn serve(
+    ctx: &Ctx,
+    parts: &http::request::Parts,
+    body: Incoming,
+    out: &mut Outcome,
+) -> Result<Response<ResponseBody>, EdgeError> {
+    let forward = admit(ctx, parts)?;
+    let (path, query) = sign(ctx, parts)?;
+    let key = ctx.rt.keys.key(&path, query.as_deref());
+    out.kind = ContentKind::from_path(&path);
+    cmcd(ctx, parts, &path, out);
+    if forward {
+        out.cache = CacheResult::Pass;
+        return fetch::forward_unsafe(&ctx.proxy, &ctx.rt, parts, body, key).await;
+    }
+    let (key, first_byte_timeout) = ll_hls(ctx, parts, key).await;
+    lookup(ctx, parts, key, first_byte_timeout, out, 0).await
+}
+
+/// Phase `admit`: runs first. GET and HEAD pass for a served host (any host when
+/// `server.hosts` is empty). OPTIONS (CORS preflight) and, when `server.forward_unsafe_methods`
+/// is set, POST/PUT/PATCH/DELETE are forwarded uncached (returns `true`); others get 405.
+fn admit(ctx: &Ctx, parts: &http::request::Parts) -> Result<bool, EdgeError> {
+    let hosts = &ctx.rt.config.server.hosts;
+    if !hosts.is_empty() {
+        let host = request_host(parts).unwrap_or_default();
+        let name = host.rsplit_once(':').map_or(host.as_str(), |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host.as_str()
+            }
+        });
+        if !hosts.iter().any(|h| h == name) {
+            return Err(EdgeError::UnknownHost(host));
+        }
+    }
+    let path = parts.uri.path();
+    if !path.starts_with('/') {
+        return Err(EdgeError::BadRequest(
+            "request target must be a path".into(),
+        ));
+    }
+    match parts.method {
+        Method::GET | Method::HEAD => Ok(false),
+        Method::OPTIONS => Ok(true),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+            if ctx.rt.config.server.forward_unsafe_methods =>
+        {
+            Ok(true)
+        }
+        _ => Err(EdgeError::MethodNotAllowed {
+            method: parts.method.clone(),
+            allow: if ctx.rt.config.server.forward_unsafe_methods {
+                "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
+            } else {
+                "GET, HEAD, OPTIONS"
+            },
+        }),
+    }
+}
+
+fn request_host(parts: &http::request::Parts) -> Option<String> {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_ascii_lowercase())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.to_ascii_lowercase())
+        })
+}
+
+/// Phase `sign`: runs after `admit`. Resolves dot segments (`/a/../b` and `/b` are one
+/// object; paths above the root are refused). Under a `signed_urls` prefix, a missing, bad or
+/// expired token gets 403; the token is removed from what follows (key and origin request).
+fn sign(ctx: &Ctx, parts: &http::request::Parts) -> Result<(String, Option<String>), EdgeError> {
+    let path = remove_dot_segments(parts.uri.path())
+        .ok_or_else(|| EdgeError::BadRequest("path climbs above the root".into()))?;
+    let query = parts.uri.query().map(str::to_owned);
+    let Some(rule) = ctx
+        .rt
+        .config
+        .signed_urls
+        .iter()
+        .filter(|r| path.starts_with(&r.prefix))
+        .max_by_key(|r| r.prefix.len())
+    else {
+        return Ok((path, query));
+    };
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    crate::signing::verify(rule, &path, query.as_deref(), now)
+        .map(|v| (v.path, v.query))
+        .map_err(|e| EdgeError::Forbidden(e.to_string()))
+}
+
+/// RFC 3986 §5.2.4 on an absolute path; `None` if it would climb above `/`.
+pub(crate) fn remove_dot_segments(path: &str) -> Option<String> {
+    if !path.contains("/.") {
+        return Some(path.to_owned());
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop()?;
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    Some(format!("/{}", out.join("/")))
+}
+
+/// Phase `cmcd`: runs after the key is known. Common Media Client Data goes to the access log
+/// and metrics; a `nor` (next object request) is prefetched when `prefetch.cmcd_nor` is on.
+fn cmcd(ctx: &Ctx, parts: &http::request::Parts, path: &str, out: &mut Outcome) {
+    let c = Cmcd::from_request(parts.uri.query(), &parts.headers);
+    if c.is_empty() {
+        return;
+    }
+    crate::metrics::cmcd(&c);
+    let prefetch = &ctx.rt.config.prefetch;
+    if prefetch.enabled
+        && prefetch.cmcd_nor
+        && let Some(nor) = &c.next_object
+        && let Some(target) = crate::media::resolve(path, &percent_decode(nor))
+    {
+        fetch::prefetch(&ctx.proxy, &ctx.rt, &target);
+    }
+    out.cmcd = Some(c);
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Phase `ll_hls`: runs before lookup for requests with LL-HLS delivery directives. On a VOD
+/// playlist (ENDLIST) the directives are ignored (the plain playlist is served); a blocking
+/// reload (`_HLS_msn`) may wait for the origin longer than three target durations.
+async fn ll_hls(ctx: &Ctx, parts: &http::request::Parts, key: CacheKey) -> (CacheKey, Duration) {
+    let base = ctx.rt.config.fetch.first_byte_timeout;
+    let (path, query) = match key.as_str().split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => return (key, base),
+    };
+    let directives = Directives::from_query(query.as_deref());
+    if !directives.any() {
+        return (key, base);
+    }
+    let rest: Vec<&str> = query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !crate::media::is_directive(p.split_once('=').map_or(p, |(k, _)| k)))
+        .collect();
+    let rest = rest.join("&");
+    let plain = CacheKey::new(&path, (!rest.is_empty()).then_some(rest.as_str()));
+    let summary = match ctx.proxy.store.lookup(&plain, &parts.headers).await {
+        Lookup::Found(_, obj) => obj.media,
+        _ => None,
+    };
+    match summary {
+        Some(m) if !m.live => (plain, base),
+        Some(m) if directives.is_blocking() => {
+            let hold = m
+                .target_duration
+                .map_or(Duration::from_secs(30), |t| t * 3 + Duration::from_secs(1));
+            (key, base.max(hold))
+        }
+        _ if directives.is_blocking() => (key, base.max(Duration::from_secs(30))),
+        _ => (key, base),
+    }
+}
+
+/// What the client's own Cache-Control asks of the cache.
+struct ClientDirectives {
+    /// Revalidate even a fresh object (no-cache / max-age=0, when honoured).
+    revalidate: bool,
+    /// Answer only from the cache (RFC 9111 §5.2.1.7), else 504.
+    only_if_cached: bool,
+}
+
+fn client_directives(ctx: &Ctx, parts: &http::request::Parts) -> ClientDirectives {
+    let cc = CacheControl::from_headers(&parts.headers, header::CACHE_CONTROL);
+    let pragma_no_cache = !cc.present
+        && parts.headers.get_all(header::PRAGMA).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.to_ascii_lowercase().contains("no-cache"))
+        });
+    ClientDirectives {
+        revalidate: ctx.rt.config.cache.honor_client_no_cache
+            && (cc.no_cache || cc.max_age == Some(0) || pragma_no_cache),
+        only_if_cached: cc.only_if_cached,
+    }
+}
+
+/// Phase `lookup`: runs after `key`. A fresh object is answered at once; a stale one is
+/// revalidated through the fill (or served while revalidating when its headers allow); a
+/// missing one is filled. Hit-for-miss keys and requests with credentials skip collapsing.
+async fn lookup(
+    ctx: &Ctx,
+    parts: &http::request::Parts,
+    key: CacheKey,
+    first_byte_timeout: Duration,
+    out: &mut Outcome,
+    depth: u8,
+) -> Result<Response<ResponseBody>, EdgeError> {
+    let now = Instant::now();
+    let client = client_directives(ctx, parts);
+    let private = parts.headers.contains_key(header::AUTHORIZATION);
+    let shared_mode = if private {
+        Mode::Private
+    } else {
+        Mode::Collapse
+    };
+    let fill_req = |slot, stale, mode, fwd| FillRequest {
+        key: key.clone(),
+        slot,
+        stale,
+        mode,
+        fwd,
+        first_byte_timeout,
+    };
+    match ctx.proxy.store.lookup(&key, &parts.headers).await {
+        Lookup::Found(slot, obj) => {
+            out.kind = obj.kind;
+            out.origin = Some(obj.origin.clone());
+            if obj.freshness.is_fresh(now) && !client.revalidate {
+                out.cache = CacheResult::Hit;
+                let status = CacheStatus::hit(obj.freshness.ttl_secs(now));
+                return respond_stored(&obj, parts, status, now);
+            }
+            if client.only_if_cached {
+                return Err(EdgeError::NotCached);
+            }
+            if !client.revalidate && obj.freshness.may_serve_stale_while_revalidate(now) {
+                revalidate_in_background(ctx, parts, &key, &slot, obj.clone());
+                out.cache = CacheResult::Stale;
+                let status = CacheStatus::stale_while_revalidate(obj.freshness.ttl_secs(now));
+                return respond_stored(&obj, parts, status, now);
+            }
+            let req = fill_req(slot, Some(obj), shared_mode, "stale");
+            fill(ctx, parts, req, out, depth).await
+        }
+        Lookup::Missing(slot, vary_miss) => {
+            if client.only_if_cached {
+                return Err(EdgeError::NotCached);
+            }
+            let fwd = if vary_miss { "vary-miss" } else { "uri-miss" };
+            fill(
+                ctx,
+                parts,
+                fill_req(slot, None, shared_mode, fwd),
+                out,
+                depth,
+            )
+            .await
+        }
+        Lookup::HitForMiss(slot) => {
+            if client.only_if_cached {
+                return Err(EdgeError::NotCached);
+            }
+            fill(
+                ctx,
+                parts,
+                fill_req(slot, None, Mode::Private, "miss"),
+                out,
+                depth,
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// Join or lead the shared fill for the slot.
+    Collapse,
+    /// A fetch of this request's own (hit-for-miss, credentials, unshareable answer).
+    Private,
+}
+
+/// What `fill` is asked to do.
+struct FillRequest {
+    key: CacheKey,
+    slot: StoreKey,
+    stale: Option<Arc<CachedObject>>,
+    mode: Mode,
+    /// RFC 9211 `fwd` reason if this request ends up forwarded.
+    fwd: &'static str,
+    first_byte_timeout: Duration,
+}
+
+/// Phase `fill`: runs on a miss or a stale object. Joins the in-flight fetch for the slot or
+/// starts one (a detached task), then answers from the fill's head and streamed body. When
+/// the origin fails, a stale copy is served if `stale-if-error` allows it, or if no origin is
+/// usable at all and the object does not require revalidation.
+async fn fill(
+    ctx: &Ctx,
+    parts: &http::request::Parts,
+    req: FillRequest,
+    out: &mut Outcome,
+    depth: u8,
+) -> Result<Response<ResponseBody>, EdgeError> {
+    let job = || FillJob {
+        key: req.key.clone(),
+        slot: req.slot.clone(),
+        kind: ContentKind::from_path(req.key.path()),
+        request_headers: parts.headers.clone(),
+        origin_headers: origin_request_headers(&parts.headers, req.mode == Mode::Private),
+        client_host: parts.headers.get(header::HOST).cloned(),
+        stale: req.stale.clone(),
+        shared: req.mode == Mode::Collapse,
+        first_byte_timeout: req.first_byte_timeout,
+        prefetch: false,
+        _permit: None,
+    };
+    let (mut reader, collapsed) = match req.mode {
+        Mode::Collapse => match ctx
+            .proxy
+            .fills
+            .join(&req.slot, ctx.rt.config.cache.max_waiters)?
+        {
+            Joined::Leader(reader, writer) => {
+                spawn_fill(ctx.proxy.clone(), ctx.rt.clone(), writer, job());
+                (reader, false)
+            }
+            Joined::Follower(reader) => {
+                crate::metrics::collapsed();
+                (reader, true)
+            }
+        },
+        Mode::Private => {
+            let (reader, writer) = FillTable::private(&req.slot);
+            spawn_fill(ctx.proxy.clone(), ctx.rt.clone(), writer, job());
+            (reader, false)
+        }
+    };
+    out.cache = match (req.mode, collapsed) {
+        (Mode::Private, _) => CacheResult::Pass,
+        (_, true) => CacheResult::Collapsed,
+        _ => CacheResult::Miss,
+    };
+    let head = match reader.head().await {
+        Ok(HeadOutcome::Ready(head)) => head,
+        Ok(HeadOutcome::NotShared) if depth == 0 => {
+            // The origin's answer was for the leader only: ask for our own.
+            drop(reader);
+            let own = FillRequest {
+                mode: Mode::Private,
+                ..req
+            };
+            return Box::pin(fill(ctx, parts, own, out, depth + 1)).await;
+        }
+        Ok(HeadOutcome::NotShared) => {
+            return Err(EdgeError::Internal("unshareable answer twice".into()));
+        }
+        Err(e) => {
+            if let Some(obj) = &req.stale {
+                let now = Instant::now();
+                let no_origin = matches!(e, EdgeError::NoHealthyOrigin { .. });
+                if obj.freshness.may_serve_stale_on_error(now)
+                    || (no_origin
+                        && !obj.freshness.must_revalidate
+                        && obj.freshness.within_cap(now))
+                {
+                    out.cache = CacheResult::Stale;
+                    out.error = Some(e.to_string());
+                    let status = CacheStatus::stale_on_error(obj.freshness.ttl_secs(now), &e);
+                    return respond_stored(obj, parts, status, now);
+                }
+            }
+            return Err(e);
+        }
+    };
+    out.origin = Some(head.origin.clone());
+    out.kind = head.kind;
+    if collapsed
+        && let Some((names, leader_variant)) = &head.vary
+        && variant_of(&parts.headers, names) != *leader_variant
+        && depth == 0
+    {
+        // Another variant than ours: look up (and fill) our own variant.
+        drop(reader);
+        return Box::pin(lookup(
+            ctx,
+            parts,
+            req.key,
+            req.first_byte_timeout,
+            out,
+            depth + 1,
+        ))
+        .await;
+    }
+    if head.from_store {
+        out.cache = CacheResult::Hit;
+    } else if head.revalidated {
+        out.cache = CacheResult::Stale;
+    }
+    respond_fill(&head, reader, parts, collapsed, req.fwd)
+}
+
+/// Starts a background revalidation (stale-while-revalidate) unless one is in flight.
+fn revalidate_in_background(
+    ctx: &Ctx,
+    parts: &http::request::Parts,
+    key: &CacheKey,
+    slot: &StoreKey,
+    stale: Arc<CachedObject>,
+) {
+    if let Ok(Joined::Leader(reader, writer)) = ctx.proxy.fills.join(slot, usize::MAX) {
+        drop(reader);
+        let job = FillJob {
+            key: key.clone(),
+            slot: slot.clone(),
+            kind: stale.kind,
+            request_headers: parts.headers.clone(),
+            origin_headers: origin_request_headers(&parts.headers, false),
+            client_host: parts.headers.get(header::HOST).cloned(),
+            stale: Some(stale),
+            shared: true,
+            first_byte_timeout: ctx.rt.config.fetch.first_byte_timeout,
+            prefetch: false,
+            _permit: None,
+        };
+        spawn_fill(ctx.proxy.clone(), ctx.rt.clone(), writer, job);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments() {
+        assert_eq!(remove_dot_segments("/a/b").as_deref(), Some("/a/b"));
+        assert_eq!(remove_dot_segments("/a/../b").as_deref(), Some("/b"));
+        assert_eq!(remove_dot_segments("/a/./b/").as_deref(), Some("/a/b/"));
+        assert_eq!(remove_dot_segments("/a/b/..").as_deref(), Some("/a/"));
+        assert_eq!(remove_dot_segments("/../etc/passwd"), None);
+        assert_eq!(
+            remove_dot_segments("/a/.hidden").as_deref(),
+            Some("/a/.hidden")
+        );
+    }
+
+    #[test]
+    fn nor_decoding() {
+        assert_eq!(
+            percent_decode("..%2F300kbps%2Fseg35.m4v"),
+            "../300kbps/seg35.m4v"
+        );
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}
