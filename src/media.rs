@@ -170,7 +170,7 @@ fn parse_hls(text: &str) -> ManifestInfo {
         if expect_uri {
             let msn = msn_next.unwrap_or(info.media_sequence);
             info.segments.push((msn, line.to_owned()));
-            msn_next = Some(msn + 1);
+            msn_next = Some(msn.saturating_add(1));
             expect_uri = false;
             // Parts listed before a full segment URI belong to it; only the trailing parts
             // (of the segment still being produced) matter for prefetch.
@@ -426,6 +426,12 @@ mod tests {
         assert_eq!(iso8601_duration("2S"), None);
         assert_eq!(iso8601_duration("PT2X"), None);
         assert_eq!(iso8601_duration("PT"), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn media_sequence_at_the_top_does_not_overflow() {
+        let i = parse(b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n#EXTINF:4,\na.ts\n#EXTINF:4,\nb.ts\n").unwrap();
+        assert_eq!(i.segments.len(), 2);
     }
 
     #[test]

@@ -92,9 +92,10 @@ fuzz_target!(|data: &[u8]| {
     let request_time = response_time
         .checked_sub(delay)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let media_lifetime = input
-        .number("media")
-        .map(|s| Duration::from_secs(s % (1 << 32)));
+    let media = input.number("media").map(|s| policy::MediaTiming {
+        lifetime: Some(Duration::from_secs(s % (1 << 32))),
+        cap: input.number("cap").map(|c| Duration::from_secs(c % (1 << 32))),
+    });
     let received_at = tokio::time::Instant::now();
 
     let decision = policy::decide(
@@ -106,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
             request_time,
             response_time,
             received_at,
-            media_lifetime,
+            media,
         },
         &CONFIG,
     );

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
                 request_time: now,
                 response_time: now,
                 received_at: tokio::time::Instant::now(),
-                media_lifetime: None,
+                media: None,
             },
             &config.cache,
         );
