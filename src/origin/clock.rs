@@ -26,10 +26,11 @@ pub(crate) struct LiveClock {
 
 impl LiveClock {
     pub(crate) fn new(origin_start: SystemTime, preroll: Micros) -> Self {
-        // Millisecond-aligned so the epoch is exactly what the MPD's
-        // availabilityStartTime text says.
-        let start_ms = truncate_to_millis(origin_start);
-        let epoch = start_ms
+        // Whole seconds: some players (ffmpeg) read availabilityStartTime
+        // to the second, and the live timeline should not differ by a
+        // fraction between them and everyone else.
+        let start = truncate_to_seconds(origin_start);
+        let epoch = start
             .checked_sub(Duration::from_micros(preroll))
             .unwrap_or(UNIX_EPOCH);
         let now = SystemTime::now();
@@ -59,9 +60,9 @@ fn duration_micros(d: Duration) -> Micros {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn truncate_to_millis(t: SystemTime) -> SystemTime {
+pub(crate) fn truncate_to_seconds(t: SystemTime) -> SystemTime {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => UNIX_EPOCH + Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(0)),
+        Ok(d) => UNIX_EPOCH + Duration::from_secs(d.as_secs()),
         Err(_) => UNIX_EPOCH,
     }
 }
@@ -193,7 +194,7 @@ mod tests {
         let clock = LiveClock::new(start, 12 * MICROS_PER_SEC);
         assert_eq!(
             clock.epoch(),
-            UNIX_EPOCH + Duration::from_millis(1_700_000_000_123 - 12_000)
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000 - 12)
         );
         // The origin "started" long ago, so elapsed is far past the pre-roll.
         assert!(clock.elapsed() > 12 * MICROS_PER_SEC);

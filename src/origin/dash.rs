@@ -1,31 +1,40 @@
-//! DASH: a static single-Period MPD re-presented as a looping dynamic MPD, one Period per loop.
+//! DASH: a static single-Period MPD re-presented as a looping dynamic MPD.
 //!
-//! Why one Period per loop: the segments are served unchanged, so their
-//! `tfdt` restarts at every loop. A single Period would need media time to
-//! keep increasing; with a new Period each loop the Period-relative timing is
-//! right again, and each copy keeps the source's `presentationTimeOffset`
-//! (usually absent, i.e. 0), which is exactly the media time at which the
-//! unchanged segments start. Period `k` starts at `k × content duration`
-//! after `availabilityStartTime` (the live epoch), numbers its segments from
-//! the source `startNumber`, and so requests the very same segment URLs every
-//! loop, which is what a CDN demo wants. Only the Periods that overlap the
-//! time-shift window are listed, so the MPD stays small.
+//! Two shapes, chosen per MPD when the origin loads it:
 //!
-//! ffmpeg's DASH demuxer (checked against 5.1's `dashdec.c`) handles this
-//! layout only half-way: it keeps just the longest Period (the last one, as
-//! all have the same `duration`) and computes the live `$Number$` as
-//! `startNumber + (now - availabilityStartTime - suggestedPresentationDelay)
-//! / duration`, ignoring `Period@start`. The number it asks for therefore
-//! counts segments since the epoch (e.g. `seg-0-1234.m4s`), which no file
-//! has. [`NumberAlias`] maps such numbers back into the loop
-//! (`start + (n - start) % count`) so ffmpeg gets the segment that is live at
-//! that moment; spec-following players never ask for them. The leftover
-//! imperfection on ffmpeg's side is that timestamps jump back at each loop,
-//! which it reports as a timestamp discontinuity but decodes through.
+//! **Continuous** (the demo media, and any `$Number$`/`@duration` template
+//! over fragmented MP4 whose segments tile the content exactly): one Period
+//! from `availabilityStartTime` on, segment numbers counting from the epoch,
+//! and number `n` served as segment `(n - start) % count` of the content with
+//! its decode times shifted by `(n - start) / count` loops (see `mp4`). To a
+//! player this is an ordinary live stream with timestamps that only ever
+//! increase, and it needs no MPD updates at all.
+//!
+//! **Period per loop** (everything else that loops: `$Time$`,
+//! `SegmentTimeline`, MPEG-TS, byte ranges): segments are served unchanged,
+//! so their timestamps restart every loop, and each loop gets its own Period
+//! (`start` = loop × content duration) whose copy of the source keeps the
+//! source's `presentationTimeOffset`, which is exactly the media time at
+//! which the unchanged segments start. Only the Periods that overlap the
+//! time-shift window are listed.
+//!
+//! Why the first shape exists: ffmpeg (checked with 5.1) cannot play the
+//! second one across a loop boundary. Its DASH demuxer keeps only one Period
+//! (the longest, i.e. the last, since all have the same `duration`), computes
+//! the live `$Number$` as `startNumber + (now - availabilityStartTime -
+//! suggestedPresentationDelay) / duration` ignoring `Period@start` and
+//! `presentationTimeOffset`, and passes the timestamps through as they are.
+//! When its reading crosses a loop the timestamps jump back 12 s, the null
+//! muxer rejects every later packet as non-monotonic and `-t 6` never
+//! completes. Its numbering from the epoch is also why [`NumberAlias`] maps
+//! every number `>= startNumber` (not only the current Period's) to a file:
+//! in the Period-per-loop shape that at least hands ffmpeg the segment that is
+//! live at that moment.
 
 use std::fmt::Write as _;
 
 use super::clock::{self, Micros};
+use super::paths;
 
 /// MPD attributes the dynamic view sets itself.
 const MANAGED_MPD_ATTRS: &[&str] = &[
@@ -192,10 +201,10 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// Maps `$Number$` values past the end of the content back into the loop, for
-/// players that number segments from the epoch rather than from the Period
-/// start (see the module docs). Keys are paths relative to the served
-/// directory, like the file table's.
+/// One Representation's `$Number$` segments: maps any number from
+/// `startNumber` on (as players numbering from the epoch ask for them) to the
+/// file it repeats and the loop it falls in. Keys are paths relative to the
+/// served root, like the file table's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NumberAlias {
     prefix: String,
@@ -203,14 +212,19 @@ pub(crate) struct NumberAlias {
     /// Zero-padding width of `$Number%0<width>d$`; 0 for `$Number$`.
     width: usize,
     start: u64,
+    /// Segments in one loop of the content.
     count: u64,
+    /// The Representation's initialisation segment, if it names one.
+    pub(crate) init: Option<String>,
+    /// `count` segments of the template's duration make exactly one loop, so
+    /// numbering straight through loops keeps MPD time and media time equal.
+    exact: bool,
 }
 
 impl NumberAlias {
-    /// The file that segment number `n` stands for, if `key` is a number past
-    /// the content; `None` for anything else (including in-range numbers,
-    /// which are real files).
-    pub(crate) fn resolve(&self, key: &str) -> Option<String> {
+    /// (file, loop) for the segment `key` names, if it is one of these
+    /// segments; numbers within the first loop are the files themselves.
+    pub(crate) fn resolve(&self, key: &str) -> Option<(String, u64)> {
         let digits = key.strip_prefix(&self.prefix)?.strip_suffix(&self.suffix)?;
         if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|c| c.is_ascii_digit()) {
             return None;
@@ -220,17 +234,25 @@ impl NumberAlias {
         }
         let n: u64 = digits.parse().ok()?;
         let offset = n.checked_sub(self.start)?;
-        if offset < self.count {
-            return None;
-        }
-        let mapped = self.start + offset % self.count;
-        Some(format!(
+        Some((
+            self.key(self.start + offset % self.count),
+            offset / self.count,
+        ))
+    }
+
+    fn key(&self, n: u64) -> String {
+        format!(
             "{}{:0width$}{}",
             self.prefix,
-            mapped,
+            n,
             self.suffix,
             width = self.width
-        ))
+        )
+    }
+
+    /// The files of one loop, in order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = String> + '_ {
+        (0..self.count).map(|i| self.key(self.start + i))
     }
 }
 
@@ -254,23 +276,26 @@ pub(crate) struct LiveMpd {
     content: Micros,
     segment: Micros,
     aliases: Vec<NumberAlias>,
+    representations: usize,
+    continuous: bool,
 }
 
 /// One rendering of the dynamic MPD.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LiveManifest {
     pub(crate) body: String,
-    /// Loops (Periods) listed: `first_loop..=last_loop`. Together they key
-    /// caches of the rendered text.
+    /// Loops (Periods) listed: `first_loop..=last_loop`; both 0 for the
+    /// continuous shape, whose single Period never changes.
     pub(crate) first_loop: u64,
     pub(crate) last_loop: u64,
-    /// `publishTime`: when this set of Periods became current, from the epoch.
+    /// `publishTime`: when the MPD last changed, from the epoch.
     pub(crate) published_at: Micros,
 }
 
 #[derive(Default)]
 struct TemplateAttrs {
     media: Option<String>,
+    initialization: Option<String>,
     duration: Option<u64>,
     timescale: Option<u64>,
     start_number: Option<u64>,
@@ -280,6 +305,7 @@ impl TemplateAttrs {
     fn from_tag(tag: &Tag<'_>) -> Self {
         TemplateAttrs {
             media: tag.attr("media").map(unescape),
+            initialization: tag.attr("initialization").map(unescape),
             duration: tag.attr("duration").and_then(|v| v.trim().parse().ok()),
             timescale: tag.attr("timescale").and_then(|v| v.trim().parse().ok()),
             start_number: tag.attr("startNumber").and_then(|v| v.trim().parse().ok()),
@@ -291,6 +317,10 @@ impl TemplateAttrs {
     fn over(&self, outer: &TemplateAttrs) -> TemplateAttrs {
         TemplateAttrs {
             media: self.media.clone().or_else(|| outer.media.clone()),
+            initialization: self
+                .initialization
+                .clone()
+                .or_else(|| outer.initialization.clone()),
             duration: self.duration.or(outer.duration),
             timescale: self.timescale.or(outer.timescale),
             start_number: self.start_number.or(outer.start_number),
@@ -368,7 +398,8 @@ impl LiveMpd {
             .and_then(clock::parse_duration)
             .filter(|&d| d > 0)?;
 
-        let (mut aliases, longest) = Self::segments(&tags[p_open..=p_close], dir, content);
+        let (mut aliases, longest, representations) =
+            Self::segments(&tags[p_open..=p_close], dir, content);
         if tags.iter().any(|t| t.local_name() == "BaseURL") {
             // BaseURLs move segments to where the aliases cannot follow.
             aliases.clear();
@@ -412,13 +443,21 @@ impl LiveMpd {
             content,
             segment,
             aliases,
+            representations,
+            continuous: false,
         })
     }
 
-    /// Number aliases for the Period's `$Number$` templates, and the longest
-    /// segment duration found in its templates and timelines.
-    fn segments(period: &[Tag<'_>], dir: &str, content: Micros) -> (Vec<NumberAlias>, Micros) {
+    /// Number aliases for the Period's `$Number$` templates, the longest
+    /// segment duration found in its templates and timelines, and the number
+    /// of Representations.
+    fn segments(
+        period: &[Tag<'_>],
+        dir: &str,
+        content: Micros,
+    ) -> (Vec<NumberAlias>, Micros, usize) {
         let mut aliases = Vec::new();
+        let mut representations = 0;
         let mut longest: Micros = 0;
         let mut period_template = TemplateAttrs::default();
         let mut set_template = TemplateAttrs::default();
@@ -454,6 +493,7 @@ impl LiveMpd {
             }
             match name {
                 "Representation" => {
+                    representations += 1;
                     let rep = Rep {
                         id: tag.attr("id").map(unescape).unwrap_or_default(),
                         bandwidth: tag.attr("bandwidth").map(unescape).unwrap_or_default(),
@@ -496,12 +536,31 @@ impl LiveMpd {
                 parents.push(tag.name);
             }
         }
-        (aliases, longest)
+        (aliases, longest, representations)
+    }
+
+    /// Whether every Representation is a `$Number$` template with an
+    /// initialisation segment that tiles the content exactly: the shape the
+    /// continuous timeline needs (the caller still has to check the files).
+    pub(crate) fn can_be_continuous(&self) -> bool {
+        self.representations > 0
+            && self.aliases.len() == self.representations
+            && self.aliases.iter().all(|a| a.exact && a.init.is_some())
+    }
+
+    /// Present one Period with segments numbered through the loops; the
+    /// caller serves the numbers with shifted timestamps.
+    pub(crate) fn use_continuous_timeline(&mut self) {
+        self.continuous = true;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_continuous(&self) -> bool {
+        self.continuous
     }
 
     /// One loop of the content (the static presentation's duration).
-    #[cfg(test)]
-    fn loop_duration(&self) -> Micros {
+    pub(crate) fn loop_duration(&self) -> Micros {
         self.content
     }
 
@@ -520,9 +579,12 @@ impl LiveMpd {
             .saturating_mul(self.content)
     }
 
-    /// The loops (Periods) that overlap the time-shift window at `elapsed`;
-    /// the MPD changes exactly when these do.
+    /// The loops (Periods) listed at `elapsed`: those that overlap the
+    /// time-shift window. The MPD changes exactly when these do.
     pub(crate) fn loops(&self, elapsed: Micros, window: usize) -> (u64, u64) {
+        if self.continuous {
+            return (0, 0);
+        }
         let tsbd = self.time_shift_buffer(window);
         (
             elapsed.saturating_sub(tsbd) / self.content,
@@ -545,7 +607,7 @@ impl LiveMpd {
         let spd = self.segment.saturating_mul(delay_segments);
         let (first_loop, last_loop) = self.loops(elapsed, window);
         let mut published_at = last_loop * self.content;
-        if elapsed >= tsbd {
+        if elapsed >= tsbd && !self.continuous {
             published_at = published_at.max(first_loop * self.content + tsbd);
         }
 
@@ -578,7 +640,16 @@ impl LiveMpd {
         }
         body.push('>');
         body.push_str(&self.prelude);
-        for k in first_loop..=last_loop {
+        if self.continuous {
+            let _ = write!(
+                body,
+                "{}<{} id=\"live\" start=\"PT0S\"{}>",
+                self.indent, self.period_name, self.period_attrs,
+            );
+            body.push_str(&self.period_inner);
+            let _ = write!(body, "</{}>", self.period_name);
+        }
+        for k in (first_loop..=last_loop).filter(|_| !self.continuous) {
             let _ = write!(
                 body,
                 "{}<{} id=\"loop-{k}\" start=\"{}\" duration=\"{}\"{}>",
@@ -611,28 +682,22 @@ fn template_duration(t: &TemplateAttrs) -> Option<Micros> {
     u64::try_from(d * u128::from(clock::MICROS_PER_SEC) / ts).ok()
 }
 
-fn alias_for(rep: &Rep, t: &TemplateAttrs, dir: &str, content: Micros) -> Option<NumberAlias> {
-    let media = t.media.as_deref()?;
-    if media.contains("://") || media.starts_with('/') || media.contains("..") {
-        return None;
-    }
-    let duration = u128::from(t.duration?);
-    let timescale = u128::from(t.timescale.unwrap_or(1));
-    if duration == 0 || timescale == 0 {
-        return None;
-    }
-    let count =
-        (u128::from(content) * timescale).div_ceil(duration * u128::from(clock::MICROS_PER_SEC));
-    let count = u64::try_from(count).ok().filter(|&c| c > 0)?;
-
-    // Split the template around its one $Number$, filling in the rest.
-    let mut prefix = dir.to_owned();
-    let mut suffix = String::new();
+/// A template with `$RepresentationID$`, `$Bandwidth$` and `$$` filled in,
+/// split around its one `$Number$` if it has one: (before, Some((width,
+/// after))), `before` already joined to `dir`. `None` for `$Time$`,
+/// formatted identifiers, an unterminated `$`, and anything that is not a
+/// plain relative path.
+fn expand(template: &str, rep: &Rep, dir: &str) -> Option<(String, Option<(usize, String)>)> {
+    let mut before = String::new();
+    let mut after = String::new();
     let mut width = None;
-    let mut parts = media.split('$');
     let mut literal = true;
-    let mut out = &mut prefix;
-    for part in parts.by_ref() {
+    for part in template.split('$') {
+        let out = if width.is_some() {
+            &mut after
+        } else {
+            &mut before
+        };
         if literal {
             out.push_str(part);
         } else if part.is_empty() {
@@ -651,22 +716,46 @@ fn alias_for(rep: &Rep, t: &TemplateAttrs, dir: &str, content: Micros) -> Option
                 let w = format.strip_prefix("%0")?.strip_suffix('d')?;
                 w.parse::<usize>().ok().filter(|&w| w <= 20)?
             });
-            out = &mut suffix;
         } else {
-            return None; // $Time$ or a formatted identifier: not a number scheme
+            return None;
         }
         literal = !literal;
     }
-    if literal {
-        // An odd number of '$': an unterminated identifier.
+    if literal || before.contains('%') || after.contains('%') {
+        // An unterminated identifier, or percent-encoding the keys (which are
+        // decoded) would not match.
         return None;
     }
+    // A number is digits, so checking the path with one in place is enough.
+    paths::join_plain(dir, &format!("{before}0{after}"))?;
+    Some((format!("{dir}{before}"), width.map(|w| (w, after))))
+}
+
+fn alias_for(rep: &Rep, t: &TemplateAttrs, dir: &str, content: Micros) -> Option<NumberAlias> {
+    let (prefix, number) = expand(t.media.as_deref()?, rep, dir)?;
+    let (width, suffix) = number?;
+    let duration = u128::from(t.duration?);
+    let timescale = u128::from(t.timescale.unwrap_or(1));
+    if duration == 0 || timescale == 0 {
+        return None;
+    }
+    let loop_ticks = u128::from(content) * timescale;
+    let per_segment = duration * u128::from(clock::MICROS_PER_SEC);
+    let count = u64::try_from(loop_ticks.div_ceil(per_segment))
+        .ok()
+        .filter(|&c| c > 0)?;
+    let init = match t.initialization.as_deref().map(|i| expand(i, rep, dir)) {
+        Some(Some((init, None))) => Some(init),
+        _ => None,
+    };
     Some(NumberAlias {
         prefix,
         suffix,
-        width: width?,
+        width,
         start: t.start_number.unwrap_or(1),
         count,
+        init,
+        exact: loop_ticks % per_segment == 0,
     })
 }
 
@@ -772,26 +861,96 @@ mod tests {
     }
 
     #[test]
-    fn aliases_map_epoch_numbers_into_the_loop() {
+    fn aliases_map_numbers_to_files_and_loops() {
         let mpd = LiveMpd::parse(STATIC_MPD, "cmaf/").unwrap();
         let a = mpd.aliases();
         assert_eq!(a.len(), 2);
+        assert_eq!(a[0].init.as_deref(), Some("cmaf/init-0.m4s"));
+        assert_eq!(a[1].init.as_deref(), Some("cmaf/init-1.m4s"));
+        assert_eq!(
+            a[1].keys().collect::<Vec<_>>(),
+            (1..=6)
+                .map(|i| format!("cmaf/seg-1-00{i}.m4s"))
+                .collect::<Vec<_>>()
+        );
         let resolve = |k: &str| a.iter().find_map(|a| a.resolve(k));
+        let file = |k: &str, l| Some((k.to_owned(), l));
+        assert_eq!(resolve("cmaf/seg-0-003.m4s"), file("cmaf/seg-0-003.m4s", 0));
+        assert_eq!(resolve("cmaf/seg-0-006.m4s"), file("cmaf/seg-0-006.m4s", 0));
+        assert_eq!(resolve("cmaf/seg-0-007.m4s"), file("cmaf/seg-0-001.m4s", 1));
         assert_eq!(
-            resolve("cmaf/seg-0-007.m4s").as_deref(),
-            Some("cmaf/seg-0-001.m4s")
+            resolve("cmaf/seg-1-1234.m4s"),
+            file("cmaf/seg-1-004.m4s", 205)
         );
-        assert_eq!(
-            resolve("cmaf/seg-1-1234.m4s").as_deref(),
-            Some("cmaf/seg-1-004.m4s")
-        );
-        assert_eq!(resolve("cmaf/seg-0-003.m4s"), None); // a real file
         assert_eq!(resolve("cmaf/seg-0-000.m4s"), None); // before startNumber
         assert_eq!(resolve("cmaf/seg-0-07.m4s"), None); // narrower than %03d
         assert_eq!(resolve("cmaf/seg-2-007.m4s"), None);
         assert_eq!(resolve("seg-0-007.m4s"), None);
         assert_eq!(resolve("cmaf/seg-0-99999999999999999999999.m4s"), None);
         assert_eq!(resolve("cmaf/seg-0-+07.m4s"), None);
+        assert_eq!(resolve("cmaf/init-0.m4s"), None);
+    }
+
+    #[test]
+    fn continuous_timeline() {
+        let mut mpd = LiveMpd::parse(STATIC_MPD, "cmaf/").unwrap();
+        assert!(mpd.can_be_continuous());
+        mpd.use_continuous_timeline();
+        let a = live(&mpd, 30 * S, 6);
+        let b = live(&mpd, 3600 * S, 6);
+        // Nothing in it depends on time: players compute the live edge.
+        assert_eq!(a, b);
+        assert_eq!((a.first_loop, a.last_loop, a.published_at), (0, 0, 0));
+        assert_eq!(mpd.loops(3600 * S, 6), (0, 0));
+        assert_eq!(periods(&a.body), [("live".into(), "PT0S".into())]);
+        let tags = scan(&a.body).unwrap();
+        let period = tags.iter().find(|t| t.local_name() == "Period").unwrap();
+        assert_eq!(period.attr("duration"), None);
+        assert_eq!(tags[0].attr("type"), Some("dynamic"));
+        assert_eq!(tags[0].attr("timeShiftBufferDepth"), Some("PT12S"));
+        assert_eq!(a.body.matches("startNumber=\"1\"").count(), 2);
+    }
+
+    #[test]
+    fn continuity_needs_every_representation_numbered_exactly() {
+        let mpd = |inner: &str| {
+            format!(
+                "<MPD type=\"static\" mediaPresentationDuration=\"PT10S\"><Period>{inner}</Period></MPD>"
+            )
+        };
+        let numbered = "<AdaptationSet><SegmentTemplate media=\"$RepresentationID$-$Number$.m4s\" \
+                        initialization=\"$RepresentationID$.mp4\" duration=\"2\"/>\
+                        <Representation id=\"a\"/><Representation id=\"b\"/></AdaptationSet>";
+        let m = LiveMpd::parse(&mpd(numbered), "").unwrap();
+        assert!(m.can_be_continuous());
+        assert_eq!(
+            m.aliases()[1].resolve("b-6.m4s"),
+            Some(("b-1.m4s".into(), 1))
+        );
+        assert_eq!(m.aliases()[1].init.as_deref(), Some("b.mp4"));
+        // 10 s in 3 s segments does not tile.
+        let uneven = numbered.replace("duration=\"2\"", "duration=\"3\"");
+        assert!(
+            !LiveMpd::parse(&mpd(&uneven), "")
+                .unwrap()
+                .can_be_continuous()
+        );
+        // A Representation the template scheme does not cover.
+        let mixed = numbered.replace(
+            "</AdaptationSet>",
+            "</AdaptationSet><AdaptationSet><Representation id=\"c\"><BaseURL>c.mp4</BaseURL></Representation></AdaptationSet>",
+        );
+        assert!(
+            !LiveMpd::parse(&mpd(&mixed), "")
+                .unwrap()
+                .can_be_continuous()
+        );
+        let no_init = numbered.replace("initialization=\"$RepresentationID$.mp4\"", "");
+        assert!(
+            !LiveMpd::parse(&mpd(&no_init), "")
+                .unwrap()
+                .can_be_continuous()
+        );
     }
 
     #[test]
@@ -803,23 +962,31 @@ mod tests {
         };
         let t = |media: &str| TemplateAttrs {
             media: Some(media.into()),
+            initialization: None,
             duration: Some(4),
             timescale: Some(1),
             start_number: Some(0),
         };
         let a = alias_for(&rep, &t("$Bandwidth$/$$x$Number$.m4s"), "d/", 10 * S).unwrap();
         assert_eq!(a.count, 3);
+        assert!(!a.exact);
         assert_eq!(
-            a.resolve("d/5000/$x4.m4s").as_deref(),
-            Some("d/5000/$x1.m4s")
+            a.resolve("d/5000/$x4.m4s"),
+            Some(("d/5000/$x1.m4s".into(), 1))
         );
-        assert!(alias_for(&rep, &t("$RepresentationID$-$Time$.m4s"), "", S).is_none());
-        assert!(alias_for(&rep, &t("$Number$-$Number$"), "", S).is_none());
-        assert!(alias_for(&rep, &t("a$Number"), "", S).is_none());
-        assert!(alias_for(&rep, &t("../$Number$.m4s"), "", S).is_none());
-        assert!(alias_for(&rep, &t("http://x/$Number$.m4s"), "", S).is_none());
-        assert!(alias_for(&rep, &t("$Number%5d$.m4s"), "", S).is_none());
-        assert!(alias_for(&rep, &t("plain.mp4"), "", S).is_none());
+        for bad in [
+            "$RepresentationID$-$Time$.m4s",
+            "$Number$-$Number$",
+            "a$Number",
+            "../$Number$.m4s",
+            "http://x/$Number$.m4s",
+            "/abs/$Number$.m4s",
+            "$Number%5d$.m4s",
+            "a%20b-$Number$.m4s",
+            "plain.mp4",
+        ] {
+            assert!(alias_for(&rep, &t(bad), "", S).is_none(), "{bad}");
+        }
     }
 
     #[test]

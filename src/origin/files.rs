@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::HeaderValue;
 
-use super::media;
+use super::{clock, media};
 
 pub(crate) const MAX_DIR_BYTES: u64 = 1 << 30;
 const MAX_DEPTH: usize = 32;
@@ -42,13 +42,26 @@ pub(crate) struct Entity {
 
 impl Entity {
     pub(crate) fn new(body: Bytes, content_type: &'static str, modified: SystemTime) -> Entity {
-        let modified = whole_seconds(modified);
+        let modified = clock::truncate_to_seconds(modified);
         Entity {
             etag: etag(&body),
             content_type: HeaderValue::from_static(content_type),
             last_modified: http_date(modified),
             modified,
             body,
+        }
+    }
+}
+
+impl Entity {
+    /// The same resource with other bytes (a retimed segment).
+    pub(crate) fn with_body(&self, body: Bytes) -> Entity {
+        Entity {
+            etag: etag(&body),
+            body,
+            content_type: self.content_type.clone(),
+            modified: self.modified,
+            last_modified: self.last_modified.clone(),
         }
     }
 }
@@ -83,13 +96,6 @@ pub(crate) fn etag(bytes: &[u8]) -> HeaderValue {
     }
     let text = format!("\"{:x}-{h:016x}\"", bytes.len());
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
-}
-
-pub(crate) fn whole_seconds(t: SystemTime) -> SystemTime {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs()),
-        Err(_) => UNIX_EPOCH,
-    }
 }
 
 pub(crate) fn http_date(t: SystemTime) -> HeaderValue {

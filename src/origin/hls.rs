@@ -5,10 +5,15 @@
 //! `g / N`, and it becomes available when its end time has passed. The
 //! rendered window is the last `live_window` available segments; the media
 //! sequence number is the absolute number of the first one. Every loop starts
-//! with `#EXT-X-DISCONTINUITY` because the segments carry their original
-//! timestamps, which jump back at the loop boundary; discontinuities the VOD
-//! playlist already had are kept, and `#EXT-X-DISCONTINUITY-SEQUENCE` counts
-//! all of them. Everything here is a pure function of elapsed time.
+//! with `#EXT-X-DISCONTINUITY` (the content jumps back; with original bytes
+//! the timestamps do too); discontinuities the VOD playlist already had are
+//! kept, and `#EXT-X-DISCONTINUITY-SEQUENCE` counts all of them.
+//!
+//! When the origin can shift the segments' timestamps per loop (fragmented
+//! MP4, see `mp4`), the playlist is switched to loop directories: loop `k`
+//! of `seg.m4s` is listed as `loop-k/seg.m4s`, a distinct URL whose bytes
+//! carry loop `k`'s timestamps. Everything here is a pure function of
+//! elapsed time.
 
 use std::fmt::Write as _;
 
@@ -50,8 +55,8 @@ struct Segment {
     /// The VOD playlist had `#EXT-X-DISCONTINUITY` before this segment.
     discontinuity: bool,
     /// `#EXT-X-MAP` / `#EXT-X-KEY` lines in force for this segment. They
-    /// apply until replaced, so the window has to restate them whenever it
-    /// starts or they change (including across the loop boundary).
+    /// apply until replaced, so the window has to state them where it starts
+    /// and wherever they change (including across the loop boundary).
     state: Vec<String>,
 }
 
@@ -66,6 +71,15 @@ pub(crate) struct MediaPlaylist {
     total: Micros,
     /// `disc_after_first[i]`: source discontinuities in segments `1..=i`.
     disc_after_first: Vec<u64>,
+    /// List loop `k`'s segments as `loop-k/<uri>`.
+    loop_dirs: bool,
+}
+
+/// A segment URI and the initialisation section (`#EXT-X-MAP`) it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fmp4Segment {
+    pub(crate) uri: String,
+    pub(crate) init: String,
 }
 
 /// One rendering of the live window.
@@ -201,7 +215,36 @@ impl MediaPlaylist {
             ends,
             total,
             disc_after_first,
+            loop_dirs: false,
         })
+    }
+
+    /// Every segment with its initialisation section, if all of them are
+    /// whole files (no byte ranges) named by plain relative URIs and have an
+    /// `#EXT-X-MAP`: the shape whose loops can be given their own URLs.
+    pub(crate) fn fmp4_segments(&self) -> Option<Vec<Fmp4Segment>> {
+        self.segments
+            .iter()
+            .map(|seg| {
+                let uri = seg.lines.last()?;
+                if seg.lines.iter().any(|l| l.starts_with("#EXT-X-BYTERANGE")) {
+                    return None;
+                }
+                let map = seg.state.iter().find(|l| l.starts_with("#EXT-X-MAP:"))?;
+                if attribute(map, "BYTERANGE").is_some() {
+                    return None;
+                }
+                Some(Fmp4Segment {
+                    uri: uri.clone(),
+                    init: attribute(map, "URI")?.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// From now on list loop `k` of every segment as `loop-k/<uri>`.
+    pub(crate) fn use_loop_dirs(&mut self) {
+        self.loop_dirs = true;
     }
 
     pub(crate) fn segment_count(&self) -> u64 {
@@ -294,7 +337,10 @@ impl MediaPlaylist {
             if disc {
                 body.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            if disc || previous_state != Some(seg.state.as_slice()) {
+            // Restated only when it changes: an unchanged EXT-X-MAP carries
+            // over discontinuities, and players such as ffmpeg re-read the
+            // initialisation section for every MAP tag they see.
+            if previous_state != Some(seg.state.as_slice()) {
                 for s in &seg.state {
                     body.push_str(s);
                     body.push('\n');
@@ -304,10 +350,18 @@ impl MediaPlaylist {
             if g == first || disc {
                 let _ = writeln!(body, "#EXT-X-PROGRAM-DATE-TIME:{}", date(self.start_of(g)));
             }
-            for l in &seg.lines {
+            let Some((uri, tags)) = seg.lines.split_last() else {
+                continue;
+            };
+            for l in tags {
                 body.push_str(l);
                 body.push('\n');
             }
+            if self.loop_dirs {
+                let _ = write!(body, "loop-{}/", self.split(g).0);
+            }
+            body.push_str(uri);
+            body.push('\n');
         }
         let changed_at = match available.checked_sub(1) {
             Some(last) => self.start_of(last) + self.segments[self.split(last).1].duration,
@@ -321,6 +375,30 @@ impl MediaPlaylist {
             changed_at,
         }
     }
+}
+
+/// The value of `name` in an attribute list (`#EXT-X-MAP:URI="a",BYTERANGE="1@0"`),
+/// quotes removed.
+fn attribute<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let (_, list) = line.split_once(':')?;
+    let mut rest = list;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (
+                &quoted[..end],
+                quoted[end + 1..].strip_prefix(',').unwrap_or(""),
+            )
+        } else {
+            after.split_once(',').unwrap_or((after, ""))
+        };
+        if key.trim() == name {
+            return Some(value);
+        }
+        rest = next;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -409,9 +487,10 @@ mod tests {
                 "seg-1.m4s"
             ]
         );
-        let expected_tail = "seg-6.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init.m4s\"\n\
+        let expected_tail = "seg-6.m4s\n#EXT-X-DISCONTINUITY\n\
                              #EXT-X-PROGRAM-DATE-TIME:t12000000\n#EXTINF:2.000000,\nseg-1.m4s\n";
         assert!(w.body.ends_with(expected_tail), "{}", w.body);
+        assert_eq!(w.body.matches("#EXT-X-MAP").count(), 1);
         assert!(
             w.body
                 .contains("#EXT-X-PROGRAM-DATE-TIME:t2000000\n#EXTINF")
@@ -546,6 +625,61 @@ mod tests {
         let w = p.live(8 * S, 2, date);
         let k1 = w.body.find("URI=\"k1\"").unwrap();
         assert!(w.body.find("URI=\"k2\"").unwrap() < k1);
+    }
+
+    #[test]
+    fn loop_dirs_give_each_loop_its_own_urls() {
+        let mut p = MediaPlaylist::parse(&vod(&[2.0; 3])).unwrap();
+        assert_eq!(
+            p.fmp4_segments().unwrap(),
+            (1..=3)
+                .map(|i| Fmp4Segment {
+                    uri: format!("seg-{i}.m4s"),
+                    init: "init.m4s".into()
+                })
+                .collect::<Vec<_>>()
+        );
+        p.use_loop_dirs();
+        let w = p.live(14 * S, 4, date);
+        assert_eq!(
+            uris(&w.body),
+            [
+                "loop-1/seg-1.m4s",
+                "loop-1/seg-2.m4s",
+                "loop-1/seg-3.m4s",
+                "loop-2/seg-1.m4s"
+            ]
+        );
+        // The initialisation section is the same for every loop.
+        assert!(w.body.contains("#EXT-X-MAP:URI=\"init.m4s\"\n"));
+        assert_eq!(w.discontinuity_sequence, 0);
+        assert_eq!(w.body.matches("#EXT-X-DISCONTINUITY\n").count(), 2);
+    }
+
+    #[test]
+    fn only_whole_file_fmp4_gets_loop_dirs() {
+        let ts = MediaPlaylist::parse("#EXTM3U\n#EXTINF:2,\na.ts\n").unwrap();
+        assert_eq!(ts.fmp4_segments(), None);
+        let ranged =
+            "#EXTM3U\n#EXT-X-MAP:URI=\"i.mp4\"\n#EXTINF:2,\n#EXT-X-BYTERANGE:10@0\nall.mp4\n";
+        assert_eq!(MediaPlaylist::parse(ranged).unwrap().fmp4_segments(), None);
+        let ranged_map =
+            "#EXTM3U\n#EXT-X-MAP:URI=\"all.mp4\",BYTERANGE=\"100@0\"\n#EXTINF:2,\ns.m4s\n";
+        assert_eq!(
+            MediaPlaylist::parse(ranged_map).unwrap().fmp4_segments(),
+            None
+        );
+    }
+
+    #[test]
+    fn attribute_lists() {
+        let l = "#EXT-X-KEY:METHOD=AES-128,URI=\"k,1\",IV=0x1";
+        assert_eq!(attribute(l, "METHOD"), Some("AES-128"));
+        assert_eq!(attribute(l, "URI"), Some("k,1"));
+        assert_eq!(attribute(l, "IV"), Some("0x1"));
+        assert_eq!(attribute(l, "KEYFORMAT"), None);
+        assert_eq!(attribute("#EXT-X-MAP:URI=\"unterminated", "URI"), None);
+        assert_eq!(attribute("#EXT-X-MAP", "URI"), None);
     }
 
     #[test]

@@ -69,10 +69,6 @@ pub(crate) const FILES: &[(&str, &[u8])] = &[
         "cmaf/seg-1-006.m4s",
         include_bytes!("media/cmaf/seg-1-006.m4s"),
     ),
-    (
-        "cmaf/seg-1-007.m4s",
-        include_bytes!("media/cmaf/seg-1-007.m4s"),
-    ),
 ];
 
 #[cfg(test)]

@@ -47,9 +47,10 @@ mod dash;
 mod files;
 mod hls;
 mod media;
+mod mp4;
 mod paths;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -59,7 +60,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    ALLOW, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+    ACCEPT_RANGES, ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -183,11 +185,22 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const HLS_TYPE: &str = "application/vnd.apple.mpegurl";
 const DASH_TYPE: &str = "application/dash+xml";
 
+/// Retimed copies kept per segment: a live window spans at most two loops,
+/// and a couple more cover players lagging behind.
+const RETIMED_COPIES: usize = 4;
+
 struct Origin {
     files: HashMap<String, Entity>,
     live_hls: HashMap<String, Live<hls::MediaPlaylist, u64>>,
     live_dash: HashMap<String, Live<dash::LiveMpd, (u64, u64)>>,
-    aliases: Vec<dash::NumberAlias>,
+    /// Segments that live HLS playlists list in loop directories, with the
+    /// loop length to shift them by.
+    looped: HashMap<String, Micros>,
+    /// `$Number$` segments of live MPDs, with the loop length to shift them
+    /// by when the MPD is on the continuous timeline.
+    numbered: Vec<(dash::NumberAlias, Option<Micros>)>,
+    /// Segments whose decode times can be shifted.
+    retimable: HashMap<String, Retimable>,
     clock: LiveClock,
     epoch_text: String,
     window: usize,
@@ -211,15 +224,10 @@ impl<T, K: PartialEq + Copy> Live<T, K> {
     fn get(&self, key: K, render: impl FnOnce(&T) -> Entity) -> Entity {
         // A panic elsewhere cannot leave a half-written cache entry (the
         // Option is replaced whole), so a poisoned lock is still usable.
-        let cached = |latest: &Mutex<Option<(K, Entity)>>| {
-            let guard = latest.lock().unwrap_or_else(|e| e.into_inner());
-            match &*guard {
-                Some((k, e)) if *k == key => Some(e.clone()),
-                _ => None,
-            }
-        };
-        if let Some(e) = cached(&self.latest) {
-            return e;
+        if let Some((k, e)) = &*self.latest.lock().unwrap_or_else(|e| e.into_inner())
+            && *k == key
+        {
+            return e.clone();
         }
         // Rendered outside the lock; concurrent misses render the same text.
         let fresh = render(&self.source);
@@ -228,52 +236,135 @@ impl<T, K: PartialEq + Copy> Live<T, K> {
     }
 }
 
+struct Retimable {
+    sites: Vec<mp4::Site>,
+    /// ((loops, loop length), segment) for the latest few loops served.
+    recent: Mutex<VecDeque<((u64, Micros), Entity)>>,
+}
+
 impl Origin {
     fn new(loaded: Vec<files::Loaded>, opts: &OriginOptions, live_start: SystemTime) -> Origin {
         let window = opts.live_window.max(1);
         let mut files = HashMap::with_capacity(loaded.len());
-        let mut live_hls = HashMap::new();
-        let mut live_dash = HashMap::new();
-        let mut aliases = Vec::new();
-        let mut preroll: Micros = 0;
+        let mut manifests = Vec::new();
         for file in loaded {
             let lower = file.key.to_ascii_lowercase();
-            if lower.ends_with(".m3u8") {
-                if let Some(p) = std::str::from_utf8(&file.body)
-                    .ok()
-                    .and_then(hls::MediaPlaylist::parse)
-                {
-                    let loops = (window as u64).div_ceil(p.segment_count());
-                    preroll = preroll.max(loops.saturating_mul(p.loop_duration()));
-                    live_hls.insert(file.key.clone(), Live::new(p));
-                }
-            } else if lower.ends_with(".mpd") {
-                let dir = file.key.rfind('/').map_or("", |i| &file.key[..=i]);
-                if let Some(m) = std::str::from_utf8(&file.body)
-                    .ok()
-                    .and_then(|t| dash::LiveMpd::parse(t, dir))
-                {
-                    preroll = preroll.max(m.preroll(window));
-                    aliases.extend(m.aliases().iter().cloned());
-                    live_dash.insert(file.key.clone(), Live::new(m));
-                }
+            if lower.ends_with(".m3u8") || lower.ends_with(".mpd") {
+                manifests.push(file.key.clone());
             }
             let ctype = files::content_type(&file.key);
             files.insert(file.key, Entity::new(file.body, ctype, file.modified));
         }
-        // Whole seconds keep availabilityStartTime a round number.
-        let preroll = preroll.div_ceil(clock::MICROS_PER_SEC) * clock::MICROS_PER_SEC;
-        let clock = LiveClock::new(live_start, preroll);
-        Origin {
+        manifests.sort();
+
+        let mut origin = Origin {
             files,
-            live_hls,
-            live_dash,
-            aliases,
-            epoch_text: clock::format_utc(clock.epoch()),
-            clock,
+            live_hls: HashMap::new(),
+            live_dash: HashMap::new(),
+            looped: HashMap::new(),
+            numbered: Vec::new(),
+            retimable: HashMap::new(),
+            clock: LiveClock::new(live_start, 0),
+            epoch_text: String::new(),
             window,
             delay: opts.delay,
+        };
+        let mut inits = HashMap::new();
+        let mut preroll: Micros = 0;
+        for key in manifests {
+            let dir = key.rfind('/').map_or("", |i| &key[..=i]).to_owned();
+            let Some(text) = origin
+                .files
+                .get(&key)
+                .and_then(|e| std::str::from_utf8(&e.body).ok().map(str::to_owned))
+            else {
+                continue;
+            };
+            if key.to_ascii_lowercase().ends_with(".m3u8") {
+                let Some(mut p) = hls::MediaPlaylist::parse(&text) else {
+                    continue;
+                };
+                let segments = p.fmp4_segments().and_then(|segs| {
+                    segs.iter()
+                        .map(|s| {
+                            let init = paths::join_plain(&dir, &s.init)?;
+                            let seg = paths::join_plain(&dir, &s.uri)?;
+                            let sites = origin.sites(&seg, &init, &mut inits)?;
+                            Some((seg, sites))
+                        })
+                        .collect::<Option<Vec<_>>>()
+                });
+                if let Some(segments) = segments {
+                    for (seg, sites) in segments {
+                        origin
+                            .looped
+                            .entry(seg.clone())
+                            .or_insert(p.loop_duration());
+                        origin.add_retimable(seg, sites);
+                    }
+                    p.use_loop_dirs();
+                }
+                let loops = (window as u64).div_ceil(p.segment_count());
+                preroll = preroll.max(loops.saturating_mul(p.loop_duration()));
+                origin.live_hls.insert(key, Live::new(p));
+            } else {
+                let Some(mut m) = dash::LiveMpd::parse(&text, &dir) else {
+                    continue;
+                };
+                let mut shift = None;
+                if m.can_be_continuous() {
+                    let segments = m
+                        .aliases()
+                        .iter()
+                        .flat_map(|a| a.keys().map(move |k| (k, a.init.clone())))
+                        .map(|(seg, init)| {
+                            let sites = origin.sites(&seg, init.as_deref()?, &mut inits)?;
+                            Some((seg, sites))
+                        })
+                        .collect::<Option<Vec<_>>>();
+                    if let Some(segments) = segments {
+                        for (seg, sites) in segments {
+                            origin.add_retimable(seg, sites);
+                        }
+                        m.use_continuous_timeline();
+                        shift = Some(m.loop_duration());
+                    }
+                }
+                origin
+                    .numbered
+                    .extend(m.aliases().iter().cloned().map(|a| (a, shift)));
+                preroll = preroll.max(m.preroll(window));
+                origin.live_dash.insert(key, Live::new(m));
+            }
         }
+        // Whole seconds, like the origin start the clock rounds down to, so
+        // availabilityStartTime is a whole second too.
+        let preroll = preroll.div_ceil(clock::MICROS_PER_SEC) * clock::MICROS_PER_SEC;
+        origin.clock = LiveClock::new(live_start, preroll);
+        origin.epoch_text = clock::format_utc(origin.clock.epoch());
+        origin
+    }
+
+    /// The decode-time fields of segment `seg` as described by `init`, if
+    /// both are fragmented MP4 that fit together.
+    fn sites(
+        &self,
+        seg: &str,
+        init: &str,
+        inits: &mut HashMap<String, Option<mp4::Timescales>>,
+    ) -> Option<Vec<mp4::Site>> {
+        let timescales = inits
+            .entry(init.to_owned())
+            .or_insert_with(|| self.files.get(init).and_then(|e| mp4::timescales(&e.body)))
+            .as_ref()?;
+        mp4::sites(&self.files.get(seg)?.body, timescales)
+    }
+
+    fn add_retimable(&mut self, key: String, sites: Vec<mp4::Site>) {
+        self.retimable.entry(key).or_insert_with(|| Retimable {
+            sites,
+            recent: Mutex::new(VecDeque::with_capacity(RETIMED_COPIES)),
+        });
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -332,10 +423,47 @@ impl Origin {
         if let Some(e) = self.files.get(key) {
             return Some(e.clone());
         }
-        self.aliases
+        if let Some((file, loops)) = paths::split_loop(key)
+            && let Some(&loop_len) = self.looped.get(&file)
+        {
+            return self.retimed(&file, loops, loop_len);
+        }
+        let (alias, shift) = self
+            .numbered
             .iter()
-            .find_map(|a| a.resolve(key))
-            .and_then(|k| self.files.get(&k).cloned())
+            .find(|(a, _)| a.resolve(key).is_some())?;
+        let (file, loops) = alias.resolve(key)?;
+        match shift {
+            Some(loop_len) => self.retimed(&file, loops, *loop_len),
+            None => self.files.get(&file).cloned(),
+        }
+    }
+
+    /// Segment `key` as loop `loops` of content `loop_len` long.
+    fn retimed(&self, key: &str, loops: u64, loop_len: Micros) -> Option<Entity> {
+        let file = self.files.get(key)?;
+        let r = self.retimable.get(key)?;
+        if loops == 0 {
+            return Some(file.clone());
+        }
+        let id = (loops, loop_len);
+        {
+            let recent = r.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, e)) = recent.iter().find(|(k, _)| *k == id) {
+                return Some(e.clone());
+            }
+        }
+        let e = file.with_body(Bytes::from(mp4::shift(
+            &file.body, &r.sites, loops, loop_len,
+        )));
+        let mut recent = r.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if !recent.iter().any(|(k, _)| *k == id) {
+            if recent.len() == RETIMED_COPIES {
+                recent.pop_front();
+            }
+            recent.push_back((id, e.clone()));
+        }
+        Some(e)
     }
 }
 
@@ -348,24 +476,90 @@ fn entity_response(e: Entity, head: bool, req: &HeaderMap) -> Response<Full<Byte
             .and_then(|v| httpdate::parse_http_date(v).ok())
             .is_some_and(|since| e.modified <= since),
     };
-    let len = e.body.len() as u64;
-    let (status, body) = if not_modified {
-        (StatusCode::NOT_MODIFIED, Bytes::new())
-    } else if head {
-        (StatusCode::OK, Bytes::new())
-    } else {
-        (StatusCode::OK, e.body)
-    };
+    let total = e.body.len() as u64;
+    let mut status = StatusCode::OK;
+    let mut body = e.body;
+    let mut content_range = None;
+    if not_modified {
+        status = StatusCode::NOT_MODIFIED;
+        body = Bytes::new();
+    } else if let Some(range) = req
+        .get(RANGE)
+        .filter(|_| {
+            req.get(IF_RANGE)
+                .is_none_or(|v| v.as_bytes() == e.etag.as_bytes())
+        })
+        .and_then(|r| byte_range(r, total))
+    {
+        match range {
+            Some((first, last)) => {
+                status = StatusCode::PARTIAL_CONTENT;
+                // Both are below `total`, which is a usize.
+                body = body.slice(first as usize..=last as usize);
+                content_range = Some(format!("bytes {first}-{last}/{total}"));
+            }
+            None => {
+                status = StatusCode::RANGE_NOT_SATISFIABLE;
+                body = Bytes::new();
+                content_range = Some(format!("bytes */{total}"));
+            }
+        }
+    }
+    let len = body.len() as u64;
+    if head {
+        body = Bytes::new();
+    }
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    if status == StatusCode::OK {
-        h.insert(CONTENT_TYPE, e.content_type);
+    if status != StatusCode::NOT_MODIFIED {
+        if status != StatusCode::RANGE_NOT_SATISFIABLE {
+            h.insert(CONTENT_TYPE, e.content_type);
+        }
         h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    if let Some(v) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        h.insert(CONTENT_RANGE, v);
     }
     h.insert(ETAG, e.etag);
     h.insert(LAST_MODIFIED, e.last_modified);
     r
+}
+
+/// A single `bytes=` range of an entity `total` bytes long:
+/// `Some(Some((first, last)))` to serve, `Some(None)` when it cannot be
+/// satisfied (416), `None` to ignore the header and serve everything (what
+/// RFC 9110 asks for syntax it does not understand; multiple ranges are
+/// answered whole too, which is allowed).
+fn byte_range(header: &HeaderValue, total: u64) -> Option<Option<(u64, u64)>> {
+    let spec = header.to_str().ok()?.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let number = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    Some(if first.is_empty() {
+        let suffix = number(last)?;
+        (suffix > 0 && total > 0).then(|| (total.saturating_sub(suffix), total - 1))
+    } else {
+        let first = number(first)?;
+        let last = if last.is_empty() {
+            u64::MAX
+        } else {
+            number(last)?
+        };
+        if last < first {
+            return None;
+        }
+        (first < total).then(|| (first, last.min(total - 1)))
+    })
 }
 
 /// `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2).
@@ -419,23 +613,118 @@ mod tests {
         let o = origin(6);
         assert_eq!(o.live_hls.len(), 2);
         assert_eq!(o.live_dash.len(), 1);
-        assert_eq!(o.aliases.len(), 2);
+        assert!(o.live_dash["cmaf/manifest.mpd"].source.is_continuous());
+        assert_eq!(o.numbered.len(), 2);
+        assert!(
+            o.numbered
+                .iter()
+                .all(|(_, shift)| *shift == Some(12_000_000))
+        );
+        assert_eq!(o.looped.len(), 12);
+        assert_eq!(o.retimable.len(), 12);
         // One 12 s loop of pre-roll fills six 2 s segments.
-        let e = o.live("cmaf/media_0.m3u8").unwrap();
-        let text = std::str::from_utf8(&e.body).unwrap();
-        assert_eq!(
-            text.lines().filter(|l| l.starts_with("seg-0-")).count(),
-            6,
-            "{text}"
-        );
+        for (playlist, prefix) in [
+            ("cmaf/media_0.m3u8", "seg-0-"),
+            ("cmaf/media_1.m3u8", "seg-1-"),
+        ] {
+            let e = o.live(playlist).unwrap();
+            let text = std::str::from_utf8(&e.body).unwrap();
+            let uris: Vec<_> = text.lines().filter(|l| !l.starts_with('#')).collect();
+            assert_eq!(uris.len(), 6, "{text}");
+            assert!(
+                uris.iter()
+                    .all(|u| u.starts_with("loop-") && u.contains(prefix)),
+                "{text}"
+            );
+        }
         assert!(o.live("cmaf/master.m3u8").is_some());
-        assert!(o.live("cmaf/seg-0-001.m4s").is_some());
-        assert_eq!(
-            o.live("cmaf/seg-0-007.m4s").unwrap().body,
-            o.files["cmaf/seg-0-001.m4s"].body
-        );
+        assert_eq!(o.epoch_text.len(), "2024-01-01T00:00:00.000Z".len());
+        assert!(o.epoch_text.ends_with(".000Z"));
+    }
+
+    #[test]
+    fn live_segments_carry_their_loops_timestamps() {
+        let o = origin(6);
+        let file = &o.files["cmaf/seg-0-002.m4s"].body;
+        // Loop 0 (plain or loop-0) is the file itself.
+        assert_eq!(&o.live("cmaf/seg-0-002.m4s").unwrap().body, file);
+        assert_eq!(&o.live("cmaf/loop-0/seg-0-002.m4s").unwrap().body, file);
+        // Loop 5 through HLS's loop directory and DASH's number 5 * 6 + 2
+        // are the same bytes: the file shifted by 60 s.
+        let hls = o.live("cmaf/loop-5/seg-0-002.m4s").unwrap();
+        let dash = o.live("cmaf/seg-0-032.m4s").unwrap();
+        assert_eq!(hls.body, dash.body);
+        assert_eq!(hls.etag, dash.etag);
+        assert_ne!(&hls.body, file);
+        assert_ne!(hls.etag, o.files["cmaf/seg-0-002.m4s"].etag);
+        let ts = mp4::timescales(&o.files["cmaf/init-0.m4s"].body).unwrap();
+        let sites = mp4::sites(file, &ts).unwrap();
+        assert_eq!(mp4::shift(file, &sites, 5, 12_000_000), hls.body.to_vec());
+        // Cached: the second request is the same allocation.
+        let again = o.live("cmaf/loop-5/seg-0-002.m4s").unwrap();
+        assert_eq!(again.body.as_ptr(), hls.body.as_ptr());
+        // Not a segment, or not one of these.
+        assert!(o.live("cmaf/loop-5/init-0.m4s").is_none());
+        assert!(o.live("cmaf/loop-5/nope.m4s").is_none());
         assert!(o.live("cmaf/seg-0-000.m4s").is_none());
-        assert_eq!(o.files["cmaf/master.m3u8"].content_type, HLS_TYPE);
+        assert!(!o.files.contains_key("cmaf/loop-5/seg-0-002.m4s"));
+    }
+
+    #[test]
+    fn ranges() {
+        let o = origin(6);
+        let full = o.files["cmaf/seg-1-001.m4s"].body.clone();
+        let ask = |range: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(RANGE, HeaderValue::from_static(range));
+            o.respond(&Method::GET, "/vod/cmaf/seg-1-001.m4s", &h)
+        };
+        let header = |r: &Response<Full<Bytes>>, name| {
+            r.headers()
+                .get(name)
+                .map(|v: &HeaderValue| v.to_str().unwrap().to_owned())
+        };
+        let total = full.len();
+        let r = ask("bytes=0-99");
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(
+            header(&r, CONTENT_RANGE),
+            Some(format!("bytes 0-99/{total}"))
+        );
+        assert_eq!(header(&r, CONTENT_LENGTH).as_deref(), Some("100"));
+        let r = ask("bytes=100-");
+        assert_eq!(
+            header(&r, CONTENT_RANGE),
+            Some(format!("bytes 100-{}/{total}", total - 1))
+        );
+        let r = ask("bytes=-10");
+        assert_eq!(
+            header(&r, CONTENT_RANGE),
+            Some(format!("bytes {}-{}/{total}", total - 10, total - 1))
+        );
+        let r = ask("bytes=0-999999999");
+        assert_eq!(header(&r, CONTENT_LENGTH), Some(total.to_string()));
+        let r = ask("bytes=999999999-");
+        assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(header(&r, CONTENT_RANGE), Some(format!("bytes */{total}")));
+        for ignored in [
+            "bytes=5-2",
+            "bytes=0-1,4-5",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=+1-2",
+        ] {
+            assert_eq!(ask(ignored).status(), StatusCode::OK, "{ignored}");
+        }
+        assert_eq!(
+            byte_range(&HeaderValue::from_static("bytes=-0"), 10),
+            Some(None)
+        );
+        assert_eq!(
+            byte_range(&HeaderValue::from_static("bytes=0-"), 0),
+            Some(None)
+        );
     }
 
     #[test]

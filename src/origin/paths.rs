@@ -53,6 +53,41 @@ pub(crate) fn parse(path: &str) -> Result<(View, String), Rejection> {
     Ok((view, key))
 }
 
+/// The key a URI written in a playlist or MPD at `dir` (a key prefix, `""` or
+/// `"a/b/"`) refers to, if it is a plain relative path: no scheme, query,
+/// fragment, absolute path or dot segments, so the join is just a
+/// concatenation. `None` for anything else.
+pub(crate) fn join_plain(dir: &str, uri: &str) -> Option<String> {
+    if uri.is_empty()
+        || uri.contains("://")
+        || uri.contains(['?', '#', '\\'])
+        || uri.starts_with('/')
+    {
+        return None;
+    }
+    let decoded = String::from_utf8(percent_decode(uri)?).ok()?;
+    if decoded.contains('\0') || decoded.split('/').any(|s| matches!(s, "" | "." | "..")) {
+        return None;
+    }
+    Some(format!("{dir}{decoded}"))
+}
+
+/// `a/loop-7/b.m4s` → (`a/b.m4s`, 7): the loop-directory form live HLS
+/// playlists use for per-loop segment URLs.
+pub(crate) fn split_loop(key: &str) -> Option<(String, u64)> {
+    let mut parts: Vec<&str> = key.split('/').collect();
+    let at = parts.iter().rposition(|p| {
+        p.strip_prefix("loop-").is_some_and(|n| {
+            !n.is_empty() && n.len() <= 19 && n.bytes().all(|c| c.is_ascii_digit())
+        })
+    })?;
+    if at + 1 == parts.len() {
+        return None;
+    }
+    let n = parts.remove(at).strip_prefix("loop-")?.parse().ok()?;
+    Some((parts.join("/"), n))
+}
+
 fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -148,5 +183,52 @@ mod tests {
             parse("/vod/..a/b...ts"),
             Ok((View::Vod, "..a/b...ts".into()))
         );
+    }
+
+    #[test]
+    fn plain_relative_uris() {
+        assert_eq!(
+            join_plain("cmaf/", "seg-0-001.m4s").as_deref(),
+            Some("cmaf/seg-0-001.m4s")
+        );
+        assert_eq!(join_plain("", "v/a%20b.m4s").as_deref(), Some("v/a b.m4s"));
+        for uri in [
+            "",
+            "/abs.ts",
+            "http://x/a.ts",
+            "a.ts?x=1",
+            "a.ts#f",
+            "../a.ts",
+            "./a.ts",
+            "a//b.ts",
+            "a\\b",
+            "%2e%2e/a",
+            "%zz",
+        ] {
+            assert_eq!(join_plain("d/", uri), None, "{uri}");
+        }
+    }
+
+    #[test]
+    fn loop_directories() {
+        assert_eq!(
+            split_loop("cmaf/loop-7/seg.m4s"),
+            Some(("cmaf/seg.m4s".into(), 7))
+        );
+        assert_eq!(split_loop("loop-0/seg.m4s"), Some(("seg.m4s".into(), 0)));
+        assert_eq!(
+            split_loop("loop-1/loop-2/s.m4s"),
+            Some(("loop-1/s.m4s".into(), 2))
+        );
+        for key in [
+            "cmaf/seg.m4s",
+            "loop-/s",
+            "loop-x/s",
+            "cmaf/loop-3",
+            "loop-99999999999999999999/s",
+            "loop-+1/s",
+        ] {
+            assert_eq!(split_loop(key), None, "{key}");
+        }
     }
 }

@@ -9,7 +9,7 @@ cd cmaf
 
 ffmpeg -hide_banner -loglevel error -y \
   -f lavfi -i "testsrc2=size=320x180:rate=25:duration=12" \
-  -f lavfi -i "sine=frequency=440:beep_factor=4:sample_rate=32000:duration=12" \
+  -itsoffset 0.032 -f lavfi -i "sine=frequency=440:beep_factor=4:sample_rate=32000:duration=11.968" \
   -map 0:v -map 1:a -map_metadata -1 -fflags +bitexact -flags +bitexact \
   -c:v libx264 -profile:v main -preset medium -pix_fmt yuv420p -bf 0 -threads 1 \
   -b:v 120k -maxrate 150k -bufsize 300k \
