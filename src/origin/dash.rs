@@ -616,7 +616,8 @@ impl LiveMpd {
                 + self.prelude.len()
                 + self.epilogue.len()
                 + 512
-                + (self.period_inner.len() + 128) * (last_loop - first_loop + 1) as usize,
+                + (self.period_inner.len() + 128)
+                    .saturating_mul(((last_loop - first_loop) as usize).min(64) + 1),
         );
         body.push_str(&self.prolog);
         let _ = write!(

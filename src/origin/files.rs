@@ -42,7 +42,7 @@ pub(crate) struct Entity {
 
 impl Entity {
     pub(crate) fn new(body: Bytes, content_type: &'static str, modified: SystemTime) -> Entity {
-        let modified = clock::truncate_to_seconds(modified);
+        let modified = clock::truncate_to_seconds(representable(modified));
         Entity {
             etag: etag(&body),
             content_type: HeaderValue::from_static(content_type),
@@ -98,9 +98,18 @@ pub(crate) fn etag(bytes: &[u8]) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
+/// The latest instant an HTTP date can express (httpdate panics past it).
+const LAST_HTTP_DATE: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+
 pub(crate) fn http_date(t: SystemTime) -> HeaderValue {
-    HeaderValue::from_str(&httpdate::fmt_http_date(t))
+    HeaderValue::from_str(&httpdate::fmt_http_date(representable(t)))
         .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+/// `t` clamped to what an HTTP date can say: file times can be anything.
+fn representable(t: SystemTime) -> SystemTime {
+    let last = UNIX_EPOCH + std::time::Duration::from_secs(LAST_HTTP_DATE);
+    t.clamp(UNIX_EPOCH, last)
 }
 
 /// The bundled demo media; all of it "modified" at `start`.
@@ -189,6 +198,18 @@ mod tests {
         for (key, want) in cases {
             assert_eq!(content_type(key), want, "{key}");
         }
+    }
+
+    #[test]
+    fn any_file_time_makes_a_date() {
+        let far = UNIX_EPOCH + std::time::Duration::from_secs(1 << 40);
+        assert_eq!(http_date(far), "Fri, 31 Dec 9999 23:59:59 GMT");
+        let before = UNIX_EPOCH - std::time::Duration::from_secs(1000);
+        assert_eq!(http_date(before), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            Entity::new(Bytes::new(), "x", far).modified,
+            representable(far)
+        );
     }
 
     #[test]

@@ -318,7 +318,7 @@ impl MediaPlaylist {
             self.discontinuities_through(first) - u64::from(self.discontinuity(first))
         };
 
-        let mut body = String::with_capacity(256 + 64 * window);
+        let mut body = String::with_capacity(256 + 64 * window.min(1024));
         body.push_str("#EXTM3U\n");
         for h in &self.header {
             body.push_str(h);
@@ -364,7 +364,9 @@ impl MediaPlaylist {
             body.push('\n');
         }
         let changed_at = match available.checked_sub(1) {
-            Some(last) => self.start_of(last) + self.segments[self.split(last).1].duration,
+            Some(last) => self
+                .start_of(last)
+                .saturating_add(self.segments[self.split(last).1].duration),
             None => 0,
         };
         LiveWindow {

@@ -4,43 +4,72 @@
 //!
 //! * `/vod/<key>`: the files as they are. `<key>` is a path relative to the
 //!   served root: the bundled demo media (`cmaf/master.m3u8`,
-//!   `cmaf/manifest.mpd`, and the CMAF segments both of them share) or the
-//!   `--dir` directory.
-//! * `/live/<key>`: the same files presented as a live stream that loops the
-//!   content forever. HLS media playlists (those with `#EXTINF`) become
-//!   sliding windows ([`hls`]); a static single-Period MPD becomes a dynamic
-//!   MPD with one Period per loop ([`dash`]); everything else, multivariant
-//!   playlists included, is served unchanged, so relative URIs land on the
-//!   live media playlists and on the same segment bytes as `/vod`.
+//!   `cmaf/manifest.mpd` and the CMAF segments both of them share; see
+//!   [`demo_paths`]) or the `--dir` directory.
+//! * `/live/<key>`: the same content as a live stream that loops forever.
+//!   HLS media playlists (those with `#EXTINF`) become sliding windows
+//!   (`hls`); a static single-Period MPD becomes a dynamic one (`dash`);
+//!   everything else, multivariant playlists included, is served unchanged,
+//!   so relative URIs land on the live media playlists and segments.
+//!
+//! # Live segments
+//!
+//! The loop boundary is a real discontinuity (the picture's clock jumps back
+//! to 0), and every loop opens with `#EXT-X-DISCONTINUITY`. What the segment
+//! bytes do there depends on the format:
+//!
+//! * **Fragmented MP4** (the demo): each loop gets its own URLs, whose bytes
+//!   are the VOD segment with its `tfdt`/`sidx` decode times moved forward by
+//!   whole loops (`mp4`), so timestamps only ever increase, as from a real
+//!   encoder. HLS lists loop `k` of `seg.m4s` as `loop-k/seg.m4s`; DASH uses
+//!   one Period and `$Number$` counted from `availabilityStartTime`, number
+//!   `n` being segment `n % count` of loop `n / count` (1-based as the
+//!   template says). The same loop is the same bytes under both.
+//! * **Anything else** (MPEG-TS, byte ranges, `$Time$` templates): the VOD
+//!   bytes under their own names, timestamps restarting every loop; DASH then
+//!   gets one Period per loop.
+//!
+//! Why not serve fMP4 loops unchanged, too: ffmpeg cannot play that. With
+//! audio and video in separate renditions, its HLS demuxer picks packets by
+//! lowest DTS, so the first stream to wrap back to 0 is drained while the
+//! other waits, and ffmpeg's per-input discontinuity correction flips
+//! between the two; its DASH demuxer ignores Period timing altogether (see
+//! `dash`). Either way, `ffmpeg -t 6` stalls whenever it reads across a
+//! loop. With continuous timestamps it plays like any live stream, and an
+//! edge sees what real live traffic looks like: new segment URLs every few
+//! seconds, each one fetched once and then served from cache.
 //!
 //! # Time
 //!
-//! All live views read one clock ([`clock::LiveClock`]) whose epoch is the
-//! origin start minus a pre-roll of whole loops, long enough that every
-//! sliding window and time-shift buffer is already full on the first request
-//! (otherwise a fresh origin would hand out empty playlists for
-//! `live_window` segment durations). `availabilityStartTime` is that epoch;
-//! HLS media sequence numbers count segments since it. Renderings are pure
-//! functions of the elapsed time, cached until the window moves.
+//! All live views read one clock (`clock::LiveClock`) whose epoch is the
+//! origin start (whole second) minus a pre-roll of whole loops, long enough
+//! that every sliding window and time-shift buffer is already full on the
+//! first request. Otherwise a fresh origin would hand out empty playlists
+//! for `live_window` segment durations. `availabilityStartTime` is that
+//! epoch; HLS media sequence numbers count segments since it. Renderings are
+//! pure functions of the elapsed time, cached until the window moves.
 //!
 //! # Responses
 //!
 //! Files carry `Content-Length`, a strong `ETag` (fingerprint of the bytes,
-//! computed once), and `Last-Modified` (origin start for embedded media, the
-//! file's mtime for `--dir`). Live playlists and MPDs get validators that
-//! change exactly when the window moves, `Last-Modified` being the moment it
-//! did. `If-None-Match` / `If-Modified-Since` are honoured with 304 so an
-//! edge can revalidate. No `Cache-Control` is sent: the edge under test
-//! derives TTLs itself. `Range` is ignored (a full 200 is a valid answer).
-//! The configured delay is slept before every response, errors included.
+//! computed once; retimed segments get their own), and `Last-Modified`
+//! (origin start for embedded media, the file's mtime for `--dir`). Live
+//! playlists and MPDs get validators that change exactly when their text
+//! does, `Last-Modified` being the moment the window moved. `If-None-Match`
+//! and `If-Modified-Since` are answered with 304 so an edge can revalidate;
+//! a single `Range` gets 206 (byte-range playlists need it), several get the
+//! whole entity. No `Cache-Control` is sent: the edge under test derives
+//! TTLs itself. The configured delay is slept before every response, errors
+//! included.
 //!
 //! # Serving
 //!
-//! Everything is in memory as `Bytes` (see [`files`] for `--dir`), the
-//! connection handling is hyper-util's auto builder (HTTP/1.1 with keep-alive
-//! and HTTP/2 prior knowledge over plain TCP) with `TCP_NODELAY`, and the
-//! only lock on the request path guards a live rendering for the moment it
-//! takes to clone it.
+//! Everything is in memory as `Bytes` (see `files` for `--dir`). A retimed
+//! segment is built once per loop and kept while that loop is live.
+//! Connections go through hyper-util's auto builder (HTTP/1.1 with
+//! keep-alive, and HTTP/2 with prior knowledge, over plain TCP) with
+//! `TCP_NODELAY`. The only locks on the request path guard a live rendering
+//! or a retimed segment for the moment it takes to clone it.
 
 mod clock;
 mod dash;
@@ -84,7 +113,8 @@ pub struct OriginOptions {
     pub dir: Option<PathBuf>,
     /// Added before every response's headers (simulated origin latency).
     pub delay: Duration,
-    /// Segments in a live sliding window (and the DASH time-shift buffer).
+    /// Segments in a live sliding window (and the DASH time-shift buffer);
+    /// taken as at least 1 and at most 10 000.
     pub live_window: usize,
 }
 
@@ -185,6 +215,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const HLS_TYPE: &str = "application/vnd.apple.mpegurl";
 const DASH_TYPE: &str = "application/dash+xml";
 
+/// `live_window` is clamped to this: a window is rendered on every move, and
+/// ten thousand segments is already hours of content.
+const MAX_WINDOW: usize = 10_000;
+
 /// Retimed copies kept per segment: a live window spans at most two loops,
 /// and a couple more cover players lagging behind.
 const RETIMED_COPIES: usize = 4;
@@ -244,7 +278,7 @@ struct Retimable {
 
 impl Origin {
     fn new(loaded: Vec<files::Loaded>, opts: &OriginOptions, live_start: SystemTime) -> Origin {
-        let window = opts.live_window.max(1);
+        let window = opts.live_window.clamp(1, MAX_WINDOW);
         let mut files = HashMap::with_capacity(loaded.len());
         let mut manifests = Vec::new();
         for file in loaded {
@@ -339,7 +373,9 @@ impl Origin {
         }
         // Whole seconds, like the origin start the clock rounds down to, so
         // availabilityStartTime is a whole second too.
-        let preroll = preroll.div_ceil(clock::MICROS_PER_SEC) * clock::MICROS_PER_SEC;
+        let preroll = preroll
+            .div_ceil(clock::MICROS_PER_SEC)
+            .saturating_mul(clock::MICROS_PER_SEC);
         origin.clock = LiveClock::new(live_start, preroll);
         origin.epoch_text = clock::format_utc(origin.clock.epoch());
         origin
@@ -783,6 +819,79 @@ mod tests {
             r.headers()[CONTENT_LENGTH].to_str().unwrap(),
             o.files["cmaf/seg-0-001.m4s"].body.len().to_string()
         );
+    }
+
+    /// Truncated, bit-flipped and spliced versions of the demo files through
+    /// every parser, renderer and the whole origin: nothing may panic.
+    #[test]
+    fn malformed_input_never_panics() {
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let video = mp4::timescales(media::FILES[0].1).unwrap();
+        let times = [0, 1, 12_345_678, 3_600_000_000, u64::MAX / 2, u64::MAX];
+        for (i, (key, original)) in media::FILES.iter().enumerate() {
+            for round in 0..150 {
+                let mut b = original.to_vec();
+                let len = b.len() as u64;
+                match round % 3 {
+                    0 => b.truncate((next() % len) as usize),
+                    1 => {
+                        for _ in 0..1 + next() % 4 {
+                            let at = (next() % len) as usize;
+                            b[at] ^= 1 << (next() % 8);
+                        }
+                    }
+                    _ => {
+                        let at = (next() % len) as usize;
+                        let other = media::FILES[(next() as usize) % media::FILES.len()].1;
+                        b.splice(at.., other.iter().copied());
+                    }
+                }
+                let text = String::from_utf8_lossy(&b);
+                if let Some(p) = hls::MediaPlaylist::parse(&text) {
+                    let _ = p.fmp4_segments();
+                    for t in times {
+                        p.live(t, 6, |_| String::new());
+                    }
+                }
+                if let Some(m) = dash::LiveMpd::parse(&text, "cmaf/") {
+                    let _ = m.can_be_continuous();
+                    for t in times {
+                        m.live(t, 6, "E", |_| String::new());
+                    }
+                    for a in m.aliases() {
+                        let _ = a.resolve("cmaf/seg-0-123456.m4s");
+                        let _ = a.keys().take(10).count();
+                    }
+                }
+                let _ = mp4::timescales(&b);
+                if let Some(s) = mp4::sites(&b, &video) {
+                    mp4::shift(&b, &s, u64::MAX, u64::MAX);
+                }
+                let _ = paths::parse(&format!(
+                    "/live/{}",
+                    text.chars().take(40).collect::<String>()
+                ));
+
+                // The whole origin with this one file damaged.
+                if round % 10 == 0 {
+                    let mut files = files::embedded(SystemTime::now());
+                    files[i].body = Bytes::from(b.clone());
+                    let o = Origin::new(files, &OriginOptions::default(), SystemTime::now());
+                    for (k, _) in media::FILES {
+                        let _ = o.live(k);
+                        let _ = o.live(&format!("cmaf/loop-3/{}", &k[5..]));
+                    }
+                    let _ = o.live("cmaf/seg-1-099.m4s");
+                    assert!(o.files.contains_key(*key));
+                }
+            }
+        }
     }
 
     #[test]
