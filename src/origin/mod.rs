@@ -29,6 +29,10 @@
 //!   bytes under their own names, timestamps restarting every loop; DASH then
 //!   gets one Period per loop.
 //!
+//! Any loop can be fetched, past or future: availability windows are not
+//! enforced, because ffmpeg's DASH demuxer reads ahead of the live edge and
+//! skips a segment that fails instead of retrying it.
+//!
 //! Why not serve fMP4 loops unchanged, too: ffmpeg cannot play that. With
 //! audio and video in separate renditions, its HLS demuxer picks packets by
 //! lowest DTS, so the first stream to wrap back to 0 is drained while the
