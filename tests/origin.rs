@@ -130,7 +130,7 @@ async fn vod_playlist_and_segment() {
         let o = Origin::start(OriginOptions::default()).await;
         let c = client();
 
-        let r = c.get(o.url("/vod/cmaf/master.m3u8")).send().await.unwrap();
+        let r = c.get(o.url("/vod/hls/master.m3u8")).send().await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(
             header(&r, "content-type"),
@@ -145,13 +145,15 @@ async fn vod_playlist_and_segment() {
         assert_eq!(body.len(), len);
         assert_eq!(&body[..], &media_file("master.m3u8")[..]);
 
-        for (name, ctype) in [
-            ("seg-0-003.m4s", "video/iso.segment"),
-            ("manifest.mpd", "application/dash+xml"),
-            ("media_1.m3u8", "application/vnd.apple.mpegurl"),
+        for (dir, name, ctype) in [
+            ("hls", "seg-0-003.m4s", "video/iso.segment"),
+            ("dash", "seg-0-003.m4s", "video/iso.segment"),
+            ("dash", "init-1.m4s", "video/iso.segment"),
+            ("dash", "manifest.mpd", "application/dash+xml"),
+            ("hls", "media_1.m3u8", "application/vnd.apple.mpegurl"),
         ] {
             let r = c
-                .get(o.url(&format!("/vod/cmaf/{name}")))
+                .get(o.url(&format!("/vod/{dir}/{name}")))
                 .send()
                 .await
                 .unwrap();
@@ -167,7 +169,7 @@ async fn vod_playlist_and_segment() {
 
         // Revalidation with the validator just received.
         let r = c
-            .get(o.url("/vod/cmaf/master.m3u8"))
+            .get(o.url("/vod/hls/master.m3u8"))
             .header("if-none-match", &etag)
             .send()
             .await
@@ -187,7 +189,7 @@ async fn head_405_404_and_ranges() {
         let size = media_file("seg-0-001.m4s").len();
 
         let r = c
-            .head(o.url("/vod/cmaf/seg-0-001.m4s"))
+            .head(o.url("/vod/hls/seg-0-001.m4s"))
             .send()
             .await
             .unwrap();
@@ -205,7 +207,7 @@ async fn head_405_404_and_ranges() {
             reqwest::Method::DELETE,
         ] {
             let r = c
-                .request(method.clone(), o.url("/vod/cmaf/seg-0-001.m4s"))
+                .request(method.clone(), o.url("/vod/hls/seg-0-001.m4s"))
                 .send()
                 .await
                 .unwrap();
@@ -214,18 +216,19 @@ async fn head_405_404_and_ranges() {
         }
 
         for path in [
-            "/vod/cmaf/nope.m4s",
+            "/vod/hls/nope.m4s",
             "/elsewhere",
             "/",
-            "/live/cmaf/nope.m3u8",
-            "/vod/cmaf/",
+            "/live/hls/nope.m3u8",
+            "/vod/hls/",
+            "/vod/dash/master.m3u8",
         ] {
             let r = c.get(o.url(path)).send().await.unwrap();
             assert_eq!(r.status(), 404, "{path}");
         }
 
         let r = c
-            .get(o.url("/vod/cmaf/seg-0-001.m4s"))
+            .get(o.url("/vod/hls/seg-0-001.m4s"))
             .header("range", "bytes=10-19")
             .send()
             .await
@@ -295,7 +298,7 @@ async fn live_playlist_advances() {
         let start = whole_seconds_ago(1);
         let o = Origin::start_live_at(OriginOptions::default(), start).await;
         let c = client();
-        let url = o.url("/live/cmaf/media_0.m3u8");
+        let url = o.url("/live/hls/media_0.m3u8");
 
         let first = c.get(&url).send().await.unwrap();
         assert_eq!(first.status(), 200);
@@ -315,7 +318,7 @@ async fn live_playlist_advances() {
         // Every listed URI (and the init section) resolves under /live.
         for uri in uris.iter().copied().chain(["init-0.m4s"]) {
             let r = c
-                .get(o.url(&format!("/live/cmaf/{uri}")))
+                .get(o.url(&format!("/live/hls/{uri}")))
                 .send()
                 .await
                 .unwrap();
@@ -348,7 +351,7 @@ async fn live_dash_is_dynamic_and_numbers_through_loops() {
         let c = client();
 
         let r = c
-            .get(o.url("/live/cmaf/manifest.mpd"))
+            .get(o.url("/live/dash/manifest.mpd"))
             .send()
             .await
             .unwrap();
@@ -370,7 +373,7 @@ async fn live_dash_is_dynamic_and_numbers_through_loops() {
         // Number 32 is loop 5 of segment 2: same size, other timestamps,
         // the same bytes as HLS's loop-5 URL.
         let plain = c
-            .get(o.url("/vod/cmaf/seg-0-002.m4s"))
+            .get(o.url("/vod/dash/seg-0-002.m4s"))
             .send()
             .await
             .unwrap()
@@ -378,7 +381,7 @@ async fn live_dash_is_dynamic_and_numbers_through_loops() {
             .await
             .unwrap();
         let numbered = c
-            .get(o.url("/live/cmaf/seg-0-032.m4s"))
+            .get(o.url("/live/dash/seg-0-032.m4s"))
             .send()
             .await
             .unwrap();
@@ -388,7 +391,7 @@ async fn live_dash_is_dynamic_and_numbers_through_loops() {
         assert_eq!(numbered.len(), plain.len());
         assert_ne!(numbered, plain);
         let looped = c
-            .get(o.url("/live/cmaf/loop-5/seg-0-002.m4s"))
+            .get(o.url("/live/hls/loop-5/seg-0-002.m4s"))
             .send()
             .await
             .unwrap()
@@ -426,8 +429,8 @@ async fn delay_is_applied_to_every_response() {
         .await;
         let c = client();
         for (path, status) in [
-            ("/vod/cmaf/master.m3u8", 200),
-            ("/live/cmaf/media_0.m3u8", 200),
+            ("/vod/hls/master.m3u8", 200),
+            ("/live/hls/media_0.m3u8", 200),
             ("/nope", 404),
         ] {
             let t = Instant::now();
@@ -516,13 +519,13 @@ async fn http2_and_prompt_shutdown_with_idle_connections() {
             .http2_prior_knowledge()
             .build()
             .unwrap();
-        let r = h2.get(o.url("/vod/cmaf/master.m3u8")).send().await.unwrap();
+        let r = h2.get(o.url("/vod/hls/master.m3u8")).send().await.unwrap();
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
         assert_eq!(r.status(), 200);
         // An HTTP/1.1 keep-alive connection left idle in the pool.
         let h1 = client();
         assert_eq!(
-            h1.get(o.url("/vod/cmaf/master.m3u8"))
+            h1.get(o.url("/vod/hls/master.m3u8"))
                 .send()
                 .await
                 .unwrap()

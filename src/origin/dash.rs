@@ -791,7 +791,7 @@ mod tests {
 
     #[test]
     fn demo_mpd_goes_live() {
-        let mpd = LiveMpd::parse(STATIC_MPD, "cmaf/").unwrap();
+        let mpd = LiveMpd::parse(STATIC_MPD, "dash/").unwrap();
         assert_eq!(mpd.loop_duration(), 12 * S);
         assert_eq!(mpd.segment, 2 * S);
         assert_eq!(mpd.preroll(6), 12 * S);
@@ -863,38 +863,38 @@ mod tests {
 
     #[test]
     fn aliases_map_numbers_to_files_and_loops() {
-        let mpd = LiveMpd::parse(STATIC_MPD, "cmaf/").unwrap();
+        let mpd = LiveMpd::parse(STATIC_MPD, "dash/").unwrap();
         let a = mpd.aliases();
         assert_eq!(a.len(), 2);
-        assert_eq!(a[0].init.as_deref(), Some("cmaf/init-0.m4s"));
-        assert_eq!(a[1].init.as_deref(), Some("cmaf/init-1.m4s"));
+        assert_eq!(a[0].init.as_deref(), Some("dash/init-0.m4s"));
+        assert_eq!(a[1].init.as_deref(), Some("dash/init-1.m4s"));
         assert_eq!(
             a[1].keys().collect::<Vec<_>>(),
             (1..=6)
-                .map(|i| format!("cmaf/seg-1-00{i}.m4s"))
+                .map(|i| format!("dash/seg-1-00{i}.m4s"))
                 .collect::<Vec<_>>()
         );
         let resolve = |k: &str| a.iter().find_map(|a| a.resolve(k));
         let file = |k: &str, l| Some((k.to_owned(), l));
-        assert_eq!(resolve("cmaf/seg-0-003.m4s"), file("cmaf/seg-0-003.m4s", 0));
-        assert_eq!(resolve("cmaf/seg-0-006.m4s"), file("cmaf/seg-0-006.m4s", 0));
-        assert_eq!(resolve("cmaf/seg-0-007.m4s"), file("cmaf/seg-0-001.m4s", 1));
+        assert_eq!(resolve("dash/seg-0-003.m4s"), file("dash/seg-0-003.m4s", 0));
+        assert_eq!(resolve("dash/seg-0-006.m4s"), file("dash/seg-0-006.m4s", 0));
+        assert_eq!(resolve("dash/seg-0-007.m4s"), file("dash/seg-0-001.m4s", 1));
         assert_eq!(
-            resolve("cmaf/seg-1-1234.m4s"),
-            file("cmaf/seg-1-004.m4s", 205)
+            resolve("dash/seg-1-1234.m4s"),
+            file("dash/seg-1-004.m4s", 205)
         );
-        assert_eq!(resolve("cmaf/seg-0-000.m4s"), None); // before startNumber
-        assert_eq!(resolve("cmaf/seg-0-07.m4s"), None); // narrower than %03d
-        assert_eq!(resolve("cmaf/seg-2-007.m4s"), None);
+        assert_eq!(resolve("dash/seg-0-000.m4s"), None); // before startNumber
+        assert_eq!(resolve("dash/seg-0-07.m4s"), None); // narrower than %03d
+        assert_eq!(resolve("dash/seg-2-007.m4s"), None);
         assert_eq!(resolve("seg-0-007.m4s"), None);
-        assert_eq!(resolve("cmaf/seg-0-99999999999999999999999.m4s"), None);
-        assert_eq!(resolve("cmaf/seg-0-+07.m4s"), None);
-        assert_eq!(resolve("cmaf/init-0.m4s"), None);
+        assert_eq!(resolve("dash/seg-0-99999999999999999999999.m4s"), None);
+        assert_eq!(resolve("dash/seg-0-+07.m4s"), None);
+        assert_eq!(resolve("dash/init-0.m4s"), None);
     }
 
     #[test]
     fn continuous_timeline() {
-        let mut mpd = LiveMpd::parse(STATIC_MPD, "cmaf/").unwrap();
+        let mut mpd = LiveMpd::parse(STATIC_MPD, "dash/").unwrap();
         assert!(mpd.can_be_continuous());
         mpd.use_continuous_timeline();
         let a = live(&mpd, 30 * S, 6);

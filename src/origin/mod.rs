@@ -3,9 +3,9 @@
 //! # URL layout
 //!
 //! * `/vod/<key>`: the files as they are. `<key>` is a path relative to the
-//!   served root: the bundled demo media (`cmaf/master.m3u8`,
-//!   `cmaf/manifest.mpd` and the CMAF segments both of them share; see
-//!   [`demo_paths`]) or the `--dir` directory.
+//!   served root: the bundled demo media (`hls/master.m3u8` and
+//!   `dash/manifest.mpd`, each with the CMAF segments both formats share
+//!   beside it; see [`demo_paths`]) or the `--dir` directory.
 //! * `/live/<key>`: the same content as a live stream that loops forever.
 //!   HLS media playlists (those with `#EXTINF`) become sliding windows
 //!   (`hls`); a static single-Period MPD becomes a dynamic one (`dash`);
@@ -136,10 +136,10 @@ impl Default for OriginOptions {
 /// (label, path) pairs.
 pub fn demo_paths() -> Vec<(&'static str, &'static str)> {
     vec![
-        ("VOD HLS", "/vod/cmaf/master.m3u8"),
-        ("VOD DASH", "/vod/cmaf/manifest.mpd"),
-        ("live HLS", "/live/cmaf/master.m3u8"),
-        ("live DASH", "/live/cmaf/manifest.mpd"),
+        ("VOD HLS", "/vod/hls/master.m3u8"),
+        ("VOD DASH", "/vod/dash/manifest.mpd"),
+        ("live HLS", "/live/hls/master.m3u8"),
+        ("live DASH", "/live/dash/manifest.mpd"),
     ]
 }
 
@@ -653,7 +653,7 @@ mod tests {
         let o = origin(6);
         assert_eq!(o.live_hls.len(), 2);
         assert_eq!(o.live_dash.len(), 1);
-        assert!(o.live_dash["cmaf/manifest.mpd"].source.is_continuous());
+        assert!(o.live_dash["dash/manifest.mpd"].source.is_continuous());
         assert_eq!(o.numbered.len(), 2);
         assert!(
             o.numbered
@@ -661,11 +661,11 @@ mod tests {
                 .all(|(_, shift)| *shift == Some(12_000_000))
         );
         assert_eq!(o.looped.len(), 12);
-        assert_eq!(o.retimable.len(), 12);
+        assert_eq!(o.retimable.len(), 24);
         // One 12 s loop of pre-roll fills six 2 s segments.
         for (playlist, prefix) in [
-            ("cmaf/media_0.m3u8", "seg-0-"),
-            ("cmaf/media_1.m3u8", "seg-1-"),
+            ("hls/media_0.m3u8", "seg-0-"),
+            ("hls/media_1.m3u8", "seg-1-"),
         ] {
             let e = o.live(playlist).unwrap();
             let text = std::str::from_utf8(&e.body).unwrap();
@@ -677,7 +677,7 @@ mod tests {
                 "{text}"
             );
         }
-        assert!(o.live("cmaf/master.m3u8").is_some());
+        assert!(o.live("hls/master.m3u8").is_some());
         assert_eq!(o.epoch_text.len(), "2024-01-01T00:00:00.000Z".len());
         assert!(o.epoch_text.ends_with(".000Z"));
     }
@@ -685,39 +685,39 @@ mod tests {
     #[test]
     fn live_segments_carry_their_loops_timestamps() {
         let o = origin(6);
-        let file = &o.files["cmaf/seg-0-002.m4s"].body;
+        let file = &o.files["hls/seg-0-002.m4s"].body;
         // Loop 0 (plain or loop-0) is the file itself.
-        assert_eq!(&o.live("cmaf/seg-0-002.m4s").unwrap().body, file);
-        assert_eq!(&o.live("cmaf/loop-0/seg-0-002.m4s").unwrap().body, file);
+        assert_eq!(&o.live("hls/seg-0-002.m4s").unwrap().body, file);
+        assert_eq!(&o.live("hls/loop-0/seg-0-002.m4s").unwrap().body, file);
         // Loop 5 through HLS's loop directory and DASH's number 5 * 6 + 2
         // are the same bytes: the file shifted by 60 s.
-        let hls = o.live("cmaf/loop-5/seg-0-002.m4s").unwrap();
-        let dash = o.live("cmaf/seg-0-032.m4s").unwrap();
+        let hls = o.live("hls/loop-5/seg-0-002.m4s").unwrap();
+        let dash = o.live("dash/seg-0-032.m4s").unwrap();
         assert_eq!(hls.body, dash.body);
         assert_eq!(hls.etag, dash.etag);
         assert_ne!(&hls.body, file);
-        assert_ne!(hls.etag, o.files["cmaf/seg-0-002.m4s"].etag);
-        let ts = mp4::timescales(&o.files["cmaf/init-0.m4s"].body).unwrap();
+        assert_ne!(hls.etag, o.files["hls/seg-0-002.m4s"].etag);
+        let ts = mp4::timescales(&o.files["hls/init-0.m4s"].body).unwrap();
         let sites = mp4::sites(file, &ts).unwrap();
         assert_eq!(mp4::shift(file, &sites, 5, 12_000_000), hls.body.to_vec());
         // Cached: the second request is the same allocation.
-        let again = o.live("cmaf/loop-5/seg-0-002.m4s").unwrap();
+        let again = o.live("hls/loop-5/seg-0-002.m4s").unwrap();
         assert_eq!(again.body.as_ptr(), hls.body.as_ptr());
         // Not a segment, or not one of these.
-        assert!(o.live("cmaf/loop-5/init-0.m4s").is_none());
-        assert!(o.live("cmaf/loop-5/nope.m4s").is_none());
-        assert!(o.live("cmaf/seg-0-000.m4s").is_none());
-        assert!(!o.files.contains_key("cmaf/loop-5/seg-0-002.m4s"));
+        assert!(o.live("hls/loop-5/init-0.m4s").is_none());
+        assert!(o.live("hls/loop-5/nope.m4s").is_none());
+        assert!(o.live("dash/seg-0-000.m4s").is_none());
+        assert!(!o.files.contains_key("hls/loop-5/seg-0-002.m4s"));
     }
 
     #[test]
     fn ranges() {
         let o = origin(6);
-        let full = o.files["cmaf/seg-1-001.m4s"].body.clone();
+        let full = o.files["hls/seg-1-001.m4s"].body.clone();
         let ask = |range: &'static str| {
             let mut h = HeaderMap::new();
             h.insert(RANGE, HeaderValue::from_static(range));
-            o.respond(&Method::GET, "/vod/cmaf/seg-1-001.m4s", &h)
+            o.respond(&Method::GET, "/vod/hls/seg-1-001.m4s", &h)
         };
         let header = |r: &Response<Full<Bytes>>, name| {
             r.headers()
@@ -770,13 +770,13 @@ mod tests {
     #[test]
     fn conditional_requests() {
         let o = origin(6);
-        let r = get(&o, "/vod/cmaf/init-0.m4s");
+        let r = get(&o, "/vod/hls/init-0.m4s");
         let etag = r.headers()[ETAG].clone();
         let lm = r.headers()[LAST_MODIFIED].clone();
         let ask = |name, value: &HeaderValue| {
             let mut h = HeaderMap::new();
             h.insert(name, value.clone());
-            o.respond(&Method::GET, "/vod/cmaf/init-0.m4s", &h).status()
+            o.respond(&Method::GET, "/vod/hls/init-0.m4s", &h).status()
         };
         assert_eq!(ask(IF_NONE_MATCH, &etag), StatusCode::NOT_MODIFIED);
         let weak_list =
@@ -805,23 +805,20 @@ mod tests {
             Method::OPTIONS,
             Method::PATCH,
         ] {
-            let r = o.respond(&m, "/vod/cmaf/master.m3u8", &HeaderMap::new());
+            let r = o.respond(&m, "/vod/hls/master.m3u8", &HeaderMap::new());
             assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
             assert_eq!(r.headers()[ALLOW], "GET, HEAD");
         }
-        assert_eq!(
-            get(&o, "/vod/cmaf/nope.m4s").status(),
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(get(&o, "/vod/hls/nope.m4s").status(), StatusCode::NOT_FOUND);
         assert_eq!(
             get(&o, "/vod/../Cargo.toml").status(),
             StatusCode::BAD_REQUEST
         );
-        let r = o.respond(&Method::HEAD, "/vod/cmaf/seg-0-001.m4s", &HeaderMap::new());
+        let r = o.respond(&Method::HEAD, "/vod/hls/seg-0-001.m4s", &HeaderMap::new());
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(
             r.headers()[CONTENT_LENGTH].to_str().unwrap(),
-            o.files["cmaf/seg-0-001.m4s"].body.len().to_string()
+            o.files["hls/seg-0-001.m4s"].body.len().to_string()
         );
     }
 
@@ -836,7 +833,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let video = mp4::timescales(media::FILES[0].1).unwrap();
+        let video = mp4::timescales(&origin(6).files["hls/init-0.m4s"].body).unwrap();
         let times = [0, 1, 12_345_678, 3_600_000_000, u64::MAX / 2, u64::MAX];
         for (i, (key, original)) in media::FILES.iter().enumerate() {
             for round in 0..150 {
@@ -863,13 +860,13 @@ mod tests {
                         p.live(t, 6, |_| String::new());
                     }
                 }
-                if let Some(m) = dash::LiveMpd::parse(&text, "cmaf/") {
+                if let Some(m) = dash::LiveMpd::parse(&text, "dash/") {
                     let _ = m.can_be_continuous();
                     for t in times {
                         m.live(t, 6, "E", |_| String::new());
                     }
                     for a in m.aliases() {
-                        let _ = a.resolve("cmaf/seg-0-123456.m4s");
+                        let _ = a.resolve("dash/seg-0-123456.m4s");
                         let _ = a.keys().take(10).count();
                     }
                 }
@@ -889,9 +886,10 @@ mod tests {
                     let o = Origin::new(files, &OriginOptions::default(), SystemTime::now());
                     for (k, _) in media::FILES {
                         let _ = o.live(k);
-                        let _ = o.live(&format!("cmaf/loop-3/{}", &k[5..]));
+                        let name = k.rsplit('/').next().unwrap_or(k);
+                        let _ = o.live(&format!("hls/loop-3/{name}"));
                     }
-                    let _ = o.live("cmaf/seg-1-099.m4s");
+                    let _ = o.live("dash/seg-1-099.m4s");
                     assert!(o.files.contains_key(*key));
                 }
             }

@@ -197,12 +197,12 @@ mod tests {
 
     #[test]
     fn demo_media_timescales_and_sites() {
-        let video = timescales(media("cmaf/init-0.m4s")).unwrap();
-        let audio = timescales(media("cmaf/init-1.m4s")).unwrap();
+        let video = timescales(media("hls/init-0.m4s")).unwrap();
+        let audio = timescales(media("hls/init-1.m4s")).unwrap();
         assert_eq!(video.values().copied().collect::<Vec<_>>(), [12_800]);
         assert_eq!(audio.values().copied().collect::<Vec<_>>(), [32_000]);
 
-        let seg = media("cmaf/seg-0-002.m4s");
+        let seg = media("hls/seg-0-002.m4s");
         let s = sites(seg, &video).unwrap();
         // sidx (its own timescale) and one tfdt, both 2 s in.
         assert_eq!(s.len(), 2);
@@ -217,14 +217,14 @@ mod tests {
         // MPD states tells them apart.
         assert_eq!(video.keys().copied().collect::<Vec<_>>(), [1]);
         assert_eq!(audio.keys().copied().collect::<Vec<_>>(), [1]);
-        assert!(sites(media("cmaf/master.m3u8"), &video).is_none());
+        assert!(sites(media("hls/master.m3u8"), &video).is_none());
         assert!(timescales(seg).is_none());
     }
 
     #[test]
     fn shifting_moves_only_the_decode_times() {
-        let ts = timescales(media("cmaf/init-1.m4s")).unwrap();
-        let seg = media("cmaf/seg-1-001.m4s");
+        let ts = timescales(media("hls/init-1.m4s")).unwrap();
+        let seg = media("hls/seg-1-001.m4s");
         let s = sites(seg, &ts).unwrap();
         let before = tfdt(seg, &s);
         let shifted = shift(seg, &s, 3, 12_000_000);

@@ -20,7 +20,7 @@ pub(crate) enum Rejection {
 }
 
 /// Splits a request path (still percent-encoded, without query) into the
-/// view and the file key (`cmaf/master.m3u8`).
+/// view and the file key (`hls/master.m3u8`).
 pub(crate) fn parse(path: &str) -> Result<(View, String), Rejection> {
     let rest = path.strip_prefix('/').ok_or(Rejection::BadRequest)?;
     let decoded = percent_decode(rest).ok_or(Rejection::BadRequest)?;
@@ -122,8 +122,8 @@ mod tests {
     #[test]
     fn views_and_keys() {
         assert_eq!(
-            parse("/vod/cmaf/master.m3u8"),
-            Ok((View::Vod, "cmaf/master.m3u8".into()))
+            parse("/vod/hls/master.m3u8"),
+            Ok((View::Vod, "hls/master.m3u8".into()))
         );
         assert_eq!(
             parse("/live/a/b/c.m4s"),
@@ -188,8 +188,8 @@ mod tests {
     #[test]
     fn plain_relative_uris() {
         assert_eq!(
-            join_plain("cmaf/", "seg-0-001.m4s").as_deref(),
-            Some("cmaf/seg-0-001.m4s")
+            join_plain("hls/", "seg-0-001.m4s").as_deref(),
+            Some("hls/seg-0-001.m4s")
         );
         assert_eq!(join_plain("", "v/a%20b.m4s").as_deref(), Some("v/a b.m4s"));
         for uri in [
@@ -212,8 +212,8 @@ mod tests {
     #[test]
     fn loop_directories() {
         assert_eq!(
-            split_loop("cmaf/loop-7/seg.m4s"),
-            Some(("cmaf/seg.m4s".into(), 7))
+            split_loop("hls/loop-7/seg.m4s"),
+            Some(("hls/seg.m4s".into(), 7))
         );
         assert_eq!(split_loop("loop-0/seg.m4s"), Some(("seg.m4s".into(), 0)));
         assert_eq!(
@@ -221,10 +221,10 @@ mod tests {
             Some(("loop-1/s.m4s".into(), 2))
         );
         for key in [
-            "cmaf/seg.m4s",
+            "hls/seg.m4s",
             "loop-/s",
             "loop-x/s",
-            "cmaf/loop-3",
+            "hls/loop-3",
             "loop-99999999999999999999/s",
             "loop-+1/s",
         ] {
