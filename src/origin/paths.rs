@@ -1,0 +1,234 @@
+//! Request paths: which view (`/vod`, `/live`) and which file key, with traversal ruled out.
+//!
+//! Files are only ever looked up by key in the in-memory table, so a path
+//! cannot reach outside the served directory anyway; refusing `.`/`..`
+//! segments (also percent-encoded), backslashes and NULs here keeps it that
+//! way even if lookups change, and gives clients a clear 400.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum View {
+    Vod,
+    Live,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// Malformed or unsafe: 400.
+    BadRequest,
+    /// Well-formed but nothing can live there: 404.
+    NotFound,
+}
+
+/// Splits a request path (still percent-encoded, without query) into the
+/// view and the file key (`hls/master.m3u8`).
+pub(crate) fn parse(path: &str) -> Result<(View, String), Rejection> {
+    let rest = path.strip_prefix('/').ok_or(Rejection::BadRequest)?;
+    let decoded = percent_decode(rest).ok_or(Rejection::BadRequest)?;
+    let decoded = String::from_utf8(decoded).map_err(|_| Rejection::BadRequest)?;
+    if decoded.contains(['\\', '\0']) {
+        return Err(Rejection::BadRequest);
+    }
+    let mut segments = decoded.split('/');
+    let view = match segments.next() {
+        Some("vod") => View::Vod,
+        Some("live") => View::Live,
+        _ => return Err(Rejection::NotFound),
+    };
+    let mut key = String::with_capacity(decoded.len());
+    for segment in segments {
+        match segment {
+            "." | ".." => return Err(Rejection::BadRequest),
+            "" => return Err(Rejection::NotFound),
+            s => {
+                if !key.is_empty() {
+                    key.push('/');
+                }
+                key.push_str(s);
+            }
+        }
+    }
+    if key.is_empty() {
+        return Err(Rejection::NotFound);
+    }
+    Ok((view, key))
+}
+
+/// The key a URI written in a playlist or MPD at `dir` (a key prefix, `""` or
+/// `"a/b/"`) refers to, if it is a plain relative path: no scheme, query,
+/// fragment, absolute path or dot segments, so the join is just a
+/// concatenation. `None` for anything else.
+pub(crate) fn join_plain(dir: &str, uri: &str) -> Option<String> {
+    if uri.is_empty()
+        || uri.contains("://")
+        || uri.contains(['?', '#', '\\'])
+        || uri.starts_with('/')
+    {
+        return None;
+    }
+    let decoded = String::from_utf8(percent_decode(uri)?).ok()?;
+    if decoded.contains('\0') || decoded.split('/').any(|s| matches!(s, "" | "." | "..")) {
+        return None;
+    }
+    Some(format!("{dir}{decoded}"))
+}
+
+/// `a/loop-7/b.m4s` → (`a/b.m4s`, 7): the loop-directory form live HLS
+/// playlists use for per-loop segment URLs.
+pub(crate) fn split_loop(key: &str) -> Option<(String, u64)> {
+    let mut parts: Vec<&str> = key.split('/').collect();
+    let at = parts.iter().rposition(|p| {
+        p.strip_prefix("loop-").is_some_and(|n| {
+            !n.is_empty() && n.len() <= 19 && n.bytes().all(|c| c.is_ascii_digit())
+        })
+    })?;
+    if at + 1 == parts.len() {
+        return None;
+    }
+    let n = parts.remove(at).strip_prefix("loop-")?.parse().ok()?;
+    Some((parts.join("/"), n))
+}
+
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hi = hex(*b.get(i + 1)?)?;
+            let lo = hex(*b.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_and_keys() {
+        assert_eq!(
+            parse("/vod/hls/master.m3u8"),
+            Ok((View::Vod, "hls/master.m3u8".into()))
+        );
+        assert_eq!(
+            parse("/live/a/b/c.m4s"),
+            Ok((View::Live, "a/b/c.m4s".into()))
+        );
+        assert_eq!(
+            parse("/vod/with%20space.ts"),
+            Ok((View::Vod, "with space.ts".into()))
+        );
+        assert_eq!(
+            parse("/vod/caf%C3%A9.ts"),
+            Ok((View::Vod, "café.ts".into()))
+        );
+    }
+
+    #[test]
+    fn unknown_places_are_not_found() {
+        for p in [
+            "/",
+            "/vod",
+            "/vod/",
+            "/live/",
+            "/other/x.ts",
+            "/VOD/x.ts",
+            "/vod//x.ts",
+            "/vod/x/",
+            "/vodx/a",
+        ] {
+            assert_eq!(parse(p), Err(Rejection::NotFound), "{p}");
+        }
+    }
+
+    #[test]
+    fn traversal_is_refused() {
+        for p in [
+            "/vod/../etc/passwd",
+            "/vod/a/../../etc/passwd",
+            "/vod/./a",
+            "/vod/%2e%2e/etc/passwd",
+            "/vod/%2E%2E%2Fetc%2Fpasswd",
+            "/vod/a%2f..%2f..%2fsecret",
+            "/live/..",
+            "/vod/..%5c..%5cwin.ini",
+            "/vod/a\\..\\b",
+            "/vod/a%00.ts",
+            "/vod/%zz",
+            "/vod/%4",
+            "/vod/%",
+            "/vod/%ff%fe",
+            "vod/x.ts",
+            "",
+        ] {
+            assert_eq!(parse(p), Err(Rejection::BadRequest), "{p}");
+        }
+        // Harmless look-alikes stay files.
+        assert_eq!(
+            parse("/vod/..a/b...ts"),
+            Ok((View::Vod, "..a/b...ts".into()))
+        );
+    }
+
+    #[test]
+    fn plain_relative_uris() {
+        assert_eq!(
+            join_plain("hls/", "seg-0-001.m4s").as_deref(),
+            Some("hls/seg-0-001.m4s")
+        );
+        assert_eq!(join_plain("", "v/a%20b.m4s").as_deref(), Some("v/a b.m4s"));
+        for uri in [
+            "",
+            "/abs.ts",
+            "http://x/a.ts",
+            "a.ts?x=1",
+            "a.ts#f",
+            "../a.ts",
+            "./a.ts",
+            "a//b.ts",
+            "a\\b",
+            "%2e%2e/a",
+            "%zz",
+        ] {
+            assert_eq!(join_plain("d/", uri), None, "{uri}");
+        }
+    }
+
+    #[test]
+    fn loop_directories() {
+        assert_eq!(
+            split_loop("hls/loop-7/seg.m4s"),
+            Some(("hls/seg.m4s".into(), 7))
+        );
+        assert_eq!(split_loop("loop-0/seg.m4s"), Some(("seg.m4s".into(), 0)));
+        assert_eq!(
+            split_loop("loop-1/loop-2/s.m4s"),
+            Some(("loop-1/s.m4s".into(), 2))
+        );
+        for key in [
+            "hls/seg.m4s",
+            "loop-/s",
+            "loop-x/s",
+            "hls/loop-3",
+            "loop-99999999999999999999/s",
+            "loop-+1/s",
+        ] {
+            assert_eq!(split_loop(key), None, "{key}");
+        }
+    }
+}
