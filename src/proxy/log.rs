@@ -1,0 +1,203 @@
+//! Phase `log`: one access-log line and the request's metrics, written when its body ends,
+//! fails or is dropped (so bytes and duration are what the client really got).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Response, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use tokio::time::Instant;
+
+use super::respond::empty;
+use crate::cache::ContentKind;
+use crate::cmcd::Cmcd;
+use crate::server::{BoxError, ConnInfo, ResponseBody};
+
+/// How a request was answered, for metrics, logs and `Cache-Status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Fresh from the cache.
+    Hit,
+    /// Fetched from the origin by this request.
+    Miss,
+    /// Joined another request's origin fetch.
+    Collapsed,
+    /// A stale copy: revalidated with the origin (304) or served stale by policy.
+    Stale,
+    /// Not cacheable: went to the origin without collapsing.
+    Pass,
+    /// Answered by the edge itself (errors, refusals).
+    Synthetic,
+}
+
+impl CacheResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Collapsed => "collapsed",
+            CacheResult::Stale => "stale",
+            CacheResult::Pass => "pass",
+            CacheResult::Synthetic => "synthetic",
+        }
+    }
+}
+
+/// What the access log and metrics record about one request.
+pub struct Outcome {
+    pub method: Method,
+    pub target: String,
+    pub peer: std::net::SocketAddr,
+    pub protocol: &'static str,
+    pub started: Instant,
+    pub cache: CacheResult,
+    pub kind: ContentKind,
+    pub origin: Option<Arc<str>>,
+    pub error: Option<String>,
+    pub cmcd: Option<Cmcd>,
+    ttfb: Duration,
+}
+
+impl Outcome {
+    pub fn new(parts: &http::request::Parts, conn: &ConnInfo) -> Outcome {
+        Outcome {
+            method: parts.method.clone(),
+            target: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            peer: conn.peer,
+            protocol: conn.protocol,
+            started: Instant::now(),
+            cache: CacheResult::Synthetic,
+            kind: ContentKind::Other,
+            origin: None,
+            error: None,
+            cmcd: None,
+            ttfb: Duration::ZERO,
+        }
+    }
+}
+
+/// Wraps the body so the access line and metrics are written when it ends.
+pub fn log(mut response: Response<ResponseBody>, mut out: Outcome) -> Response<ResponseBody> {
+    let status = response.status().as_u16();
+    out.ttfb = out.started.elapsed();
+    crate::metrics::first_byte(out.cache.as_str(), out.ttfb);
+    if out.method == Method::HEAD || response.body().is_end_stream() {
+        emit(&out, status, 0, None);
+        return response;
+    }
+    let expected = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let body = std::mem::replace(response.body_mut(), empty());
+    *response.body_mut() = UnsyncBoxBody::new(LoggedBody {
+        inner: body,
+        bytes: 0,
+        expected,
+        log: Some((out, status)),
+    });
+    response
+}
+
+fn emit(out: &Outcome, status: u16, bytes: u64, body_error: Option<&str>) {
+    let duration = out.started.elapsed();
+    crate::metrics::request_done(
+        &out.method,
+        status,
+        out.cache.as_str(),
+        out.kind.as_str(),
+        bytes,
+        duration,
+    );
+    let error = body_error.or(out.error.as_deref()).unwrap_or("");
+    let cmcd = out.cmcd.as_ref();
+    tracing::info!(
+        target: "streamedge::access",
+        client = %out.peer,
+        proto = out.protocol,
+        method = %out.method,
+        path = %out.target,
+        status,
+        cache = out.cache.as_str(),
+        kind = out.kind.as_str(),
+        bytes,
+        ms = duration.as_secs_f64() * 1000.0,
+        ttfb_ms = out.ttfb.as_secs_f64() * 1000.0,
+        origin = out.origin.as_deref().unwrap_or("-"),
+        cmcd_sid = cmcd.and_then(|c| c.session.as_deref()).unwrap_or(""),
+        cmcd_bl = cmcd.and_then(|c| c.buffer_ms),
+        cmcd_mtp = cmcd.and_then(|c| c.throughput_kbps),
+        cmcd_bs = cmcd.is_some_and(|c| c.starved),
+        error,
+    );
+}
+
+/// Counts body bytes and writes the access line when the body ends, fails or is dropped.
+struct LoggedBody {
+    inner: ResponseBody,
+    bytes: u64,
+    /// The declared length: hyper may drop a body as soon as it has sent that many bytes.
+    expected: Option<u64>,
+    log: Option<(Outcome, u16)>,
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some((out, status)) = self.log.take() {
+                    emit(&out, status, self.bytes, Some(&e.to_string()));
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some((out, status)) = self.log.take() {
+                    emit(&out, status, self.bytes, None);
+                }
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some((out, status)) = self.log.take() {
+            let complete = self.expected.is_some_and(|e| self.bytes >= e);
+            emit(
+                &out,
+                status,
+                self.bytes,
+                (!complete).then_some("client went away"),
+            );
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! Phase `respond`: responses from stored objects and from fills — `Age`, `Via`, RFC 9211
+//! `Cache-Status`, client preconditions, `Range`, the edge's own encodings — and the one
+//! mapping from errors to error responses.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use tokio::time::Instant;
+
+use super::log::{CacheResult, Outcome};
+use crate::cache::conditional::{self, Precondition, RangeRequest};
+use crate::cache::fill::{FillHead, FillReader};
+use crate::cache::{CachedObject, Encodings};
+use crate::compress::{Encoding, preferred_encoding};
+use crate::error::EdgeError;
+use crate::server::{BoxError, ResponseBody};
+
+pub const VIA: &str = "1.1 streamedge";
+
+/// RFC 9211 `Cache-Status` of one response.
+pub struct CacheStatus {
+    pub hit: bool,
+    pub fwd: Option<&'static str>,
+    pub fwd_status: Option<u16>,
+    pub stored: bool,
+    pub collapsed: bool,
+    pub ttl: Option<i64>,
+    pub detail: Option<&'static str>,
+}
+
+impl CacheStatus {
+    pub fn hit(ttl: i64) -> CacheStatus {
+        CacheStatus {
+            hit: true,
+            fwd: None,
+            fwd_status: None,
+            stored: false,
+            collapsed: false,
+            ttl: Some(ttl),
+            detail: None,
+        }
+    }
+
+    pub fn stale_while_revalidate(ttl: i64) -> CacheStatus {
+        CacheStatus {
+            detail: Some("stale-while-revalidate"),
+            ..CacheStatus::hit(ttl)
+        }
+    }
+
+    pub fn stale_on_error(ttl: i64, e: &EdgeError) -> CacheStatus {
+        CacheStatus {
+            hit: false,
+            fwd: Some("stale"),
+            fwd_status: Some(e.status().as_u16()),
+            stored: false,
+            collapsed: false,
+            ttl: Some(ttl),
+            detail: Some("stale-if-error"),
+        }
+    }
+
+    pub fn value(&self) -> HeaderValue {
+        let mut s = String::with_capacity(64);
+        s.push_str("streamedge");
+        if self.hit {
+            s.push_str("; hit");
+        }
+        if let Some(f) = self.fwd {
+            s.push_str("; fwd=");
+            s.push_str(f);
+        }
+        if let Some(st) = self.fwd_status {
+            s.push_str("; fwd-status=");
+            s.push_str(&st.to_string());
+        }
+        if self.stored {
+            s.push_str("; stored");
+        }
+        if self.collapsed {
+            s.push_str("; collapsed");
+        }
+        if let Some(t) = self.ttl {
+            s.push_str("; ttl=");
+            s.push_str(&t.to_string());
+        }
+        if let Some(d) = self.detail {
+            s.push_str("; detail=");
+            s.push_str(d);
+        }
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("streamedge"))
+    }
+}
+
+pub fn empty() -> ResponseBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn full(b: Bytes) -> ResponseBody {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
+
+fn age_value(age: Duration) -> HeaderValue {
+    HeaderValue::from(age.as_secs())
+}
+
+/// Sets the edge's own response headers (Age, Cache-Status, Via). `Via` is appended: it
+/// lists every hop the response went through (RFC 9110 §7.6.3), the origin's included.
+fn set_extra(h: &mut HeaderMap, extra: &[(HeaderName, HeaderValue)]) {
+    for (n, v) in extra {
+        if *n == header::VIA {
+            h.append(n.clone(), v.clone());
+        } else {
+            h.insert(n.clone(), v.clone());
+        }
+    }
+}
+
+fn extra_headers(age: Duration, status: &CacheStatus) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (header::AGE, age_value(age)),
+        (HeaderName::from_static("cache-status"), status.value()),
+        (header::VIA, HeaderValue::from_static(VIA)),
+    ]
+}
+
+/// Headers a 304 carries (RFC 9110 §15.4.5).
+fn not_modified(
+    headers: &HeaderMap,
+    extra: &[(HeaderName, HeaderValue)],
+) -> Response<ResponseBody> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    let h = resp.headers_mut();
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::VARY,
+        header::LAST_MODIFIED,
+    ] {
+        for v in headers.get_all(&name) {
+            h.append(name.clone(), v.clone());
+        }
+    }
+    set_extra(h, extra);
+    resp
+}
+
+/// The encoded body to send, if the client prefers an encoding the edge made for this object.
+/// Ranges are served from the identity bytes.
+fn pick_encoding(
+    parts: &http::request::Parts,
+    encodings: Option<&Encodings>,
+) -> Option<(Encoding, Bytes)> {
+    let encodings = encodings?;
+    if parts.headers.contains_key(header::RANGE) {
+        return None;
+    }
+    let want = preferred_encoding(&parts.headers);
+    encodings.get(want).map(|b| (want, b.clone()))
+}
+
+/// Rewrites headers for an encoded representation: its coding and length, and a weak ETag
+/// (the bytes differ from the identity representation's).
+fn encoded_headers(h: &mut HeaderMap, encoding: Encoding, len: usize) {
+    h.insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static(encoding.as_str()),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(etag) = h.get(header::ETAG).and_then(|v| v.to_str().ok())
+        && etag.starts_with('"')
+        && let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}"))
+    {
+        h.insert(header::ETAG, weak);
+    }
+    crate::metrics::compressed(encoding.as_str());
+}
+
+/// A response from a stored object: preconditions, Range (single and multipart), encodings, HEAD.
+pub fn respond_stored(
+    obj: &CachedObject,
+    parts: &http::request::Parts,
+    status: CacheStatus,
+    now: Instant,
+) -> Result<Response<ResponseBody>, EdgeError> {
+    let extra = extra_headers(obj.freshness.age(now), &status);
+    match conditional::evaluate(&parts.method, &parts.headers, obj.status, &obj.headers) {
+        Precondition::NotModified => return Ok(not_modified(&obj.headers, &extra)),
+        Precondition::Failed => return Err(EdgeError::PreconditionFailed),
+        Precondition::Proceed => {}
+    }
+    let mut headers = obj.headers.clone();
+    set_extra(&mut headers, &extra);
+    let head_only = parts.method == Method::HEAD;
+    if let Some((encoding, bytes)) = pick_encoding(parts, obj.encodings.as_deref()) {
+        encoded_headers(&mut headers, encoding, bytes.len());
+        let mut resp = Response::new(if head_only { empty() } else { full(bytes) });
+        *resp.status_mut() = obj.status;
+        *resp.headers_mut() = headers;
+        return Ok(resp);
+    }
+    let len = obj.body.len() as u64;
+    let (status, body) = match ranged(parts, obj.status, &obj.headers, Some(len)) {
+        RangeRequest::Full => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            (obj.status, obj.body.clone())
+        }
+        RangeRequest::Single(a, b) => {
+            headers.insert(header::CONTENT_RANGE, content_range(a, b, len));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b - a));
+            (
+                StatusCode::PARTIAL_CONTENT,
+                obj.body.slice(a as usize..b as usize),
+            )
+        }
+        RangeRequest::Multi(ranges) => {
+            let (ctype, body) = multipart(&obj.headers, &obj.body, &ranges);
+            headers.insert(header::CONTENT_TYPE, ctype);
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            (StatusCode::PARTIAL_CONTENT, body)
+        }
+        RangeRequest::Unsatisfiable => return Ok(unsatisfiable(len, &extra)),
+    };
+    let mut resp = Response::new(if head_only { empty() } else { full(body) });
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    Ok(resp)
+}
+
+fn content_range(a: u64, b: u64, len: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("bytes {a}-{}/{len}", b - 1))
+        .unwrap_or(HeaderValue::from_static("bytes */0"))
+}
+
+fn unsatisfiable(len: u64, extra: &[(HeaderName, HeaderValue)]) -> Response<ResponseBody> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    set_extra(h, extra);
+    resp
+}
+
+/// Which range applies: only to 200 responses of known length whose If-Range holds.
+fn ranged(
+    parts: &http::request::Parts,
+    status: StatusCode,
+    headers: &HeaderMap,
+    len: Option<u64>,
+) -> RangeRequest {
+    let (Some(len), true) = (len, status == StatusCode::OK) else {
+        return RangeRequest::Full;
+    };
+    match conditional::parse_range(&parts.headers) {
+        Some(specs) if conditional::if_range_allows(&parts.headers, headers) => {
+            conditional::resolve(&specs, len)
+        }
+        _ => RangeRequest::Full,
+    }
+}
+
+fn multipart(headers: &HeaderMap, body: &Bytes, ranges: &[(u64, u64)]) -> (HeaderValue, Bytes) {
+    let boundary = format!(
+        "streamedge-{:016x}",
+        body.len() as u64 ^ 0x5ee0_d6e5_7a1b_c3d2
+    );
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let len = body.len() as u64;
+    let mut out = bytes::BytesMut::new();
+    for &(a, b) in ranges {
+        out.extend_from_slice(
+            format!(
+                "\r\n--{boundary}\r\nContent-Type: {ctype}\r\nContent-Range: bytes {a}-{}/{len}\r\n\r\n",
+                b - 1
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(&body[a as usize..b as usize]);
+    }
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let value = HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
+        .unwrap_or(HeaderValue::from_static("multipart/byteranges"));
+    (value, out.freeze())
+}
+
+/// A response from a fill: the shared head plus this request's view of the body. Multiple
+/// ranges on a fill are answered with the whole object (200), as RFC 9110 allows.
+pub fn respond_fill(
+    head: &FillHead,
+    reader: FillReader,
+    parts: &http::request::Parts,
+    collapsed: bool,
+    fwd: &'static str,
+) -> Result<Response<ResponseBody>, EdgeError> {
+    let now = Instant::now();
+    let status = if head.from_store {
+        CacheStatus::hit(head.freshness.map_or(0, |f| f.ttl_secs(now)))
+    } else {
+        CacheStatus {
+            hit: false,
+            fwd: Some(if head.revalidated { "stale" } else { fwd }),
+            fwd_status: Some(if head.revalidated {
+                304
+            } else {
+                head.status.as_u16()
+            }),
+            stored: head.freshness.is_some(),
+            collapsed,
+            ttl: head.freshness.map(|f| f.ttl_secs(now)),
+            detail: None,
+        }
+    };
+    let age = if head.from_store || head.revalidated {
+        head.freshness.map_or(head.initial_age, |f| f.age(now))
+    } else {
+        head.initial_age
+    };
+    let extra = extra_headers(age, &status);
+    match conditional::evaluate(&parts.method, &parts.headers, head.status, &head.headers) {
+        Precondition::NotModified => return Ok(not_modified(&head.headers, &extra)),
+        Precondition::Failed => return Err(EdgeError::PreconditionFailed),
+        Precondition::Proceed => {}
+    }
+    let head_only = parts.method == Method::HEAD;
+    let mut headers = head.headers.clone();
+    set_extra(&mut headers, &extra);
+    if let Some((encoding, bytes)) = pick_encoding(parts, head.encodings.as_deref()) {
+        // Encoded fills are complete manifests: answer from the encoded bytes at once.
+        drop(reader);
+        encoded_headers(&mut headers, encoding, bytes.len());
+        let mut resp = Response::new(if head_only { empty() } else { full(bytes) });
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = headers;
+        return Ok(resp);
+    }
+    let range = match ranged(parts, head.status, &head.headers, head.content_length) {
+        RangeRequest::Multi(_) => RangeRequest::Full,
+        r => r,
+    };
+    let mut status_code = head.status;
+    let body_range = match range {
+        RangeRequest::Full => {
+            if let Some(len) = head.content_length {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
+            None
+        }
+        RangeRequest::Single(a, b) => {
+            status_code = StatusCode::PARTIAL_CONTENT;
+            headers.insert(
+                header::CONTENT_RANGE,
+                content_range(a, b, head.content_length.unwrap_or(b)),
+            );
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b - a));
+            Some((a, b))
+        }
+        RangeRequest::Unsatisfiable => {
+            return Ok(unsatisfiable(head.content_length.unwrap_or(0), &extra));
+        }
+        RangeRequest::Multi(_) => None,
+    };
+    let no_body = head_only
+        || head.status == StatusCode::NO_CONTENT
+        || head.status == StatusCode::NOT_MODIFIED;
+    let body = if no_body {
+        empty()
+    } else {
+        UnsyncBoxBody::new(
+            reader
+                .into_body(body_range)
+                .map_err(|e| Box::new(e) as BoxError),
+        )
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status_code;
+    *resp.headers_mut() = headers;
+    Ok(resp)
+}
+
+/// The one mapping from error to response: status from the error, a generic body.
+pub fn respond_error(e: &EdgeError, out: &mut Outcome) -> Response<ResponseBody> {
+    out.error = Some(e.to_string());
+    let status = e.status();
+    let body = Bytes::from(format!("{}\n", e.public_message()));
+    let mut resp = Response::new(full(body.clone()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let detail = e.cache_status_detail();
+    if e.source_class() == crate::error::ErrorSource::Origin
+        && let Ok(v) = HeaderValue::from_str(&format!("streamedge; fwd=miss; detail={detail}"))
+    {
+        h.insert(HeaderName::from_static("cache-status"), v);
+    }
+    match e {
+        EdgeError::MethodNotAllowed { allow, .. } => {
+            h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        EdgeError::RangeNotSatisfiable { length } => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{length}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+        }
+        EdgeError::NoHealthyOrigin { .. } | EdgeError::Overloaded { .. } => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
+    }
+    if e.source_class() == crate::error::ErrorSource::Client {
+        out.cache = CacheResult::Synthetic;
+    }
+    resp
+}
