@@ -411,7 +411,13 @@ impl Origin {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        self.respond(req.method(), req.uri().path(), req.headers())
+        let mut resp = self.respond(req.method(), req.uri().path(), req.headers());
+        // Browser players (hls.js, dash.js) on any page may fetch the demo media.
+        resp.headers_mut().insert(
+            http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        resp
     }
 
     fn respond(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response<Full<Bytes>> {
