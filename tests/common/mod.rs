@@ -149,12 +149,19 @@ struct OriginState {
     total: AtomicUsize,
     per_path: Mutex<HashMap<String, usize>>,
     seen: Mutex<Vec<Seen>>,
+    /// TCP connections accepted.
+    connections: AtomicUsize,
+    /// The SNI name of every TLS handshake (`None`: the client sent none).
+    sni: Mutex<Vec<Option<String>>>,
 }
 
 /// An in-process HTTP/1.1 origin on `127.0.0.1:0` that answers from a script and counts.
+/// It can be killed (port closed, connections aborted) and restarted on the same port, and
+/// can serve HTTPS with a certificate from a test CA.
 pub struct TestOrigin {
     pub addr: SocketAddr,
     state: Arc<OriginState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -163,49 +170,64 @@ impl TestOrigin {
     pub async fn start(
         script: impl Fn(&http::request::Parts) -> Reply + Send + Sync + 'static,
     ) -> TestOrigin {
+        TestOrigin::start_inner(None, Arc::new(script)).await
+    }
+
+    /// An HTTPS origin presenting `tls`'s certificate; its URL names `localhost`.
+    pub async fn start_tls(
+        tls: &OriginTls,
+        script: impl Fn(&http::request::Parts) -> Reply + Send + Sync + 'static,
+    ) -> TestOrigin {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+        TestOrigin::start_inner(Some(acceptor), Arc::new(script)).await
+    }
+
+    async fn start_inner(tls: Option<tokio_rustls::TlsAcceptor>, script: Script) -> TestOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let state = Arc::new(OriginState {
-            script: Mutex::new(Arc::new(script)),
+            script: Mutex::new(script),
             total: AtomicUsize::new(0),
             per_path: Mutex::new(HashMap::new()),
             seen: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
+            sni: Mutex::new(Vec::new()),
         });
-        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn({
-            let state = state.clone();
-            async move {
-                let mut conns = JoinSet::new();
-                loop {
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let _ = stream.set_nodelay(true);
-                            let state = state.clone();
-                            conns.spawn(async move {
-                                let service = hyper::service::service_fn(move |req| {
-                                    let state = state.clone();
-                                    async move { Ok::<_, Infallible>(answer(&state, req).await) }
-                                });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
-                            });
-                        }
-                        // Reap finished connections so the set does not grow.
-                        Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                    }
-                }
-                conns.shutdown().await;
-            }
-        });
-        TestOrigin {
+        let mut origin = TestOrigin {
             addr,
             state,
-            stop: Some(stop_tx),
-            task: Some(task),
-        }
+            tls,
+            stop: None,
+            task: None,
+        };
+        origin.serve(listener);
+        origin
+    }
+
+    /// Runs the accept loop on `listener` until `shutdown`.
+    fn serve(&mut self, listener: TcpListener) {
+        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let state = self.state.clone();
+        let tls = self.tls.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let _ = stream.set_nodelay(true);
+                        state.connections.fetch_add(1, Ordering::SeqCst);
+                        conns.spawn(connection(stream, state.clone(), tls.clone()));
+                    }
+                    // Reap finished connections so the set does not grow.
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+            conns.shutdown().await;
+        });
+        self.stop = Some(stop_tx);
+        self.task = Some(task);
     }
 
     /// An origin that answers every request with the same reply.
@@ -213,8 +235,13 @@ impl TestOrigin {
         TestOrigin::start(move |_| reply.clone()).await
     }
 
+    /// `http://127.0.0.1:port`, or `https://localhost:port` for an HTTPS origin (the name its
+    /// certificate is for; the edge resolves it to loopback).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            None => format!("http://{}", self.addr),
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+        }
     }
 
     /// Replaces the script for the requests that follow.
@@ -239,6 +266,16 @@ impl TestOrigin {
             .get(path)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// The SNI name of every completed TLS handshake, in order.
+    pub fn sni(&self) -> Vec<Option<String>> {
+        self.state.sni.lock().unwrap().clone()
     }
 
     /// Every request received, in order.
@@ -267,6 +304,27 @@ impl TestOrigin {
         self.shutdown().await;
     }
 
+    /// Like a crashed origin process: the port is closed and every open connection aborted.
+    /// The counters and the script stay, for `restart`.
+    pub async fn kill(&mut self) {
+        self.shutdown().await;
+    }
+
+    /// Listens again on the same port after `kill`.
+    pub async fn restart(&mut self) {
+        assert!(self.task.is_none(), "restart of a running origin");
+        let listener = within(5, "origin port to be free again", async {
+            loop {
+                match TcpListener::bind(self.addr).await {
+                    Ok(l) => break l,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await;
+        self.serve(listener);
+    }
+
     async fn shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -284,6 +342,80 @@ impl Drop for TestOrigin {
         // A test that panicked before `stop`: do not leave the accept loop behind.
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+    }
+}
+
+/// Serves one origin connection (after a TLS handshake for an HTTPS origin).
+async fn connection(
+    stream: tokio::net::TcpStream,
+    state: Arc<OriginState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let service_state = state.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let state = service_state.clone();
+        async move { Ok::<_, Infallible>(answer(&state, req).await) }
+    });
+    let http = hyper::server::conn::http1::Builder::new();
+    match tls {
+        None => {
+            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+        }
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream));
+            let Ok(Ok(stream)) = handshake.await else {
+                return;
+            };
+            let sni = stream.get_ref().1.server_name().map(str::to_owned);
+            state.sni.lock().unwrap().push(sni);
+            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+        }
+    }
+}
+
+/// A test CA and a certificate it signed for `localhost`, for HTTPS origins.
+pub struct OriginTls {
+    /// The CA certificate (PEM), for `fetch.ca_file`.
+    pub ca_pem: String,
+    config: Arc<rustls::ServerConfig>,
+}
+
+impl OriginTls {
+    pub fn localhost() -> OriginTls {
+        streamedge::tls::install_provider();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "streamedge test origin CA");
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+
+        let mut leaf =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("leaf params");
+        leaf.distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        leaf.use_authority_key_identifier_extension = true;
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+        let leaf_cert = leaf
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf certificate");
+
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf_cert.der().clone()], key)
+            .expect("origin TLS config");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        OriginTls {
+            ca_pem: ca_cert.pem(),
+            config: Arc::new(config),
         }
     }
 }
@@ -450,6 +582,26 @@ impl TestEdge {
     /// An edge in front of `origins` (base URLs); `extra` is appended YAML with whole top-level
     /// sections such as `cache:` or `fetch:`.
     pub async fn start_with(origins: &[String], extra: &str) -> TestEdge {
+        let mut section = String::new();
+        for o in origins {
+            section.push_str(&format!("  - url: \"{o}\"\n"));
+        }
+        TestEdge::start_origins_yaml(&section, extra).await
+    }
+
+    /// An edge in front of named, weighted origins: `(name, base URL, weight)`.
+    pub async fn start_fleet(origins: &[(&str, String, u32)], extra: &str) -> TestEdge {
+        let mut section = String::new();
+        for (name, url, weight) in origins {
+            section.push_str(&format!(
+                "  - url: \"{url}\"\n    name: \"{name}\"\n    weight: {weight}\n"
+            ));
+        }
+        TestEdge::start_origins_yaml(&section, extra).await
+    }
+
+    /// `origins` is the body of the `origins:` list, in YAML.
+    async fn start_origins_yaml(origins: &str, extra: &str) -> TestEdge {
         streamedge::tls::install_provider();
         let dir = TempDir::new("edge");
         let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
@@ -468,9 +620,7 @@ impl TestEdge {
             cert_path.display(),
             key_path.display()
         );
-        for o in origins {
-            yaml.push_str(&format!("  - url: \"{o}\"\n"));
-        }
+        yaml.push_str(origins);
         yaml.push_str(extra);
         let config = match streamedge::config::parse(&yaml) {
             Ok(c) => c,
@@ -544,6 +694,30 @@ impl TestEdge {
         let r = get(&self.http_client(), &self.admin_url("/metrics")).await;
         assert_eq!(r.status, StatusCode::OK);
         String::from_utf8(r.body.to_vec()).expect("metrics are text")
+    }
+
+    /// `streamedge_origin_up` of one origin (by name), if the edge reports it.
+    pub async fn origin_up(&self, name: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        let label = format!("origin=\"{name}\"");
+        text.lines()
+            .filter(|l| l.starts_with("streamedge_origin_up{") && l.contains(&label))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// Waits (bounded) until `/metrics` reports the origin up (`true`) or down.
+    pub async fn wait_origin_up(&self, name: &str, up: bool, secs: u64) {
+        let want = if up { 1.0 } else { 0.0 };
+        within(
+            secs,
+            &format!("origin {name} to be reported up={up}"),
+            async {
+                while self.origin_up(name).await != Some(want) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+        )
+        .await;
     }
 
     /// Signals shutdown without waiting (the edge drains requests in flight).
