@@ -2,7 +2,9 @@
 //!
 //! Passive failures (connect errors, timeouts, configured 5xx) count toward `fall` like failed
 //! probes. A fallen origin is skipped until `rise` probes succeed; without active checks it is
-//! tried again after a cool-down, and one good answer brings it back.
+//! tried again after a cool-down, and one good answer brings it back. A trial whose request
+//! ends without a verdict (cancelled, or failed for a reason that says nothing about the
+//! origin) is handed back, so it cannot keep the origin out for good.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,8 +17,9 @@ struct State {
     fails: u32,
     oks: u32,
     down_since: Option<Instant>,
-    /// Without active checks: a cool-down trial is in flight.
-    trial: bool,
+    /// Without active checks: the number of the cool-down trial in flight.
+    trial: Option<u64>,
+    trials: u64,
 }
 
 #[derive(Debug)]
@@ -47,7 +50,8 @@ impl Health {
                 fails: 0,
                 oks: 0,
                 down_since: None,
-                trial: false,
+                trial: None,
+                trials: 0,
             }),
             rise: rise.max(1),
             fall: fall.max(1),
@@ -60,22 +64,31 @@ impl Health {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether requests may go to this origin now.
-    pub fn is_available(&self) -> bool {
+    /// Whether a request may go to this origin now: `None` to skip it. Keep the answer until
+    /// the request has ended: when it is the cool-down trial, dropping it without a verdict
+    /// (`success` / `failure`) hands the trial back.
+    pub fn admit(&self) -> Option<Admitted<'_>> {
         let mut st = self.lock();
         if st.up {
-            return true;
+            return Some(Admitted {
+                health: self,
+                trial: None,
+            });
         }
         if self.active {
-            return false;
+            return None;
         }
         // Passive only: after the cool-down let one request through as a trial.
         match st.down_since {
-            Some(t) if t.elapsed() >= self.cooldown && !st.trial => {
-                st.trial = true;
-                true
+            Some(t) if t.elapsed() >= self.cooldown && st.trial.is_none() => {
+                st.trials += 1;
+                st.trial = Some(st.trials);
+                Some(Admitted {
+                    health: self,
+                    trial: st.trial,
+                })
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -101,7 +114,7 @@ impl Health {
         }
         st.up = true;
         st.oks = 0;
-        st.trial = false;
+        st.trial = None;
         st.down_since = None;
         drop(st);
         self.announce(Transition::Up);
@@ -113,8 +126,7 @@ impl Health {
         let mut st = self.lock();
         st.oks = 0;
         if !st.up {
-            if st.trial {
-                st.trial = false;
+            if st.trial.take().is_some() {
                 st.down_since = Some(Instant::now());
             }
             return Transition::None;
@@ -144,6 +156,24 @@ impl Health {
     }
 }
 
+/// A request admitted to an origin; see [`Health::admit`].
+pub struct Admitted<'a> {
+    health: &'a Health,
+    trial: Option<u64>,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.trial {
+            let mut st = self.health.lock();
+            // Still this trial: it ended without a verdict.
+            if st.trial == Some(id) {
+                st.trial = None;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,7 +184,9 @@ mod tests {
         assert_eq!(h.failure("x"), Transition::None);
         assert_eq!(h.failure("x"), Transition::None);
         assert_eq!(h.failure("x"), Transition::Down);
-        assert!(!h.is_available());
+        assert!(h.admit().is_none());
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(h.admit().is_none(), "no cool-down trial with active checks");
         assert_eq!(
             h.success(false),
             Transition::None,
@@ -162,21 +194,51 @@ mod tests {
         );
         assert_eq!(h.success(true), Transition::None);
         assert_eq!(h.success(true), Transition::Up);
-        assert!(h.is_available());
+        assert!(h.admit().is_some());
     }
 
     #[tokio::test(start_paused = true)]
     async fn passive_cooldown_trial() {
         let h = Health::new("t-passive", 2, 1, false, Duration::from_secs(10));
         assert_eq!(h.failure("x"), Transition::Down);
-        assert!(!h.is_available());
+        assert!(h.admit().is_none());
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(h.is_available(), "one trial after the cool-down");
-        assert!(!h.is_available(), "only one trial at a time");
+        let trial = h.admit();
+        assert!(trial.is_some(), "one trial after the cool-down");
+        assert!(h.admit().is_none(), "only one trial at a time");
         assert_eq!(h.failure("x"), Transition::None);
-        assert!(!h.is_available(), "failed trial restarts the cool-down");
+        drop(trial);
+        assert!(h.admit().is_none(), "failed trial restarts the cool-down");
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(h.is_available());
+        let trial = h.admit();
+        assert!(trial.is_some());
         assert_eq!(h.success(false), Transition::Up);
+        drop(trial);
+        assert!(h.is_up());
+        assert!(h.admit().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trial_without_verdict_is_handed_back() {
+        let h = Health::new("t-lost", 2, 1, false, Duration::from_secs(10));
+        assert_eq!(h.failure("x"), Transition::Down);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let lost = h.admit();
+        assert!(lost.is_some());
+        drop(lost);
+        let trial = h.admit();
+        assert!(
+            trial.is_some(),
+            "a cancelled trial does not keep the origin out"
+        );
+
+        // An old admission ending late leaves the current trial alone.
+        let old = Admitted {
+            health: &h,
+            trial: Some(0),
+        };
+        drop(old);
+        assert!(h.admit().is_none(), "still one trial at a time");
+        drop(trial);
     }
 }

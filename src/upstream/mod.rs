@@ -206,9 +206,11 @@ impl Upstream {
                 break;
             }
             let origin = &self.origins[i];
-            if !origin.health.is_available() {
+            // Held until this attempt ends: a cool-down trial that ends without a verdict
+            // (cancelled with its request) is handed back.
+            let Some(_admitted) = origin.health.admit() else {
                 continue;
-            }
+            };
             tried_any = true;
             attempts += 1;
             let more_left = req.retry
