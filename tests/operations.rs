@@ -1,0 +1,427 @@
+//! Operating the edge as a process: signals (SIGTERM drain, SIGHUP reload that keeps the old
+//! config on errors), the JSON access log, the Prometheus exposition checked by `promtool`,
+//! and the health endpoints.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The `streamedge` binary running with a config file; its stderr lines are collected.
+struct EdgeProcess {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    http: String,
+    admin: String,
+}
+
+impl EdgeProcess {
+    fn start(config: &Path) -> EdgeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamedge"))
+            .arg("--config")
+            .arg(config)
+            .env_remove("STREAMEDGE_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn streamedge");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut p = EdgeProcess {
+            child,
+            lines,
+            http: String::new(),
+            admin: String::new(),
+        };
+        p.http = p.wait_for_addr("listening on http://");
+        p.admin = p.wait_for_addr("admin on http://");
+        p
+    }
+
+    fn wait_line(&self, needle: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within {secs}s; got:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn count_lines(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    fn wait_for_addr(&self, needle: &str) -> String {
+        let line = self.wait_line(needle, 20);
+        let start = line.find(needle).unwrap() + needle.len();
+        let addr: String = line[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+            .collect();
+        format!("http://{addr}")
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("streamedge did not exit within {secs}s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &TempDir, name: &str, origin: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "listen:\n  http: \"127.0.0.1:0\"\nadmin:\n  listen: \"127.0.0.1:0\"\n  token: \"secret-one\"\n\
+             origins:\n  - url: \"{origin}\"\n    name: o\n{extra}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn client() -> reqwest::Client {
+    streamedge::tls::install_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_access_log_and_sigterm_drains_then_exits_zero() {
+    let body = payload(200_000, 7);
+    let origin = TestOrigin::start({
+        let body = body.clone();
+        move |parts| {
+            if parts.uri.path() == "/slow.ts" {
+                Reply::ok(body.clone()).trickle_over(20_000, Duration::from_millis(1200))
+            } else {
+                Reply::ok("#EXTM3U\n").header("content-type", "application/vnd.apple.mpegurl")
+            }
+        }
+    })
+    .await;
+    let dir = TempDir::new("ops-json");
+    let cfg = write_config(&dir, "edge.yaml", &origin.url(), "log:\n  access: json\n");
+    let mut edge = EdgeProcess::start(&cfg);
+    let c = client();
+
+    let r = c
+        .get(format!(
+            "{}/a.m3u8?CMCD=bl%3D1500%2Cbs%2Csid%3D%22s1%22",
+            edge.http
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await.unwrap();
+    let line = edge.wait_line("\"path\":\"/a.m3u8", 10);
+    let v: serde_json_lite::Value = serde_json_lite::parse(&line);
+    assert_eq!(v.field("method"), Some("GET"), "{line}");
+    assert_eq!(v.field("status"), Some("200"), "{line}");
+    assert_eq!(v.field("cache"), Some("miss"), "{line}");
+    assert_eq!(v.field("kind"), Some("manifest"), "{line}");
+    assert_eq!(v.field("cmcd_bl"), Some("1500"), "{line}");
+    assert_eq!(v.field("cmcd_bs"), Some("true"), "{line}");
+    assert_eq!(v.field("cmcd_sid"), Some("s1"), "{line}");
+    assert_eq!(v.field("origin"), Some("o"), "{line}");
+    assert!(v.field("ttfb_ms").is_some(), "{line}");
+
+    // A slow response in flight when SIGTERM arrives still completes; then exit 0.
+    let slow = tokio::spawn({
+        let c = c.clone();
+        let url = format!("{}/slow.ts", edge.http);
+        async move { c.get(url).send().await.unwrap().bytes().await }
+    });
+    origin.wait_for_count(2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    edge.signal("TERM");
+    let got = within(15, "slow body", slow)
+        .await
+        .unwrap()
+        .expect("body completes");
+    assert_eq!(got, body, "the drained response is complete");
+    let code = tokio::task::spawn_blocking(move || edge.wait_exit(20))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reload_keeps_old_config_on_errors_and_applies_good_ones() {
+    let one = TestOrigin::fixed(Reply::ok("from one").header("cache-control", "max-age=60")).await;
+    let two = TestOrigin::fixed(Reply::ok("from two").header("cache-control", "max-age=60")).await;
+    let dir = TempDir::new("ops-reload");
+    let cfg = write_config(&dir, "edge.yaml", &one.url(), "");
+    let edge = EdgeProcess::start(&cfg);
+    let c = client();
+    let get = |path: &str| {
+        let c = c.clone();
+        let url = format!("{}{path}", edge.http);
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/a").await, (200, "from one".to_owned()));
+
+    // A broken file: the error names field and line, and the edge keeps serving as before.
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen:\n  http: \"127.0.0.1:0\"\ncache:\n  max_sise: 1GiB\norigins:\n  - url: \"{}\"\n",
+            two.url()
+        ),
+    )
+    .unwrap();
+    edge.signal("HUP");
+    let err = edge.wait_line("cache.max_sise", 10);
+    assert!(err.contains(":4:"), "error names line 4: {err}");
+    assert!(err.contains("keeping the running configuration"), "{err}");
+    assert_eq!(get("/b").await, (200, "from one".to_owned()));
+    assert_eq!(two.count(), 0);
+
+    // A good file with another origin and admin token: applied.
+    let good = write_config(&dir, "edge.yaml", &two.url(), "");
+    std::fs::write(
+        &good,
+        std::fs::read_to_string(&good)
+            .unwrap()
+            .replace("secret-one", "secret-two"),
+    )
+    .unwrap();
+    edge.signal("HUP");
+    edge.wait_line("configuration reloaded", 10);
+    assert_eq!(get("/c").await, (200, "from two".to_owned()));
+    assert_eq!(
+        get("/a").await,
+        (200, "from one".to_owned()),
+        "the cache survives a reload"
+    );
+    let purge = |token: &'static str| {
+        let c = c.clone();
+        let url = format!("{}/purge?path=/a", edge.admin);
+        async move {
+            c.post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        purge("secret-one").await,
+        401,
+        "the old token no longer works"
+    );
+    assert_eq!(purge("secret-two").await, 200);
+    assert_eq!(edge.count_lines("configuration reloaded"), 1);
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_exposition_passes_promtool() {
+    let origin = TestOrigin::start(|parts| match parts.uri.path() {
+        "/missing" => Reply::ok("no").status(404),
+        "/slow.ts" => Reply::ok(payload(50_000, 1)).delay(Duration::from_millis(200)),
+        _ => Reply::ok("ok").header("cache-control", "max-age=60"),
+    })
+    .await;
+    let edge = TestEdge::start(&origin).await;
+    let c = edge.http_client();
+    for path in ["/a", "/a", "/missing", "/x.m3u8"] {
+        let _ = get(&c, &edge.http_url(path)).await;
+    }
+    let slow = edge.http_url("/slow.ts");
+    let herd: Vec<_> = (0..5).map(|_| get(&c, &slow)).collect();
+    futures_util::future::join_all(herd).await;
+    let _ = get(&edge.h2_client(), &edge.https_url("/a")).await;
+    let text = edge.metrics().await;
+    for name in [
+        "streamedge_requests_total",
+        "streamedge_response_bytes_total",
+        "streamedge_request_duration_seconds_bucket",
+        "streamedge_time_to_first_byte_seconds_bucket",
+        "streamedge_origin_requests_total",
+        "streamedge_origin_fetch_duration_seconds_bucket",
+        "streamedge_origin_up",
+        "streamedge_collapsed_requests_total",
+        "streamedge_fills_in_flight",
+        "streamedge_client_connections_total",
+        "streamedge_tls_handshakes_total",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}");
+    }
+    assert!(
+        !text.contains("quantile="),
+        "histograms are rendered with buckets, not as summaries"
+    );
+
+    let promtool = which("promtool").expect(
+        "promtool is required for this test (Debian package `prometheus`; .ci/run installs it)",
+    );
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{report}"
+    );
+    edge.stop().await;
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_origin_health_and_healthz_stays_up() {
+    let origin = TestOrigin::start(|parts| {
+        if parts.uri.path() == "/health" {
+            Reply::ok("down").status(503)
+        } else {
+            Reply::ok("ok")
+        }
+    })
+    .await;
+    let edge = TestEdge::start_with(
+        &[origin.url()],
+        "health_check:\n  path: /health\n  interval: 50ms\n  timeout: 500ms\n  rise: 1\n  fall: 1\n",
+    )
+    .await;
+    let c = edge.http_client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&c, &edge.admin_url("/readyz")).await;
+        if r.status == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "readyz never went to 503");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&c, &edge.admin_url("/healthz")).await.status, 200);
+    // With its only origin down the edge answers at once instead of waiting for timeouts.
+    let t = Instant::now();
+    let r = get(&c, &edge.http_url("/anything")).await;
+    assert_eq!(r.status, 503);
+    assert!(t.elapsed() < Duration::from_secs(1));
+    origin.set_script(|_| Reply::ok("ok"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&c, &edge.admin_url("/readyz")).await.status != 200 {
+        assert!(Instant::now() < deadline, "readyz never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    edge.stop().await;
+    origin.stop().await;
+}
+
+fn which(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Just enough JSON to read the flat fields of a tracing-subscriber JSON log line.
+mod serde_json_lite {
+    pub struct Value(String);
+
+    pub fn parse(line: &str) -> Value {
+        assert!(
+            line.trim_start().starts_with('{'),
+            "not a JSON line: {line}"
+        );
+        Value(line.to_owned())
+    }
+
+    impl Value {
+        /// The value of `"name":` as text (strings unquoted), from the first occurrence.
+        pub fn field(&self, name: &str) -> Option<&str> {
+            let key = format!("\"{name}\":");
+            let start = self.0.find(&key)? + key.len();
+            let rest = &self.0[start..];
+            if let Some(s) = rest.strip_prefix('"') {
+                return s.find('"').map(|end| &s[..end]);
+            }
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            Some(rest[..end].trim())
+        }
+    }
+}
