@@ -175,8 +175,7 @@ pub async fn run_with_reload(
             loop {
                 tick.tick().await;
                 proxy.store.run_pending_tasks().await;
-                let rt = proxy.runtime();
-                metrics::upkeep(&proxy.store, &rt.upstream, rt.upstream.requests_sent());
+                metrics::upkeep(&proxy.store);
             }
         }
     });

@@ -148,11 +148,7 @@ pub fn render() -> String {
 
 /// Periodic housekeeping: histogram upkeep and cache gauges. (The origin connection counters
 /// are read at scrape time instead: [`origin_connections`].)
-pub fn upkeep(
-    store: &crate::cache::Store,
-    _upstream: &crate::upstream::Upstream,
-    _origin_requests: u64,
-) {
+pub fn upkeep(store: &crate::cache::Store) {
     install().run_upkeep();
     gauge!(CACHE_BYTES).set(store.weighted_size() as f64);
     gauge!(CACHE_OBJECTS).set(store.entry_count() as f64);

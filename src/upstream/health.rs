@@ -96,6 +96,15 @@ impl Health {
         self.lock().up
     }
 
+    /// Whether `admit` would let a request through now (without taking a trial).
+    pub fn could_admit(&self) -> bool {
+        let st = self.lock();
+        st.up
+            || (!self.active
+                && st.trial.is_none()
+                && st.down_since.is_some_and(|t| t.elapsed() >= self.cooldown))
+    }
+
     /// A request or probe got a good answer.
     pub fn success(&self, probe: bool) -> Transition {
         let mut st = self.lock();

@@ -217,7 +217,7 @@ impl Upstream {
                 && attempts < self.fetch.max_attempts
                 && candidates[pos + 1..]
                     .iter()
-                    .any(|&j| self.origins[j].health.is_up());
+                    .any(|&j| self.origins[j].health.could_admit());
             match self.fetch_from(origin, req).await {
                 Ok(resp) => {
                     let status = resp.response.status().as_u16();
