@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::prelude::*;
 
 use streamedge::config::{self, AccessLogFormat, Config};
 
@@ -146,41 +144,6 @@ fn sign(key: &str, acl: &str, ttl: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Logs to stderr; `STREAMEDGE_LOG` (e.g. `info,streamedge=debug`) overrides the config level.
-fn init_logging(level: &str, access: AccessLogFormat) {
-    let spec = std::env::var("STREAMEDGE_LOG").unwrap_or_else(|_| level.to_owned());
-    let mut targets: Targets = spec.parse().unwrap_or_else(|_| {
-        eprintln!("streamedge: invalid log level {spec:?}, using info");
-        Targets::new().with_default(tracing::Level::INFO)
-    });
-    if access == AccessLogFormat::Off {
-        targets = targets.with_target(
-            "streamedge::access",
-            tracing::level_filters::LevelFilter::OFF,
-        );
-    }
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let registry = tracing_subscriber::registry().with(targets);
-    let result = if access == AccessLogFormat::Json {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
-    } else {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(ansi)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
-    };
-    let _ = result;
-}
-
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -206,7 +169,7 @@ async fn shutdown_signal() {
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     streamedge::tls::install_provider();
     let config = config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    init_logging(&config.log.level, config.log.access);
+    let _log = streamedge::logging::init(&config.log.level, config.log.access);
     let listeners = streamedge::Listeners::bind(&config).await?;
     announce(&listeners.addrs());
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
@@ -260,7 +223,7 @@ async fn origin(
     delay_ms: u64,
     live_window: usize,
 ) -> anyhow::Result<()> {
-    init_logging("info", AccessLogFormat::Text);
+    let _log = streamedge::logging::init("info", AccessLogFormat::Text);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -280,7 +243,7 @@ async fn origin(
 /// The demo: the synthetic origin on a free loopback port, the edge in front of it.
 async fn demo() -> anyhow::Result<()> {
     streamedge::tls::install_provider();
-    init_logging("info", AccessLogFormat::Text);
+    let _log = streamedge::logging::init("info", AccessLogFormat::Text);
     let origin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let origin_addr = origin_listener.local_addr()?;
     let (stop_origin, origin_stopped) = tokio::sync::oneshot::channel::<()>();
