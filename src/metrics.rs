@@ -179,18 +179,58 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
-fn method_label(method: &http::Method) -> &'static str {
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "other",
+];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const CACHE_RESULTS: [&str; 7] = [
+    "hit",
+    "miss",
+    "collapsed",
+    "stale",
+    "pass",
+    "synthetic",
+    "other",
+];
+const KINDS: [&str; 4] = ["manifest", "segment", "other", "unknown"];
+
+fn method_index(method: &http::Method) -> usize {
     match *method {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::OPTIONS => "OPTIONS",
-        http::Method::PATCH => "PATCH",
-        _ => "other",
+        http::Method::GET => 0,
+        http::Method::HEAD => 1,
+        http::Method::POST => 2,
+        http::Method::PUT => 3,
+        http::Method::DELETE => 4,
+        http::Method::OPTIONS => 5,
+        http::Method::PATCH => 6,
+        _ => 7,
     }
 }
+
+fn status_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+fn index_of(table: &[&str], value: &str) -> usize {
+    table
+        .iter()
+        .position(|v| *v == value)
+        .unwrap_or(table.len() - 1)
+}
+
+// Handles for the per-request series, made once: `counter!` with labels builds a key and
+// looks it up in the registry on every call, which the hit path should not pay.
+static REQUEST_COUNTERS: [[[OnceLock<metrics::Counter>; 7]; 5]; 8] =
+    [const { [const { [const { OnceLock::new() }; 7] }; 5] }; 8];
+static BYTE_COUNTERS: [OnceLock<metrics::Counter>; 4] = [const { OnceLock::new() }; 4];
+static DURATIONS: [OnceLock<metrics::Histogram>; 7] = [const { OnceLock::new() }; 7];
+static FIRST_BYTES: [OnceLock<metrics::Histogram>; 7] = [const { OnceLock::new() }; 7];
 
 pub fn request_done(
     method: &http::Method,
@@ -200,14 +240,30 @@ pub fn request_done(
     bytes: u64,
     duration: Duration,
 ) {
-    counter!(REQUESTS, "method" => method_label(method), "status" => status_class(status), "cache" => cache)
+    let (m, s, c) = (
+        method_index(method),
+        status_index(status),
+        index_of(&CACHE_RESULTS, cache),
+    );
+    REQUEST_COUNTERS[m][s][c]
+        .get_or_init(|| {
+            counter!(REQUESTS, "method" => METHODS[m], "status" => STATUS_CLASSES[s], "cache" => CACHE_RESULTS[c])
+        })
         .increment(1);
-    counter!(RESPONSE_BYTES, "kind" => kind).increment(bytes);
-    histogram!(REQUEST_DURATION, "cache" => cache).record(duration.as_secs_f64());
+    let k = index_of(&KINDS, kind);
+    BYTE_COUNTERS[k]
+        .get_or_init(|| counter!(RESPONSE_BYTES, "kind" => KINDS[k]))
+        .increment(bytes);
+    DURATIONS[c]
+        .get_or_init(|| histogram!(REQUEST_DURATION, "cache" => CACHE_RESULTS[c]))
+        .record(duration.as_secs_f64());
 }
 
 pub fn first_byte(cache: &'static str, after: Duration) {
-    histogram!(TTFB, "cache" => cache).record(after.as_secs_f64());
+    let c = index_of(&CACHE_RESULTS, cache);
+    FIRST_BYTES[c]
+        .get_or_init(|| histogram!(TTFB, "cache" => CACHE_RESULTS[c]))
+        .record(after.as_secs_f64());
 }
 
 pub fn origin_request(origin: &str) {
