@@ -10,7 +10,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY conf ./conf
-COPY tests ./tests
+COPY loadtest ./loadtest
 RUN cargo build --release --locked --bin streamedge \
  && strip target/release/streamedge
 
