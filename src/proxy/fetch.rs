@@ -230,10 +230,12 @@ async fn run_fill(
 ) -> Option<&'static str> {
     let cfg = &rt.config.cache;
     // Close the lookup race: a fill that completed between our lookup and our join has
-    // already stored the object.
+    // already stored the object. A forced revalidation of a fresh object (a client's no-cache,
+    // when honoured) asks for that very object again: it goes to the origin.
     if job.shared
         && let Some(obj) = proxy.store.get(&job.slot).await
         && obj.freshness.is_fresh(Instant::now())
+        && job.stale.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &obj))
     {
         writer.set_head(head_from_object(&obj, true, false));
         writer.push(obj.body.clone()).await;
