@@ -2,6 +2,7 @@
 //! publish the head, stream chunks to the readers, store only complete cacheable objects),
 //! manifest handling (timing, encodings, prefetch) and forwarding of unsafe methods.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -172,6 +173,19 @@ pub fn vary_names(headers: &mut HeaderMap) -> Option<Arc<[HeaderName]>> {
     (!names.is_empty()).then(|| names.into())
 }
 
+/// `headers` with the origin's `Age`: `stored_headers` drops it (the edge sends its own), but
+/// the current age of what is stored starts from it (RFC 9111 §4.2.3).
+fn with_origin_age<'a>(headers: &'a HeaderMap, age: Option<&HeaderValue>) -> Cow<'a, HeaderMap> {
+    match age {
+        Some(age) => {
+            let mut h = headers.clone();
+            h.insert(header::AGE, age.clone());
+            Cow::Owned(h)
+        }
+        None => Cow::Borrowed(headers),
+    }
+}
+
 /// RFC 9111 §4.3.4: the stored headers updated with those of a 304.
 pub fn merge_304(stored: &HeaderMap, fresh: &HeaderMap) -> HeaderMap {
     let fresh = stored_headers(fresh);
@@ -282,7 +296,7 @@ async fn run_fill(
             &Exchange {
                 request_headers: &job.request_headers,
                 status: stale.status,
-                headers: &merged,
+                headers: &with_origin_age(&merged, resp.response.headers().get(header::AGE)),
                 kind: stale.kind,
                 request_time: resp.request_time,
                 response_time: resp.response_time,
@@ -332,12 +346,13 @@ async fn run_fill(
     let vary = vary_names(&mut headers);
     let (request_time, response_time, received_at) =
         (resp.request_time, resp.response_time, resp.received_at);
+    let origin_age = resp.response.headers().get(header::AGE).cloned();
     let exchange = |headers: &HeaderMap, media: Option<MediaTiming>| {
         policy::decide(
             &Exchange {
                 request_headers: &job.request_headers,
                 status,
-                headers,
+                headers: &with_origin_age(headers, origin_age.as_ref()),
                 kind,
                 request_time,
                 response_time,
