@@ -311,6 +311,25 @@ pub fn is_directive(name: &str) -> bool {
     matches!(name, "_HLS_msn" | "_HLS_part" | "_HLS_skip")
 }
 
+/// The key of the plain playlist a request with delivery directives asks about (the key
+/// without them); `None` when the key has no directives.
+pub fn without_directives(key: &crate::cache::CacheKey) -> Option<crate::cache::CacheKey> {
+    let (path, query) = key.as_str().split_once('?')?;
+    let pairs = query.split('&');
+    let rest: Vec<&str> = pairs
+        .clone()
+        .filter(|p| !is_directive(p.split_once('=').map_or(p, |(k, _)| k)))
+        .collect();
+    if rest.len() == pairs.count() {
+        return None;
+    }
+    let rest = rest.join("&");
+    Some(crate::cache::CacheKey::new(
+        path,
+        (!rest.is_empty()).then_some(rest.as_str()),
+    ))
+}
+
 /// Resolves a URI from a manifest against the manifest's path (origin-relative only:
 /// absolute URLs to other hosts are not ours to prefetch).
 pub fn resolve(base_path: &str, uri: &str) -> Option<String> {
@@ -442,6 +461,20 @@ mod tests {
             parse(b"#EXTM3U\n#EXT-X-TARGETDURATION:abc\n#EXTINF\n#EXT-X-PART:URI=\"x").unwrap();
         assert_eq!(odd.target_duration, None);
         assert!(parse(b"<MPD type=").is_some());
+    }
+
+    #[test]
+    fn plain_playlist_key() {
+        use crate::cache::CacheKey;
+        let k = CacheKey::new("/l/a.m3u8", Some("_HLS_msn=3&b=1&_HLS_part=0"));
+        assert_eq!(without_directives(&k).unwrap().as_str(), "/l/a.m3u8?b=1");
+        let k = CacheKey::new("/l/a.m3u8", Some("_HLS_msn=3"));
+        assert_eq!(without_directives(&k).unwrap().as_str(), "/l/a.m3u8");
+        assert_eq!(
+            without_directives(&CacheKey::new("/l/a.m3u8", Some("b=1"))),
+            None
+        );
+        assert_eq!(without_directives(&CacheKey::new("/l/a.m3u8", None)), None);
     }
 
     #[test]

@@ -478,6 +478,16 @@ async fn run_fill(
                 encodings,
                 media: summary,
             });
+            // Directives on a playlist with ENDLIST are ignored: once one answer shows it, the
+            // plain playlist is known, and `ll_hls` sends later directives there.
+            if summary.is_some_and(|s| !s.live)
+                && let Some(plain) = media::without_directives(&job.key)
+            {
+                proxy
+                    .store
+                    .insert(&plain, &job.request_headers, obj.clone())
+                    .await;
+            }
             proxy
                 .store
                 .insert(&job.key, &job.request_headers, obj)

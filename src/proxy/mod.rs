@@ -296,22 +296,16 @@ fn percent_decode(s: &str) -> String {
 /// reload (`_HLS_msn`) may wait for the origin longer than three target durations.
 async fn ll_hls(ctx: &Ctx, parts: &http::request::Parts, key: CacheKey) -> (CacheKey, Duration) {
     let base = ctx.rt.config.fetch.first_byte_timeout;
-    let (path, query) = match key.as_str().split_once('?') {
-        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-        None => return (key, base),
+    let Some((_, query)) = key.as_str().split_once('?') else {
+        return (key, base);
     };
-    let directives = Directives::from_query(query.as_deref());
+    let directives = Directives::from_query(Some(query));
     if !directives.any() {
         return (key, base);
     }
-    let rest: Vec<&str> = query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !crate::media::is_directive(p.split_once('=').map_or(p, |(k, _)| k)))
-        .collect();
-    let rest = rest.join("&");
-    let plain = CacheKey::new(&path, (!rest.is_empty()).then_some(rest.as_str()));
+    let Some(plain) = crate::media::without_directives(&key) else {
+        return (key, base);
+    };
     let summary = match ctx.proxy.store.lookup(&plain, &parts.headers).await {
         Lookup::Found(_, obj) => obj.media,
         _ => None,
