@@ -363,10 +363,19 @@ async fn run_fill(
         )
     };
 
-    // Manifests: read the whole body first; their timing and encodings come from it.
-    let whole_manifest = kind == ContentKind::Manifest
+    // Manifests: read the whole body first; their timing and encodings come from it. Other
+    // text the edge compresses (JSON, XML, text/*) is read whole too when its length is known
+    // and small, so its encodings are made once, with the stored object.
+    let whole_text = kind == ContentKind::Other
         && status == StatusCode::OK
-        && content_length.is_none_or(|l| l <= MANIFEST_BUFFER_MAX);
+        && content_length.is_some_and(|l| {
+            l <= MANIFEST_BUFFER_MAX
+                && compress::compressible(&rt.config.compression, &headers, l as usize)
+        });
+    let whole_manifest = whole_text
+        || (kind == ContentKind::Manifest
+            && status == StatusCode::OK
+            && content_length.is_none_or(|l| l <= MANIFEST_BUFFER_MAX));
     let mut manifest: Option<(Bytes, Option<media::ManifestInfo>)> = None;
     if whole_manifest {
         let mut buf = BytesMut::with_capacity(content_length.unwrap_or(8192) as usize);
@@ -429,7 +438,10 @@ async fn run_fill(
             .await;
     }
     let encodings = match &manifest {
-        Some((body, _)) if compress::compressible(&rt.config.compression, &headers, body.len()) => {
+        Some((body, _))
+            if (kind == ContentKind::Manifest || storable)
+                && compress::compressible(&rt.config.compression, &headers, body.len()) =>
+        {
             if !varies_on(&headers, &header::ACCEPT_ENCODING) {
                 headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
             }
