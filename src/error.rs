@@ -66,6 +66,10 @@ pub enum EdgeError {
     },
     #[error("origin {origin} broke the response: {detail}")]
     OriginProtocol { origin: String, detail: String },
+    /// The origin answered with a server error (500, 502, 503, 504) where a stale copy may be
+    /// served instead (RFC 5861 §4); the status is passed on when it is not.
+    #[error("origin {origin} answered {status}")]
+    OriginStatus { origin: String, status: StatusCode },
     #[error("no healthy origin for {key}")]
     NoHealthyOrigin { key: String },
     #[error("too many requests waiting for {key}")]
@@ -90,6 +94,7 @@ impl EdgeError {
             EdgeError::OriginUnreachable { .. }
             | EdgeError::OriginTimeout { .. }
             | EdgeError::OriginProtocol { .. }
+            | EdgeError::OriginStatus { .. }
             | EdgeError::NoHealthyOrigin { .. } => ErrorSource::Origin,
             EdgeError::Overloaded { .. } | EdgeError::Internal(_) => ErrorSource::Internal,
         }
@@ -113,6 +118,7 @@ impl EdgeError {
                 StatusCode::BAD_GATEWAY
             }
             EdgeError::OriginTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            EdgeError::OriginStatus { status, .. } => *status,
             EdgeError::NoHealthyOrigin { .. } | EdgeError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -134,6 +140,7 @@ impl EdgeError {
             EdgeError::PayloadTooLarge { .. } => "payload too large",
             EdgeError::NotCached => "not cached",
             EdgeError::OriginUnreachable { .. } | EdgeError::OriginProtocol { .. } => "bad gateway",
+            EdgeError::OriginStatus { .. } => "origin error",
             EdgeError::OriginTimeout { .. } => "gateway timeout",
             EdgeError::NoHealthyOrigin { .. } | EdgeError::Overloaded { .. } => {
                 "service unavailable"
@@ -159,7 +166,7 @@ impl EdgeError {
         match self {
             EdgeError::OriginUnreachable { .. } => "origin-unreachable",
             EdgeError::OriginTimeout { .. } => "origin-timeout",
-            EdgeError::OriginProtocol { .. } => "origin-error",
+            EdgeError::OriginProtocol { .. } | EdgeError::OriginStatus { .. } => "origin-error",
             EdgeError::NoHealthyOrigin { .. } => "no-healthy-origin",
             _ => "error",
         }

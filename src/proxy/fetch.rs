@@ -287,6 +287,20 @@ async fn run_fill(
     let status = resp.response.status();
     let origin_name = resp.origin.name.clone();
 
+    // RFC 5861 §4: an origin's 500, 502, 503 or 504 is an error like an unreachable origin.
+    // Where the stale copy allows it, the readers serve that (see `fill`) instead of the answer.
+    if let Some(stale) = &job.stale
+        && matches!(status.as_u16(), 500 | 502 | 503 | 504)
+        && stale.freshness.may_serve_stale_on_error(Instant::now())
+    {
+        resp.finished(false);
+        writer.fail(EdgeError::OriginStatus {
+            origin: origin_name.to_string(),
+            status,
+        });
+        return Some("status");
+    }
+
     // Revalidation answered 304: refresh the stored object, answer from its body.
     if status == StatusCode::NOT_MODIFIED
         && let Some(stale) = &job.stale
