@@ -657,6 +657,11 @@ impl TestEdge {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The edge's certificate as a PEM file, for clients outside the process (`ffmpeg -ca_file`).
+    pub fn cert_pem_path(&self) -> PathBuf {
+        self._dir.path().join("cert.pem")
+    }
+
     fn tls_client(&self) -> reqwest::ClientBuilder {
         streamedge::tls::install_provider();
         let cert = reqwest::Certificate::from_der(&self.cert_der).expect("certificate");
