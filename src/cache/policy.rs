@@ -245,11 +245,20 @@ impl Freshness {
         !self.no_cache && self.lifetime > self.age(now)
     }
 
-    /// Seconds of freshness left; negative once stale (RFC 9211 `ttl`).
+    /// Seconds of freshness left; negative once stale (RFC 9211 `ttl`): a response stale by
+    /// any part of a second says at least -1, never 0.
     pub fn ttl_secs(&self, now: Instant) -> i64 {
-        let life = self.lifetime.as_secs() as i64;
-        let age = self.age(now).as_secs() as i64;
-        life - age
+        let age = self.age(now);
+        if self.lifetime > age {
+            self.lifetime.as_secs() as i64 - age.as_secs() as i64
+        } else {
+            let stale = age - self.lifetime;
+            let secs = stale
+                .as_secs()
+                .saturating_add(u64::from(stale.subsec_nanos() > 0))
+                .max(1);
+            -i64::try_from(secs).unwrap_or(i64::MAX)
+        }
     }
 
     /// How long past its freshness the object is.
@@ -731,6 +740,9 @@ mod tests {
         assert_eq!(f.initial_age.as_secs(), 32);
         assert!(f.is_fresh(f.stored_at));
         assert_eq!(f.ttl_secs(f.stored_at), 68);
+        assert_eq!(f.ttl_secs(f.stored_at + Duration::from_millis(68_200)), -1);
+        assert_eq!(f.ttl_secs(f.stored_at + Duration::from_secs(68)), -1);
+        assert_eq!(f.ttl_secs(f.stored_at + Duration::from_millis(70_500)), -3);
         assert!(!f.is_fresh(f.stored_at + Duration::from_secs(69)));
     }
 
