@@ -1,8 +1,9 @@
 //! Accept-Encoding negotiation and Brotli / gzip encoding of manifests.
 //!
 //! Encodings are computed once per stored object version (by the fill that stores it) and
-//! kept with it, never per request. Only text the edge understands (playlists, MPDs, WebVTT,
-//! JSON) is compressed; media segments and bodies the origin already encoded pass untouched.
+//! kept with it, never per request. Only manifests and text (playlists, MPDs, JSON, XML) are
+//! compressed. Media segments (WebVTT subtitle segments included) and bodies the origin
+//! already encoded pass untouched.
 
 use async_compression::Level;
 use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder};
