@@ -161,13 +161,16 @@ impl EdgeError {
         )
     }
 
-    /// The RFC 9211 `detail` of a forward error.
+    /// The RFC 9211 `detail` of an error response (of a forward error, for origin errors).
     pub fn cache_status_detail(&self) -> &'static str {
         match self {
             EdgeError::OriginUnreachable { .. } => "origin-unreachable",
             EdgeError::OriginTimeout { .. } => "origin-timeout",
             EdgeError::OriginProtocol { .. } | EdgeError::OriginStatus { .. } => "origin-error",
             EdgeError::NoHealthyOrigin { .. } => "no-healthy-origin",
+            EdgeError::NotCached => "not-cached",
+            EdgeError::Overloaded { .. } => "overloaded",
+            _ if self.source_class() == ErrorSource::Client => "client-error",
             _ => "error",
         }
     }

@@ -196,7 +196,7 @@ pub fn respond_stored(
     let extra = extra_headers(obj.freshness.age(now), &status);
     match conditional::evaluate(&parts.method, &parts.headers, obj.status, &obj.headers) {
         Precondition::NotModified => return Ok(not_modified(&obj.headers, &extra)),
-        Precondition::Failed => return Err(EdgeError::PreconditionFailed),
+        Precondition::Failed => return Ok(precondition_failed(&extra)),
         Precondition::Proceed => {}
     }
     let mut headers = obj.headers.clone();
@@ -335,7 +335,7 @@ pub fn respond_fill(
     let extra = extra_headers(age, &status);
     match conditional::evaluate(&parts.method, &parts.headers, head.status, &head.headers) {
         Precondition::NotModified => return Ok(not_modified(&head.headers, &extra)),
-        Precondition::Failed => return Err(EdgeError::PreconditionFailed),
+        Precondition::Failed => return Ok(precondition_failed(&extra)),
         Precondition::Proceed => {}
     }
     let head_only = parts.method == Method::HEAD;
@@ -394,9 +394,38 @@ pub fn respond_fill(
     Ok(resp)
 }
 
-/// The one mapping from error to response: status from the error, a generic body.
+/// A 412 for a stored or filled response: its Age and Cache-Status, the generic body.
+fn precondition_failed(extra: &[(HeaderName, HeaderValue)]) -> Response<ResponseBody> {
+    let mut resp = error_response(&EdgeError::PreconditionFailed);
+    set_extra(resp.headers_mut(), extra);
+    resp
+}
+
+/// The one mapping from error to response: status from the error, a generic body, and the
+/// `Age` and `Cache-Status` every response carries.
 pub fn respond_error(e: &EdgeError, out: &mut Outcome) -> Response<ResponseBody> {
     out.error = Some(e.to_string());
+    let mut resp = error_response(e);
+    let h = resp.headers_mut();
+    h.insert(header::AGE, HeaderValue::from(0));
+    let fwd = if e.source_class() == crate::error::ErrorSource::Origin {
+        "; fwd=miss"
+    } else {
+        ""
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "streamedge{fwd}; detail={}",
+        e.cache_status_detail()
+    )) {
+        h.insert(HeaderName::from_static("cache-status"), v);
+    }
+    if e.source_class() == crate::error::ErrorSource::Client {
+        out.cache = CacheResult::Synthetic;
+    }
+    resp
+}
+
+fn error_response(e: &EdgeError) -> Response<ResponseBody> {
     let status = e.status();
     let body = Bytes::from(format!("{}\n", e.public_message()));
     let mut resp = Response::new(full(body.clone()));
@@ -408,12 +437,6 @@ pub fn respond_error(e: &EdgeError, out: &mut Outcome) -> Response<ResponseBody>
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let detail = e.cache_status_detail();
-    if e.source_class() == crate::error::ErrorSource::Origin
-        && let Ok(v) = HeaderValue::from_str(&format!("streamedge; fwd=miss; detail={detail}"))
-    {
-        h.insert(HeaderName::from_static("cache-status"), v);
-    }
     match e {
         EdgeError::MethodNotAllowed { allow, .. } => {
             h.insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -427,9 +450,6 @@ pub fn respond_error(e: &EdgeError, out: &mut Outcome) -> Response<ResponseBody>
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         _ => {}
-    }
-    if e.source_class() == crate::error::ErrorSource::Client {
-        out.cache = CacheResult::Synthetic;
     }
     resp
 }
