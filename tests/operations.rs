@@ -425,3 +425,65 @@ mod serde_json_lite {
         }
     }
 }
+
+/// Reads until the peer closes the connection; returns how long that took.
+async fn closed_within(stream: &mut tokio::net::TcpStream, secs: u64) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let t = Instant::now();
+    let mut buf = [0u8; 4096];
+    within(secs, "connection close", async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_timeouts_close_silent_connections() {
+    use tokio::io::AsyncWriteExt;
+    let origin = TestOrigin::fixed(Reply::ok("ok").header("cache-control", "max-age=60")).await;
+    let edge = TestEdge::start_with(
+        &[origin.url()],
+        "server:\n  tls_handshake_timeout: 300ms\n  header_read_timeout: 300ms\n  idle_timeout: 400ms\n",
+    )
+    .await;
+
+    // A client that opens TLS but never sends a ClientHello.
+    let mut silent = tokio::net::TcpStream::connect(edge.https).await.unwrap();
+    let took = closed_within(&mut silent, 5).await;
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+
+    // A client that starts a request head and stalls (slowloris).
+    let mut slow = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    slow.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut slow, 5).await;
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+
+    edge.stop().await;
+
+    // A keep-alive connection that finished its request is closed after idle_timeout by the
+    // edge's idle watchdog (the header-read timer is longer here, so only the watchdog can).
+    let edge = TestEdge::start_with(
+        &[origin.url()],
+        "server:\n  header_read_timeout: 5s\n  idle_timeout: 400ms\n",
+    )
+    .await;
+    let mut ka = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    ka.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut ka, 5).await;
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_millis(2500),
+        "idle keep-alive connection closed after {took:?}"
+    );
+    edge.stop().await;
+    origin.stop().await;
+}
