@@ -224,13 +224,13 @@ mod tests {
         };
         for i in 0..3 {
             let mut l = w.make_writer();
-            write!(l, "line {i}\n").unwrap();
+            writeln!(l, "line {i}").unwrap();
         }
         assert_eq!(&*shared.lock_pending(), b"line 0\nline 1\nline 2\n");
         shared.lock_pending().resize(MAX_BUFFERED, b'x');
         let before = dropped_lines();
         let mut l = w.make_writer();
-        write!(l, "one too many\n").unwrap();
+        writeln!(l, "one too many").unwrap();
         drop(l);
         assert_eq!(dropped_lines(), before + 1);
         assert_eq!(shared.lock_pending().len(), MAX_BUFFERED);
