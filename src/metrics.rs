@@ -23,6 +23,7 @@ pub const HEALTH_PROBES: &str = "streamedge_origin_health_probes_total";
 pub const COLLAPSED: &str = "streamedge_collapsed_requests_total";
 pub const FILLS_IN_FLIGHT: &str = "streamedge_fills_in_flight";
 pub const FILL_FAILURES: &str = "streamedge_fill_failures_total";
+pub const FILL_BUFFERED: &str = "streamedge_fill_buffered_bytes";
 pub const CACHE_BYTES: &str = "streamedge_cache_bytes";
 pub const CACHE_OBJECTS: &str = "streamedge_cache_objects";
 pub const CACHE_EVICTIONS: &str = "streamedge_cache_evictions_total";
@@ -108,6 +109,11 @@ fn describe() {
         "Origin fetches in flight that requests can join."
     );
     describe_counter!(FILL_FAILURES, "Origin fetches that failed, by reason.");
+    describe_gauge!(
+        FILL_BUFFERED,
+        Unit::Bytes,
+        "Body bytes held by fills (in flight, or still read by clients)."
+    );
     describe_gauge!(CACHE_BYTES, Unit::Bytes, "Weighted size of the cache.");
     describe_gauge!(CACHE_OBJECTS, "Entries in the cache.");
     describe_counter!(CACHE_EVICTIONS, "Entries evicted for space or expiry.");
@@ -294,6 +300,15 @@ pub fn health_probe(origin: &str, ok: bool) {
 
 pub fn collapsed() {
     counter!(COLLAPSED).increment(1);
+}
+
+static FILL_BUFFERED_GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+
+/// Bytes entering (positive) or leaving (negative) fill buffers.
+pub fn fill_buffered(delta: f64) {
+    FILL_BUFFERED_GAUGE
+        .get_or_init(|| gauge!(FILL_BUFFERED))
+        .increment(delta);
 }
 
 pub fn fill_started() {

@@ -134,6 +134,14 @@ impl Fill {
     }
 }
 
+impl Drop for Fill {
+    fn drop(&mut self) {
+        let st = self.lock();
+        let held: usize = st.chunks.iter().map(|c| c.len()).sum();
+        crate::metrics::fill_buffered(-(held as f64));
+    }
+}
+
 /// The in-flight table: slot → the fill every request for that slot reads from.
 #[derive(Default)]
 pub struct FillTable {
@@ -268,6 +276,7 @@ impl FillWriter {
         let streaming = {
             let mut st = self.fill.lock();
             st.received += chunk.len() as u64;
+            crate::metrics::fill_buffered(chunk.len() as f64);
             st.chunks.push(chunk);
             st.streaming
         };
@@ -296,7 +305,8 @@ impl FillWriter {
         let min = *st.positions.values().min()?;
         let drop_n = min.saturating_sub(st.base).min(st.chunks.len());
         if drop_n > 0 {
-            st.chunks.drain(..drop_n);
+            let freed: usize = st.chunks.drain(..drop_n).map(|c| c.len()).sum();
+            crate::metrics::fill_buffered(-(freed as f64));
             st.base += drop_n;
         }
         Some(st.chunks.iter().map(|c| c.len() as u64).sum())

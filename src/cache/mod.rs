@@ -161,6 +161,10 @@ impl SlotExpiry {
 pub struct Store {
     cache: Cache<StoreKey, Slot>,
     pub max_object_size: u64,
+    /// Bytes inserted since moka last ran its maintenance (where evictions happen).
+    unsettled: Arc<std::sync::atomic::AtomicU64>,
+    /// How far inserts may run ahead of eviction before maintenance runs inline.
+    settle_every: u64,
 }
 
 impl Store {
@@ -188,6 +192,8 @@ impl Store {
         Store {
             cache,
             max_object_size: cfg.max_object_size,
+            unsettled: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            settle_every: (cfg.max_size / 64).clamp(256 << 10, 8 << 20),
         }
     }
 
@@ -228,6 +234,7 @@ impl Store {
         obj: Arc<CachedObject>,
     ) {
         let base = StoreKey::base(key.clone());
+        let size = obj.body.len() as u64 + obj.encodings.as_ref().map_or(0, |e| e.len());
         match obj.vary.clone() {
             None => self.cache.insert(base, Slot::Object(obj)).await,
             Some(names) => {
@@ -244,6 +251,18 @@ impl Store {
                 }
                 self.cache.insert(variant, Slot::Object(obj)).await;
             }
+        }
+        self.settle(size).await;
+    }
+
+    /// moka enforces its capacity in batches, which lets a burst of large inserts overshoot the
+    /// configured size by many objects; once enough bytes went in, evict now.
+    async fn settle(&self, inserted: u64) {
+        use std::sync::atomic::Ordering;
+        let total = self.unsettled.fetch_add(inserted, Ordering::Relaxed) + inserted;
+        if total >= self.settle_every {
+            self.unsettled.store(0, Ordering::Relaxed);
+            self.cache.run_pending_tasks().await;
         }
     }
 

@@ -119,7 +119,9 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// The origin's response headers as stored: hop-by-hop, framing and Age removed.
+/// The origin's response headers as stored: hop-by-hop, framing and Age removed. Values are
+/// copied: hyper parses them as slices of its read buffer, and a stored slice would pin the
+/// whole buffer (often hundreds of KB of body bytes) for as long as the object stays cached.
 pub fn stored_headers(origin: &HeaderMap) -> HeaderMap {
     let listed = connection_tokens(origin);
     let mut h = HeaderMap::with_capacity(origin.len() + 1);
@@ -131,7 +133,7 @@ pub fn stored_headers(origin: &HeaderMap) -> HeaderMap {
         {
             continue;
         }
-        h.append(name.clone(), value.clone());
+        h.append(name.clone(), owned(value));
     }
     if !h.contains_key(header::DATE) {
         // RFC 9110 §6.6.1: a recipient with a clock adds Date when it caches or forwards.
@@ -140,6 +142,17 @@ pub fn stored_headers(origin: &HeaderMap) -> HeaderMap {
         }
     }
     h
+}
+
+/// A header value in its own allocation.
+fn owned(value: &HeaderValue) -> HeaderValue {
+    match HeaderValue::from_bytes(value.as_bytes()) {
+        Ok(mut v) => {
+            v.set_sensitive(value.is_sensitive());
+            v
+        }
+        Err(_) => value.clone(),
+    }
 }
 
 fn varies_on(headers: &HeaderMap, name: &HeaderName) -> bool {
@@ -885,6 +898,21 @@ mod tests {
         let mut plain = HeaderMap::new();
         assert!(vary_names(&mut plain).is_none());
         assert!(varies_on(&h, &header::ACCEPT_ENCODING));
+    }
+
+    #[test]
+    fn stored_values_do_not_pin_the_read_buffer() {
+        let buffer = Bytes::from(vec![b'a'; 64 * 1024]);
+        let mut origin = HeaderMap::new();
+        origin.insert(
+            header::ETAG,
+            HeaderValue::from_maybe_shared(buffer.slice(0..8)).unwrap(),
+        );
+        let stored = stored_headers(&origin);
+        let v = stored.get(header::ETAG).unwrap().as_bytes();
+        assert_eq!(v, b"aaaaaaaa");
+        let range = buffer.as_ptr_range();
+        assert!(!range.contains(&v.as_ptr()), "the stored value is a copy");
     }
 
     #[test]
