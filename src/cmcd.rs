@@ -33,7 +33,7 @@ impl Cmcd {
         if let Some(q) = query {
             for pair in q.split('&') {
                 if let Some(v) = pair.strip_prefix("CMCD=") {
-                    c.parse_list(&percent_decode(v));
+                    c.parse_list(&crate::percent::decode(v));
                     return c;
                 }
             }
@@ -97,27 +97,6 @@ fn split_outside_quotes(s: &str) -> Vec<&str> {
     }
     out.push(&s[start..]);
     out
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(v) = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod origin;
+pub mod percent;
 pub mod proxy;
 pub mod server;
 pub mod signing;

@@ -86,7 +86,7 @@ pub fn check_token(
     path: &str,
     now_unix: u64,
 ) -> Result<(), TokenError> {
-    let token = percent_decode(token);
+    let token = crate::percent::decode(token);
     let (signed, sig_hex) = token.rsplit_once("~hmac=").ok_or(TokenError::Malformed)?;
     let mut exp = None;
     let mut acl = None;
@@ -165,27 +165,6 @@ pub fn verify(
         }
     }
     Err(TokenError::Missing)
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

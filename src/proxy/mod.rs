@@ -263,32 +263,11 @@ fn cmcd(ctx: &Ctx, parts: &http::request::Parts, path: &str, out: &mut Outcome) 
     if prefetch.enabled
         && prefetch.cmcd_nor
         && let Some(nor) = &c.next_object
-        && let Some(target) = crate::media::resolve(path, &percent_decode(nor))
+        && let Some(target) = crate::media::resolve(path, &crate::percent::decode(nor))
     {
         fetch::prefetch(&ctx.proxy, &ctx.rt, &target);
     }
     out.cmcd = Some(c);
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(v) = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Phase `ll_hls`: runs before lookup for requests with LL-HLS delivery directives. On a VOD
@@ -593,14 +572,5 @@ mod tests {
             remove_dot_segments("/a/.hidden").as_deref(),
             Some("/a/.hidden")
         );
-    }
-
-    #[test]
-    fn nor_decoding() {
-        assert_eq!(
-            percent_decode("..%2F300kbps%2Fseg35.m4v"),
-            "../300kbps/seg35.m4v"
-        );
-        assert_eq!(percent_decode("100%"), "100%");
     }
 }
