@@ -12,7 +12,7 @@ pub fn decode_form(s: &str) -> String {
 }
 
 fn decode_inner(s: &str, plus_is_space: bool) -> String {
-    if !s.contains('%') && !(plus_is_space && s.contains('+')) {
+    if !(s.contains('%') || plus_is_space && s.contains('+')) {
         return s.to_owned();
     }
     let b = s.as_bytes();
