@@ -1,8 +1,10 @@
 //! nginx as a child process in front of the origin: its own config, cache and logs in a
 //! temporary directory, stopped (SIGQUIT, then SIGKILL of its process group) when dropped.
+//! Two configs: the herd's (`config`) and the comparison's operator-tuned one (`tuned_config`).
+#![allow(dead_code)] // each benchmark uses its own part of this module
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,13 +12,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 
+use crate::process::{free_port, running_as_root, stop_group, tail};
+
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running nginx; stopped and its directory removed on drop.
 pub struct Nginx {
     child: Option<Child>,
+    /// The first listener (plain HTTP).
     pub addr: SocketAddr,
+    /// Every listener, in the order the config was given them.
+    pub addrs: Vec<SocketAddr>,
     pub dir: PathBuf,
     pub version: String,
     keep_dir: bool,
@@ -39,19 +46,40 @@ impl Nginx {
     /// Writes a config into a fresh temporary directory and starts `bin` on a free loopback
     /// port in front of `origin`; returns once nginx accepts connections.
     pub fn start(bin: &Path, origin: SocketAddr, clients: usize) -> anyhow::Result<Nginx> {
+        Nginx::start_with(bin, "herd", 1, &[], |dir, addrs| {
+            config(dir, addrs[0], origin, clients)
+        })
+    }
+
+    /// Starts `bin` with the config `conf(dir, listeners)` makes, in a fresh temporary
+    /// directory named after `tag`, on `listeners` free loopback ports (the first must be
+    /// plain HTTP: readiness is checked there); `prefix` goes before nginx on the command
+    /// line (e.g. `taskset -c 1`).
+    pub fn start_with(
+        bin: &Path,
+        tag: &str,
+        listeners: usize,
+        prefix: &[String],
+        conf: impl FnOnce(&Path, &[SocketAddr]) -> String,
+    ) -> anyhow::Result<Nginx> {
         let version = version(bin)?;
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("streamedge-herd-{}-{stamp}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "streamedge-{tag}-nginx-{}-{stamp}",
+            std::process::id()
+        ));
         for sub in ["cache", "tmp"] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
         }
-        let addr = free_port()?;
-        let conf = config(&dir, addr, origin, clients);
+        let addrs = (0..listeners.max(1))
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let addr = addrs[0];
+        let conf = conf(&dir, &addrs);
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf)
             .with_context(|| format!("cannot write {}", conf_path.display()))?;
@@ -61,11 +89,20 @@ impl Nginx {
         let mut nginx = Nginx {
             child: None,
             addr,
+            addrs,
             dir: dir.clone(),
             version,
             keep_dir: false,
         };
-        let child = Command::new(bin)
+        let mut command = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .arg("-p")
             .arg(&dir)
             .arg("-c")
@@ -114,28 +151,14 @@ impl Nginx {
     /// Graceful stop (SIGQUIT to the master), then SIGKILL to the whole process group if it
     /// has not exited after a timeout. Idempotent.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+        if let Some(mut child) = self.child.take() {
+            stop_group(&mut child, "nginx", "QUIT", QUIT_TIMEOUT);
         }
-        let pid = child.id();
-        signal("QUIT", &pid.to_string());
-        let deadline = Instant::now() + QUIT_TIMEOUT;
-        while Instant::now() < deadline {
-            match child.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                Err(_) => break,
-            }
-        }
-        eprintln!(
-            "nginx (pid {pid}) did not quit within {QUIT_TIMEOUT:?}; sending SIGKILL to its process group"
-        );
-        signal("KILL", &format!("-{pid}"));
-        let _ = child.kill();
-        let _ = child.wait();
+    }
+
+    /// The master's process id while nginx runs (its workers are its children).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The last lines of nginx's error log (empty if there is none).
@@ -153,19 +176,6 @@ impl Drop for Nginx {
     }
 }
 
-/// `kill -s <sig> <target>`; a target of `-pid` is a process group.
-fn signal(sig: &str, target: &str) {
-    let result = Command::new("kill")
-        .args(["-s", sig, "--", target])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if let Err(e) = result {
-        eprintln!("cannot run kill -s {sig} {target}: {e}");
-    }
-}
-
 fn version(bin: &Path) -> anyhow::Result<String> {
     let out = Command::new(bin)
         .arg("-v")
@@ -178,24 +188,6 @@ fn version(bin: &Path) -> anyhow::Result<String> {
         .strip_prefix("nginx version: ")
         .unwrap_or(text.trim())
         .to_owned())
-}
-
-/// A loopback port that was free a moment ago (nginx binds it itself).
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").context("cannot find a free port for nginx")?;
-    l.local_addr().context("cannot find a free port for nginx")
-}
-
-fn running_as_root() -> bool {
-    // The effective uid is the second field of `Uid:` in /proc/self/status.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }
 
 fn config(dir: &Path, listen: SocketAddr, origin: SocketAddr, clients: usize) -> String {
@@ -250,13 +242,113 @@ fn config(dir: &Path, listen: SocketAddr, origin: SocketAddr, clients: usize) ->
     c
 }
 
-fn tail(path: &Path) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(s) => {
-            let lines: Vec<&str> = s.lines().collect();
-            let from = lines.len().saturating_sub(20);
-            lines[from..].iter().map(|l| format!("  {l}\n")).collect()
-        }
-        Err(_) => String::new(),
+/// What the comparison's nginx needs to know.
+pub struct Tuned<'a> {
+    pub http: SocketAddr,
+    /// `listen ... ssl http2` with this certificate and key (PEM files).
+    pub https: Option<(SocketAddr, &'a Path, &'a Path)>,
+    pub origin: SocketAddr,
+    /// `proxy_cache_path ... max_size`, in MiB.
+    pub cache_mib: u64,
+    /// `worker_processes`: `None` for `auto` (one per CPU of the machine).
+    pub workers: Option<usize>,
+}
+
+/// The comparison's config: what an operator would write for a video edge on this machine
+/// (documented in loadtest/README.md, "The comparison").
+pub fn tuned_config(dir: &Path, t: &Tuned) -> String {
+    let d = dir.display();
+    let (http, origin, cache_mib) = (t.http, t.origin, t.cache_mib);
+    let workers = t
+        .workers
+        .map_or_else(|| "auto".to_owned(), |n| n.to_string());
+    let mut c = String::new();
+    let _ = writeln!(
+        c,
+        "# Generated by the streamedge comparison (loadtest/compare.rs)."
+    );
+    let _ = writeln!(
+        c,
+        "daemon off;\nmaster_process on;\nworker_processes {workers};"
+    );
+    if running_as_root() {
+        // Workers would otherwise run as nobody and could not write the cache directory.
+        let _ = writeln!(c, "user root;");
     }
+    let _ = writeln!(c, "pid {d}/nginx.pid;\nerror_log {d}/error.log warn;");
+    // As many files as the hard limit allows (a worker cannot go beyond it), at most 65536.
+    let nofile = crate::process::nofile_hard_limit()
+        .unwrap_or(65536)
+        .min(65536);
+    let _ = writeln!(c, "worker_rlimit_nofile {nofile};");
+    let _ = writeln!(
+        c,
+        "events {{ worker_connections {}; }}",
+        (nofile / 2).max(1024)
+    );
+    let _ = write!(
+        c,
+        r#"http {{
+    access_log off;
+    client_body_temp_path {d}/tmp/client_body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+
+    # Cached objects are files: sendfile() them, fill packets, keep their descriptors open.
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    open_file_cache max=10000 inactive=60s;
+    open_file_cache_valid 60s;
+    open_file_cache_min_uses 1;
+    open_file_cache_errors on;
+    # Players keep their connections; do not close them every 1000 requests (the default).
+    keepalive_timeout 75s;
+    keepalive_requests 100000;
+
+    proxy_cache_path {d}/cache levels=1:2 keys_zone=edge:16m max_size={cache_mib}m inactive=1h use_temp_path=off;
+
+    upstream origin {{
+        server {origin};
+        keepalive 64;
+    }}
+
+    server {{
+        listen {http} backlog=4096 reuseport;
+"#
+    );
+    if let Some((https, cert, key)) = t.https {
+        let _ = write!(
+            c,
+            r#"        listen {https} ssl http2 backlog=4096 reuseport;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_timeout 1h;
+"#,
+            cert = cert.display(),
+            key = key.display()
+        );
+    }
+    let _ = write!(
+        c,
+        r#"        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache edge;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 30s;
+            proxy_cache_valid 200 206 1h;
+            proxy_cache_valid 404 5s;
+            add_header X-Cache-Status $upstream_cache_status always;
+        }}
+    }}
+}}
+"#
+    );
+    c
 }

@@ -1,9 +1,12 @@
 //! The trickling origin: one generated object at any path under `/herd/`, headers after a fixed
-//! latency, the body spread over a fixed time, and a request counter per path.
+//! latency, the body spread over a fixed time, and a request counter per path. The comparison
+//! adds more prefixes with their own behaviour and a table of fixed files (`Content`).
+#![allow(dead_code)] // each benchmark uses its own part of this module
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -35,7 +38,31 @@ pub struct Behaviour {
     pub body_time: Duration,
 }
 
-type Counts = Arc<Mutex<HashMap<String, u64>>>;
+/// A generated object served at every path under a prefix.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Path prefix, e.g. `/herd/`.
+    pub prefix: String,
+    pub object: Bytes,
+    pub behaviour: Behaviour,
+}
+
+/// Everything the origin serves: fixed files at their exact paths (at full speed, no latency)
+/// and generated objects under prefixes. Every answer carries `Cache-Control: max-age=3600`.
+#[derive(Debug, Clone, Default)]
+pub struct Content {
+    /// Path → (body, Content-Type).
+    pub files: HashMap<String, (Bytes, &'static str)>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Default)]
+struct Counter {
+    per_path: Mutex<HashMap<String, u64>>,
+    total: AtomicU64,
+}
+
+type Counts = Arc<Counter>;
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A running origin on its own runtime thread; stopped on drop.
@@ -47,8 +74,23 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Starts an origin on 127.0.0.1 (a free port) serving `object` with `behaviour`.
+    /// Starts an origin on 127.0.0.1 (a free port) serving `object` with `behaviour` at
+    /// every path under `/herd/`.
     pub fn start(object: Bytes, behaviour: Behaviour, threads: usize) -> anyhow::Result<Origin> {
+        let content = Content {
+            files: HashMap::new(),
+            routes: vec![Route {
+                prefix: "/herd/".into(),
+                object,
+                behaviour,
+            }],
+        };
+        Origin::start_content(content, threads)
+    }
+
+    /// Starts an origin on 127.0.0.1 (a free port) serving `content`.
+    pub fn start_content(content: Content, threads: usize) -> anyhow::Result<Origin> {
+        let content = Arc::new(content);
         let counts: Counts = Arc::default();
         let (addr_tx, addr_rx) = mpsc::channel::<Result<SocketAddr, String>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -82,7 +124,7 @@ impl Origin {
                     let ok = addr.is_ok();
                     let _ = addr_tx.send(addr);
                     if ok {
-                        serve(listener, object, behaviour, thread_counts, stop_rx).await;
+                        serve(listener, content, thread_counts, stop_rx).await;
                     }
                 });
                 // Dropping the runtime here ends every connection task still running.
@@ -102,8 +144,17 @@ impl Origin {
 
     /// Requests received so far for `path`.
     pub fn requests(&self, path: &str) -> u64 {
-        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = self
+            .counts
+            .per_path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         counts.get(path).copied().unwrap_or(0)
+    }
+
+    /// Requests received so far, all paths.
+    pub fn total_requests(&self) -> u64 {
+        self.counts.total.load(Ordering::Relaxed)
     }
 }
 
@@ -120,8 +171,7 @@ impl Drop for Origin {
 
 async fn serve(
     listener: TcpListener,
-    object: Bytes,
-    behaviour: Behaviour,
+    content: Arc<Content>,
     counts: Counts,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -139,11 +189,10 @@ async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let object = object.clone();
+        let content = content.clone();
         let counts = counts.clone();
         tokio::spawn(async move {
-            let service =
-                service_fn(move |req| respond(req, object.clone(), behaviour, counts.clone()));
+            let service = service_fn(move |req| respond(req, content.clone(), counts.clone()));
             // Clients that go away mid-body are expected (timeouts); nothing to report.
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -154,28 +203,32 @@ async fn serve(
 
 async fn respond(
     req: Request<Incoming>,
-    object: Bytes,
-    behaviour: Behaviour,
+    content: Arc<Content>,
     counts: Counts,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    counts.total.fetch_add(1, Ordering::Relaxed);
     {
-        let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
-        *counts.entry(path.clone()).or_insert(0) += 1;
+        let mut per_path = counts.per_path.lock().unwrap_or_else(|p| p.into_inner());
+        *per_path.entry(path.clone()).or_insert(0) += 1;
     }
-    if !path.starts_with("/herd/") {
+    let (body, len, content_type) = if let Some((file, content_type)) = content.files.get(&path) {
+        let body = Full::new(file.clone()).boxed_unsync();
+        (body, file.len(), *content_type)
+    } else if let Some(route) = content.routes.iter().find(|r| path.starts_with(&r.prefix)) {
+        tokio::time::sleep(route.behaviour.latency).await;
+        let body = trickle(route.object.clone(), route.behaviour.body_time);
+        (body, route.object.len(), "application/octet-stream")
+    } else {
         let mut not_found =
             Response::new(Full::new(Bytes::from_static(b"not found\n")).boxed_unsync());
         *not_found.status_mut() = StatusCode::NOT_FOUND;
         return Ok(not_found);
-    }
-    tokio::time::sleep(behaviour.latency).await;
-    let len = object.len();
-    let body = trickle(object, behaviour.body_time);
+    };
     let response = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_LENGTH, len)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, "max-age=3600")
         .body(body);
     Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync())))

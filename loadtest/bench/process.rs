@@ -1,0 +1,313 @@
+//! Child processes of the benchmarks: free ports, signals, stopping a process group, and the
+//! memory and CPU time of a process tree read from /proc.
+#![allow(dead_code)] // each benchmark uses its own part of this module
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// A loopback port that was free a moment ago (the server binds it itself).
+pub fn free_port() -> anyhow::Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
+    l.local_addr().context("cannot find a free loopback port")
+}
+
+/// `kill -s <sig> <target>`; a target of `-pid` is a process group.
+pub fn signal(sig: &str, target: &str) {
+    let result = Command::new("kill")
+        .args(["-s", sig, "--", target])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if let Err(e) = result {
+        eprintln!("cannot run kill -s {sig} {target}: {e}");
+    }
+}
+
+/// Stops a child started in its own process group: `sig` to the child, then SIGKILL to the
+/// whole group if it has not exited after `timeout`. Returns once the child is reaped.
+pub fn stop_group(child: &mut Child, name: &str, sig: &str, timeout: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        // The leader is gone; take any process it left in its group along.
+        signal("KILL", &format!("-{}", child.id()));
+        return;
+    }
+    let pid = child.id();
+    signal(sig, &pid.to_string());
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(_)) => {
+                signal("KILL", &format!("-{pid}"));
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) => break,
+        }
+    }
+    eprintln!(
+        "{name} (pid {pid}) did not stop within {timeout:?} after SIG{sig}; sending SIGKILL to its process group"
+    );
+    signal("KILL", &format!("-{pid}"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+pub fn running_as_root() -> bool {
+    // The effective uid is the second field of `Uid:` in /proc/self/status.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The hard limit on open files of this process (children cannot raise theirs above it).
+pub fn nofile_hard_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
+    let hard = line.split_whitespace().nth(1)?;
+    if hard == "unlimited" {
+        Some(u64::MAX)
+    } else {
+        hard.parse().ok()
+    }
+}
+
+/// The last 20 lines of a log file, indented (empty if there is none).
+pub fn tail(path: &Path) -> String {
+    tail_n(path, 20)
+}
+
+pub fn tail_n(path: &Path, n: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(s) => {
+            let lines: Vec<&str> = s.lines().collect();
+            let from = lines.len().saturating_sub(n);
+            lines[from..].iter().map(|l| format!("  {l}\n")).collect()
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// `(ppid, utime + stime in clock ticks)` from /proc/<pid>/stat.
+fn stat(pid: u32) -> Option<(u32, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain anything, so split after the last ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): ppid is field 4, utime 14, stime 15.
+    let ppid = fields.get(1)?.parse().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((ppid, utime + stime))
+}
+
+/// `root` and all its descendants (nginx master and workers, varnishd manager and child).
+pub fn tree(root: u32) -> Vec<u32> {
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            if let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                && let Some((ppid, _)) = stat(pid)
+            {
+                parent.insert(pid, ppid);
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parent.iter().filter(|&(_, &pp)| pp == p).map(|(&c, _)| c));
+        i += 1;
+    }
+    out
+}
+
+/// CPU seconds (user + system) used so far by the tree's live processes.
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    // USER_HZ is 100 on every Linux this runs on.
+    pids.iter()
+        .filter_map(|&p| stat(p))
+        .map(|(_, t)| t)
+        .sum::<u64>() as f64
+        / 100.0
+}
+
+/// Memory of a set of processes, in KiB, summed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mem {
+    /// VmRSS: resident pages, shared ones counted in every process that maps them.
+    pub rss: u64,
+    /// Pss (proportional set size): shared pages divided among the processes sharing them.
+    pub pss: u64,
+    /// VmHWM: each process's own peak RSS.
+    pub hwm: u64,
+}
+
+fn status_kib(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn memory(pids: &[u32]) -> Mem {
+    let mut m = Mem::default();
+    for &p in pids {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/status")) {
+            m.rss += status_kib(&s, "VmRSS:");
+            m.hwm += status_kib(&s, "VmHWM:");
+        }
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")) {
+            m.pss += status_kib(&s, "Pss:");
+        }
+    }
+    m
+}
+
+/// Peaks of one process tree, as sampled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peaks {
+    /// Highest sum of VmRSS over the tree seen in one sample.
+    pub rss: u64,
+    /// Highest sum of Pss seen in one sample.
+    pub pss: u64,
+    /// Sum over every process ever seen in the tree of its last VmHWM (an upper bound of the
+    /// tree's peak; exact for a single process).
+    pub hwm: u64,
+    /// The latest sample.
+    pub last: Mem,
+    pub samples: u64,
+}
+
+#[derive(Default)]
+struct Tracked {
+    root: u32,
+    peaks: Peaks,
+    hwm_by_pid: HashMap<u32, u64>,
+}
+
+/// Samples the memory of named process trees on a thread of its own until dropped.
+pub struct MemSampler {
+    state: Arc<Mutex<Vec<(String, Tracked)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MemSampler {
+    pub fn start(trees: Vec<(String, u32)>, every: Duration) -> MemSampler {
+        let state = Arc::new(Mutex::new(
+            trees
+                .into_iter()
+                .map(|(name, root)| {
+                    (
+                        name,
+                        Tracked {
+                            root,
+                            ..Tracked::default()
+                        },
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (state.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("mem-sampler".into())
+            .spawn(move || {
+                while !st.load(Ordering::Relaxed) {
+                    sample(&s);
+                    std::thread::sleep(every);
+                }
+            })
+            .ok();
+        MemSampler {
+            state,
+            stop,
+            thread,
+        }
+    }
+
+    /// Takes a sample now and returns every tree's peaks so far.
+    pub fn peaks(&self) -> Vec<(String, Peaks)> {
+        sample(&self.state);
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.iter().map(|(n, t)| (n.clone(), t.peaks)).collect()
+    }
+
+    /// Starts the peaks over (e.g. before a phase measured on its own); the VmHWM sums stay,
+    /// since the kernel's own high-water marks cannot be reset from here.
+    pub fn reset_sampled_peaks(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, t) in state.iter_mut() {
+            t.peaks.rss = 0;
+            t.peaks.pss = 0;
+        }
+    }
+}
+
+fn sample(state: &Mutex<Vec<(String, Tracked)>>) {
+    let roots: Vec<u32> = {
+        let s = state.lock().unwrap_or_else(|p| p.into_inner());
+        s.iter().map(|(_, t)| t.root).collect()
+    };
+    // Read /proc without the lock held.
+    let readings: Vec<(Mem, Vec<(u32, u64)>)> = roots
+        .iter()
+        .map(|&root| {
+            let mut sum = Mem::default();
+            let mut hwms = Vec::new();
+            for p in tree(root) {
+                let m = memory(&[p]);
+                sum.rss += m.rss;
+                sum.pss += m.pss;
+                sum.hwm += m.hwm;
+                hwms.push((p, m.hwm));
+            }
+            (sum, hwms)
+        })
+        .collect();
+    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+    for ((_, t), (mem, hwms)) in s.iter_mut().zip(readings) {
+        if mem.rss == 0 {
+            continue; // the process is gone
+        }
+        t.peaks.rss = t.peaks.rss.max(mem.rss);
+        t.peaks.pss = t.peaks.pss.max(mem.pss);
+        for (pid, hwm) in hwms {
+            if hwm > 0 {
+                t.hwm_by_pid.insert(pid, hwm);
+            }
+        }
+        t.peaks.hwm = t.hwm_by_pid.values().sum();
+        t.peaks.last = mem;
+        t.peaks.samples += 1;
+    }
+}
+
+impl Drop for MemSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
