@@ -1386,7 +1386,8 @@ fn parse_h2load(out: &str, log: Option<&Path>) -> anyhow::Result<Run> {
     let mut run = Run {
         rps,
         requests: c("succeeded"),
-        errors: c("failed") + c("errored") + c("timeout"),
+        // `errored` and `timeout` are the two kinds of `failed`.
+        errors: c("failed"),
         note: [
             after("Application protocol:"),
             after("TLS Protocol:"),
@@ -1401,7 +1402,7 @@ fn parse_h2load(out: &str, log: Option<&Path>) -> anyhow::Result<Run> {
     };
     if run.errors > 0 {
         run.note.push_str(&format!(
-            "; failed {} errored {} timeout {}",
+            "; failed {} (errored {}, timeout {})",
             c("failed"),
             c("errored"),
             c("timeout")
