@@ -581,15 +581,7 @@ fn to_json(
         ("benchmark", Json::str("herd")),
         (
             "machine",
-            Json::Obj(vec![
-                ("nproc", Json::Int(machine.nproc as u64)),
-                ("cpu", Json::str(machine.cpu.clone())),
-                ("memory", Json::str(machine.memory.clone())),
-                ("kernel", Json::str(machine.kernel.clone())),
-                ("os", Json::str(machine.os.clone())),
-                ("load_average_before", Json::str(load[0])),
-                ("load_average_after", Json::str(load[1])),
-            ]),
+            machine.to_json(load),
         ),
         (
             "versions",

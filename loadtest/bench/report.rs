@@ -43,6 +43,19 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// The machine and the load averages before and after a run, for the JSON results.
+    pub fn to_json(&self, load: [&str; 2]) -> Json {
+        Json::Obj(vec![
+            ("nproc", Json::Int(self.nproc as u64)),
+            ("cpu", Json::str(self.cpu.clone())),
+            ("memory", Json::str(self.memory.clone())),
+            ("kernel", Json::str(self.kernel.clone())),
+            ("os", Json::str(self.os.clone())),
+            ("load_average_before", Json::str(load[0])),
+            ("load_average_after", Json::str(load[1])),
+        ])
+    }
+
     pub fn describe() -> Machine {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         let cpuinfo = read("/proc/cpuinfo");
