@@ -2027,10 +2027,7 @@ fn to_json(
     };
     Json::Obj(vec![
         ("benchmark", Json::str("compare")),
-        (
-            "machine",
-            machine.to_json(load),
-        ),
+        ("machine", machine.to_json(load)),
         (
             "versions",
             Json::Obj(

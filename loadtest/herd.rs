@@ -579,10 +579,7 @@ fn to_json(
         .collect();
     Json::Obj(vec![
         ("benchmark", Json::str("herd")),
-        (
-            "machine",
-            machine.to_json(load),
-        ),
+        ("machine", machine.to_json(load)),
         (
             "versions",
             Json::Obj(vec![
