@@ -10,7 +10,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::cache::CacheKey;
 use crate::proxy::Proxy;
 use crate::server::{ConnInfo, Handler, ResponseBody};
 
@@ -128,6 +127,7 @@ impl AdminHandler {
         let query = req.uri().query().unwrap_or("");
         let mut path = None;
         let mut prefix = None;
+        let mut host = None;
         let mut soft = false;
         for pair in query.split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -135,21 +135,31 @@ impl AdminHandler {
             match k {
                 "path" | "url" => path = Some(v),
                 "prefix" => prefix = Some(v),
+                "host" => host = Some(v),
                 "soft" => soft = v == "1" || v == "true",
                 _ => {}
             }
         }
+        let host = match host.map(|h| crate::target::canonical_host(h.as_bytes(), 0)) {
+            None => None,
+            Some(Ok(h)) => Some(h),
+            Some(Err(e)) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        };
         match (path, prefix) {
-            (Some(p), None) if p.starts_with('/') => {
-                let (p, q) = match p.split_once('?') {
-                    Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-                    None => (p, None),
+            (Some(p), None) => {
+                // The canonical form a client's request for it has, so the key matches.
+                let target = match crate::target::Target::from_reference(None, &p) {
+                    Ok(t) => t,
+                    Err(e) => return text(StatusCode::BAD_REQUEST, format!("path: {e}\n")),
                 };
-                let key = CacheKey::new(&p, q.as_deref());
-                let n = if soft {
-                    self.proxy.store.soft_purge(&key).await
-                } else {
-                    usize::from(self.proxy.store.purge(&key).await)
+                let key =
+                    runtime
+                        .keys
+                        .key_on(host.as_deref(), &target.path, target.query.as_deref());
+                let n = match (soft, host.is_some()) {
+                    (true, _) => self.proxy.store.soft_purge(&key).await,
+                    (false, true) => usize::from(self.proxy.store.purge(&key).await),
+                    (false, false) => self.proxy.store.purge_all_hosts(&key),
                 };
                 tracing::info!(key = %key, soft, found = n, "purge");
                 text(StatusCode::OK, format!("purged {n}\n"))
@@ -165,7 +175,7 @@ impl AdminHandler {
             }
             _ => text(
                 StatusCode::BAD_REQUEST,
-                "give exactly one of path=/... or prefix=/... (and optionally soft=1)\n",
+                "give exactly one of path=/... or prefix=/... (and optionally host=... and soft=1)\n",
             ),
         }
     }

@@ -4,7 +4,7 @@
 //! serde-saphyr (safe Rust, maintained); it stays behind `parse` so it can be swapped.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -74,6 +74,60 @@ pub struct ServerConfig {
     pub hosts: Vec<String>,
     /// Forward POST/PUT/PATCH/DELETE to the origin (uncached) and invalidate the target URI.
     pub forward_unsafe_methods: bool,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` are believed (load balancers in front).
+    pub trusted_proxies: Vec<IpNet>,
+    /// A response the client has taken no bytes of for this long closes the connection.
+    pub send_timeout: Duration,
+}
+
+/// An address block (`10.0.0.0/8`, `2001:db8::/32`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Result<IpNet, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.trim().parse::<u8>() {
+                Ok(p) if p <= max => p,
+                _ => return Err(format!("{s:?}: the prefix length must be 0-{max}")),
+            },
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
+            if prefix == 0 {
+                0
+            } else {
+                bits >> (width - prefix)
+            }
+        }
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                masked(u32::from(net).into(), self.prefix, 32)
+                    == masked(u32::from(ip).into(), self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                masked(u128::from(net), self.prefix, 128)
+                    == masked(u128::from(ip), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +147,8 @@ pub struct CacheConfig {
     pub targeted_header: Option<http::header::HeaderName>,
     /// Store responses that set cookies (default: never).
     pub store_set_cookie: bool,
+    /// Bytes that fills in flight may hold (bodies buffered for readers and for storing).
+    pub max_in_flight: u64,
     /// Let clients' `Cache-Control: no-cache` / `max-age=0` force revalidation.
     pub honor_client_no_cache: bool,
 }
@@ -137,7 +193,12 @@ pub struct FetchConfig {
     pub idle_timeout: Duration,
     pub max_attempts: u32,
     pub retry_statuses: Vec<u16>,
+    /// Origin statuses that count toward passive ejection (none by default: a status is the
+    /// answer for one URL, which any client can pick).
+    pub passive_statuses: Vec<u16>,
     pub host_header: HostHeader,
+    /// Client request headers sent on to origins (an allow-list; lower case).
+    pub forward_headers: Vec<http::header::HeaderName>,
     pub ca_file: Option<PathBuf>,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
@@ -502,6 +563,8 @@ struct RawServer {
     h2_max_concurrent_streams: u32,
     hosts: Vec<String>,
     forward_unsafe_methods: bool,
+    trusted_proxies: Spanned<Vec<String>>,
+    send_timeout: Dur,
 }
 
 impl Default for RawServer {
@@ -515,6 +578,8 @@ impl Default for RawServer {
             h2_max_concurrent_streams: 256,
             hosts: Vec::new(),
             forward_unsafe_methods: false,
+            trusted_proxies: unknown_location(Vec::new()),
+            send_timeout: Dur(Duration::from_secs(60)),
         }
     }
 }
@@ -535,6 +600,7 @@ struct RawCache {
     targeted_header: Option<Spanned<String>>,
     store_set_cookie: bool,
     honor_client_no_cache: bool,
+    max_in_flight: Spanned<Size>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -590,6 +656,7 @@ impl Default for RawCache {
             targeted_header: Some(unknown_location("streamedge-cache-control".to_owned())),
             store_set_cookie: false,
             honor_client_no_cache: false,
+            max_in_flight: unknown_location(Size(256 << 20)),
         }
     }
 }
@@ -637,7 +704,9 @@ struct RawFetch {
     idle_timeout: Dur,
     max_attempts: Spanned<u32>,
     retry_statuses: Spanned<Vec<u16>>,
+    passive_statuses: Spanned<Vec<u16>>,
     host_header: RawHostHeader,
+    forward_headers: Spanned<Vec<String>>,
     ca_file: Option<PathBuf>,
     pool_idle_timeout: Dur,
     pool_max_idle_per_host: usize,
@@ -660,7 +729,14 @@ impl Default for RawFetch {
             idle_timeout: Dur(Duration::from_secs(10)),
             max_attempts: unknown_location(2),
             retry_statuses: unknown_location(vec![502, 503, 504]),
+            passive_statuses: unknown_location(Vec::new()),
             host_header: RawHostHeader::Origin,
+            forward_headers: unknown_location(
+                DEFAULT_FORWARD_HEADERS
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect(),
+            ),
             ca_file: None,
             pool_idle_timeout: Dur(Duration::from_secs(90)),
             pool_max_idle_per_host: 256,
@@ -836,6 +912,14 @@ impl RawConfig {
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
             forward_unsafe_methods: s.forward_unsafe_methods,
+            trusted_proxies: s
+                .trusted_proxies
+                .value
+                .iter()
+                .map(|p| IpNet::parse(p))
+                .collect::<Result<_, _>>()
+                .map_err(|e| v.err(s.trusted_proxies.referenced, "server.trusted_proxies", e))?,
+            send_timeout: s.send_timeout.0,
         };
 
         let c = self.cache;
@@ -877,6 +961,16 @@ impl RawConfig {
                     })?,
             ),
         };
+        if c.max_in_flight.value.0 < c.max_object_size.value.0.min(16 << 20) {
+            return Err(v.err(
+                c.max_in_flight.referenced,
+                "cache.max_in_flight",
+                format!(
+                    "{} is too small: give at least cache.max_object_size or 16MiB",
+                    c.max_in_flight.value
+                ),
+            ));
+        }
         let cache = CacheConfig {
             max_size: c.max_size.value.0,
             max_object_size: c.max_object_size.value.0,
@@ -885,6 +979,7 @@ impl RawConfig {
             targeted_header,
             store_set_cookie: c.store_set_cookie,
             honor_client_no_cache: c.honor_client_no_cache,
+            max_in_flight: c.max_in_flight.value.0,
             ttl: KindTtls {
                 manifest: c.ttl.manifest.0,
                 vod_manifest: c.ttl.vod_manifest.0,
@@ -985,12 +1080,28 @@ impl RawConfig {
                 format!("{bad} is not a 5xx status"),
             ));
         }
+        if let Some(bad) = f
+            .passive_statuses
+            .value
+            .iter()
+            .find(|s| !(500..=599).contains(*s))
+        {
+            return Err(v.err(
+                f.passive_statuses.referenced,
+                "fetch.passive_statuses",
+                format!("{bad} is not a 5xx status"),
+            ));
+        }
+        let forward_headers = forward_headers(&f.forward_headers.value)
+            .map_err(|e| v.err(f.forward_headers.referenced, "fetch.forward_headers", e))?;
         let fetch = FetchConfig {
             connect_timeout: f.connect_timeout.0,
             first_byte_timeout: f.first_byte_timeout.0,
             idle_timeout: f.idle_timeout.0,
             max_attempts: f.max_attempts.value,
             retry_statuses: f.retry_statuses.value,
+            passive_statuses: f.passive_statuses.value,
+            forward_headers,
             host_header: match f.host_header {
                 RawHostHeader::Origin => HostHeader::Origin,
                 RawHostHeader::Client => HostHeader::Client,
@@ -1151,6 +1262,107 @@ impl RawConfig {
             key_rules,
             signed_urls,
         })
+    }
+}
+
+/// Client request headers sent to origins unless `fetch.forward_headers` says otherwise: content
+/// negotiation, CORS and tracing. Everything else a client sends stays at the edge.
+pub const DEFAULT_FORWARD_HEADERS: &[&str] = &[
+    "accept",
+    "accept-language",
+    "origin",
+    "referer",
+    "user-agent",
+    "traceparent",
+    "tracestate",
+    "x-request-id",
+];
+
+/// Headers the edge writes itself or strips on purpose; they cannot be forwarded by name.
+const MANAGED_HEADERS: &[&str] = &[
+    "host",
+    "accept-encoding",
+    "via",
+    "range",
+    "if-range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "cache-control",
+    "pragma",
+    "content-length",
+    "transfer-encoding",
+    "expect",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "authorization",
+    "cookie",
+    "x-forwarded-for",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// Headers known to change what origins answer (URL rewriting, scheme and host detection,
+/// method overrides). Forwarding one is allowed, with a warning: the origin must `Vary` on it.
+const ANSWER_CHANGING_HEADERS: &[&str] = &[
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-original-url",
+    "x-original-uri",
+    "x-original-host",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-host",
+    "x-url-scheme",
+    "front-end-https",
+];
+
+fn forward_headers(names: &[String]) -> Result<Vec<http::header::HeaderName>, String> {
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let name = http::header::HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes())
+            .map_err(|_| format!("{n:?} is not a valid header name"))?;
+        if MANAGED_HEADERS.contains(&name.as_str()) {
+            return Err(format!(
+                "{n:?} is managed by the edge (see conf/edge.yaml: credentials go only with \
+                 fetches that are not shared; client addresses follow server.trusted_proxies)"
+            ));
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Settings that are valid but risky, for the log at start and reload and for `check`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.fetch
+            .forward_headers
+            .iter()
+            .filter(|h| ANSWER_CHANGING_HEADERS.contains(&h.as_str()))
+            .map(|h| {
+                format!(
+                    "fetch.forward_headers: {h} is forwarded to origins but is not part of the \
+                     cache key: unless every origin answer that depends on it says `Vary: {h}`, \
+                     one client can poison the cache for everyone"
+                )
+            })
+            .collect()
     }
 }
 

@@ -36,6 +36,7 @@ pub mod percent;
 pub mod proxy;
 pub mod server;
 pub mod signing;
+pub mod target;
 pub mod tls;
 pub mod upstream;
 
@@ -129,6 +130,9 @@ pub async fn run_with_reload(
 ) -> Result<(), StartError> {
     tls::install_provider();
     metrics::install();
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let tls = match &config.tls {
         Some(t) => Some(tls::build(t).map_err(StartError::Tls)?),
         None => None,
@@ -258,6 +262,9 @@ fn reload(proxy: &Proxy, tls: Option<&tls::Tls>, new: Config) -> Result<(), Stri
                 "changed in the config file: takes effect after a restart"
             );
         }
+    }
+    for w in new.warnings() {
+        tracing::warn!("{w}");
     }
     let runtime = Runtime::new(new)?;
     if let (Some(tls), Some(cfg)) = (tls, runtime.config.tls.as_ref()) {

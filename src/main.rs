@@ -132,6 +132,9 @@ fn check(path: &std::path::Path) -> ExitCode {
                 if c.origins.len() == 1 { "" } else { "s" },
                 config::Size(c.cache.max_size)
             );
+            for w in c.warnings() {
+                eprintln!("{}: warning: {w}", path.display());
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -324,10 +324,10 @@ pub fn without_directives(key: &crate::cache::CacheKey) -> Option<crate::cache::
         return None;
     }
     let rest = rest.join("&");
-    Some(crate::cache::CacheKey::new(
-        path,
-        (!rest.is_empty()).then_some(rest.as_str()),
-    ))
+    Some(
+        crate::cache::CacheKey::new(path, (!rest.is_empty()).then_some(rest.as_str()))
+            .with_host(key.host()),
+    )
 }
 
 /// Resolves a URI from a manifest against the manifest's path (origin-relative only:

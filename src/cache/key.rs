@@ -6,15 +6,27 @@ use std::sync::Arc;
 use http::HeaderMap;
 use http::header::{ACCEPT_ENCODING, HeaderName};
 
-/// The normalised `path?query` of an object. Cheap to clone.
+/// The normalised `path?query` of an object, and the host when the host is part of the key
+/// (when origins see the client's Host). Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CacheKey(Arc<str>);
+pub struct CacheKey {
+    /// `host` followed by `path?query`.
+    repr: Arc<str>,
+    host_len: u32,
+}
 
 impl CacheKey {
     /// Builds the key from a request path and query: the path as received, the query
     /// without empty pairs. Keys name what is fetched from the origin, so they stay exact.
     pub fn new(path: &str, query: Option<&str>) -> CacheKey {
-        let mut s = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+        CacheKey::build(None, path, query)
+    }
+
+    fn build(host: Option<&str>, path: &str, query: Option<&str>) -> CacheKey {
+        let host = host.unwrap_or("");
+        let mut s =
+            String::with_capacity(host.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        s.push_str(host);
         s.push_str(if path.is_empty() { "/" } else { path });
         if let Some(q) = query {
             let mut first = true;
@@ -24,28 +36,51 @@ impl CacheKey {
                 first = false;
             }
         }
-        CacheKey(s.into())
+        CacheKey {
+            repr: s.into(),
+            host_len: u32::try_from(host.len()).unwrap_or(0),
+        }
     }
 
+    /// The same target keyed under `host` (or under no host).
+    pub fn with_host(&self, host: Option<&str>) -> CacheKey {
+        if host == self.host() {
+            return self.clone();
+        }
+        let (path, query) = match self.as_str().split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (self.as_str(), None),
+        };
+        CacheKey::build(host, path, query)
+    }
+
+    /// The request target `path?query`: what the origin is asked for and what places the key
+    /// on the ring.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.repr[self.host_len as usize..]
+    }
+
+    /// The host the key is for, when hosts are keyed.
+    pub fn host(&self) -> Option<&str> {
+        (self.host_len > 0).then(|| &self.repr[..self.host_len as usize])
     }
 
     /// The path part (before `?`).
     pub fn path(&self) -> &str {
-        self.0.split_once('?').map_or(&self.0, |(p, _)| p)
+        let t = self.as_str();
+        t.split_once('?').map_or(t, |(p, _)| p)
     }
 }
 
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.repr)
     }
 }
 
 impl fmt::Debug for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", &*self.0)
+        write!(f, "{:?}", &*self.repr)
     }
 }
 
@@ -82,13 +117,18 @@ impl KeyRules {
     }
 
     pub fn key(&self, path: &str, query: Option<&str>) -> CacheKey {
+        self.key_on(None, path, query)
+    }
+
+    /// `key`, for `host` when hosts are keyed.
+    pub fn key_on(&self, host: Option<&str>, path: &str, query: Option<&str>) -> CacheKey {
         let policy = self
             .rules
             .iter()
             .find(|r| path.starts_with(&r.prefix))
             .map_or(&QueryPolicy::All, |r| &r.query);
         let Some(q) = query.filter(|q| !q.is_empty()) else {
-            return CacheKey::new(path, None);
+            return CacheKey::build(host, path, None);
         };
         let mut pairs: Vec<&str> = q
             .split('&')
@@ -114,7 +154,7 @@ impl KeyRules {
             ka.cmp(kb)
         });
         let joined = pairs.join("&");
-        CacheKey::new(path, (!joined.is_empty()).then_some(joined.as_str()))
+        CacheKey::build(host, path, (!joined.is_empty()).then_some(joined.as_str()))
     }
 }
 
@@ -242,6 +282,21 @@ mod tests {
         );
         assert_eq!(CacheKey::new("", None).as_str(), "/");
         assert_eq!(CacheKey::new("/p/q.m3u8", Some("a=1")).path(), "/p/q.m3u8");
+    }
+
+    #[test]
+    fn hosts_are_part_of_the_key_but_not_of_the_target() {
+        let plain = CacheKey::new("/a.ts", Some("x=1"));
+        let good = plain.with_host(Some("good.example"));
+        let evil = plain.with_host(Some("evil.example"));
+        assert_ne!(good, evil);
+        assert_ne!(good, plain);
+        assert_eq!(good.as_str(), "/a.ts?x=1");
+        assert_eq!(good.path(), "/a.ts");
+        assert_eq!(good.host(), Some("good.example"));
+        assert_eq!(plain.host(), None);
+        assert_eq!(good.with_host(None), plain);
+        assert_eq!(good.to_string(), "good.example/a.ts?x=1");
     }
 
     #[test]

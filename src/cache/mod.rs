@@ -302,6 +302,21 @@ impl Store {
         existed
     }
 
+    /// Removes a target under every host it is stored for (hosts are keyed when origins see the
+    /// client's Host), with all its variants. Returns how many keys were stored.
+    pub fn purge_all_hosts(&self, key: &CacheKey) -> usize {
+        let target = key.as_str().to_owned();
+        let n = self
+            .cache
+            .iter()
+            .filter(|(k, _)| k.variant.is_none() && k.key.as_str() == target)
+            .count();
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |sk, _| sk.key.as_str() == target);
+        n
+    }
+
     /// Removes every key that starts with `prefix`. Returns how many keys matched.
     pub fn purge_prefix(&self, prefix: &str) -> usize {
         let n = self
@@ -317,8 +332,12 @@ impl Store {
     }
 
     /// Marks every stored variant of a key stale so the next request revalidates it.
+    /// A key without a host marks the target stale under every host.
     pub async fn soft_purge(&self, key: &CacheKey) -> usize {
-        self.soft_purge_where(|k| k == key).await
+        self.soft_purge_where(|k| {
+            k.as_str() == key.as_str() && (key.host().is_none() || k.host() == key.host())
+        })
+        .await
     }
 
     /// Marks every object under a path prefix stale.

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -15,8 +15,9 @@ use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::headers::{origin_request_headers, stored_headers};
 use super::respond::VIA;
-use super::{Proxy, Runtime, remove_dot_segments};
+use super::{Proxy, Runtime, reference_key};
 use crate::cache::fill::{FillHead, FillWriter, Joined, Push};
 use crate::cache::key::variant_of;
 use crate::cache::policy::{self, Exchange, MediaTiming, Refusal};
@@ -40,7 +41,6 @@ pub struct FillJob {
     pub request_headers: HeaderMap,
     /// Headers to send to the origin.
     pub origin_headers: HeaderMap,
-    pub client_host: Option<HeaderValue>,
     pub stale: Option<Arc<CachedObject>>,
     /// A fill other requests may join (not a private fetch).
     pub shared: bool,
@@ -49,110 +49,6 @@ pub struct FillJob {
     pub prefetch: bool,
     /// A prefetch's concurrency slot, held until its fill ends.
     pub _permit: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-/// Request headers forwarded to the origin: end-to-end only, without the client's
-/// preconditions, range and cache directives (a fill fetches the whole, current object), with
-/// `Accept-Encoding` reduced to the one coding the variant stands for. Credentials and cookies
-/// go only with fetches that are not shared.
-pub fn origin_request_headers(client: &HeaderMap, private: bool) -> HeaderMap {
-    let mut h = HeaderMap::with_capacity(client.len());
-    let connection_listed = connection_tokens(client);
-    for (name, value) in client {
-        if is_hop_by_hop(name)
-            || connection_listed.iter().any(|n| n == name.as_str())
-            || matches!(
-                *name,
-                header::HOST
-                    | header::RANGE
-                    | header::IF_RANGE
-                    | header::IF_MATCH
-                    | header::IF_NONE_MATCH
-                    | header::IF_MODIFIED_SINCE
-                    | header::IF_UNMODIFIED_SINCE
-                    | header::CACHE_CONTROL
-                    | header::PRAGMA
-                    | header::CONTENT_LENGTH
-                    | header::EXPECT
-                    | header::ACCEPT_ENCODING
-                    | header::VIA
-            )
-        {
-            continue;
-        }
-        if !private && (name == header::AUTHORIZATION || name == header::COOKIE) {
-            continue;
-        }
-        h.append(name.clone(), value.clone());
-    }
-    let coding = compress::preferred_encoding(client);
-    h.insert(
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static(coding.as_str()),
-    );
-    h.append(header::VIA, HeaderValue::from_static(VIA));
-    h
-}
-
-fn connection_tokens(h: &HeaderMap) -> Vec<String> {
-    h.get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-    )
-}
-
-/// The origin's response headers as stored: hop-by-hop, framing and Age removed. Values are
-/// copied: hyper parses them as slices of its read buffer, and a stored slice would pin the
-/// whole buffer (often hundreds of KB of body bytes) for as long as the object stays cached.
-pub fn stored_headers(origin: &HeaderMap) -> HeaderMap {
-    let listed = connection_tokens(origin);
-    let mut h = HeaderMap::with_capacity(origin.len() + 1);
-    for (name, value) in origin {
-        if is_hop_by_hop(name)
-            || listed.iter().any(|n| n == name.as_str())
-            || *name == header::CONTENT_LENGTH
-            || *name == header::AGE
-        {
-            continue;
-        }
-        h.append(name.clone(), owned(value));
-    }
-    if !h.contains_key(header::DATE) {
-        // RFC 9110 §6.6.1: a recipient with a clock adds Date when it caches or forwards.
-        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
-            h.insert(header::DATE, v);
-        }
-    }
-    h
-}
-
-/// A header value in its own allocation.
-fn owned(value: &HeaderValue) -> HeaderValue {
-    match HeaderValue::from_bytes(value.as_bytes()) {
-        Ok(mut v) => {
-            v.set_sensitive(value.is_sensitive());
-            v
-        }
-        Err(_) => value.clone(),
-    }
 }
 
 fn varies_on(headers: &HeaderMap, name: &HeaderName) -> bool {
@@ -283,7 +179,6 @@ async fn run_fill(
         key: job.key.clone(),
         method: Method::GET,
         headers: origin_headers,
-        client_host: job.client_host.clone(),
         first_byte_timeout: job.first_byte_timeout,
         body: None,
         retry: true,
@@ -537,7 +432,7 @@ async fn run_fill(
             && info.format == Format::HlsMedia
             && info.live
         {
-            prefetch_from_playlist(proxy, rt, job.key.path(), &info);
+            prefetch_from_playlist(proxy, rt, &job.key, &info);
         }
         return None;
     }
@@ -664,7 +559,7 @@ async fn encode_all(cfg: &compress::CompressConfig, body: &Bytes) -> Encodings {
 fn prefetch_from_playlist(
     proxy: &Arc<Proxy>,
     rt: &Arc<Runtime>,
-    playlist_path: &str,
+    playlist: &CacheKey,
     info: &media::ManifestInfo,
 ) {
     let cfg = &rt.config.prefetch;
@@ -683,23 +578,17 @@ fn prefetch_from_playlist(
     let skip = candidates.len().saturating_sub(cfg.segments);
     candidates.drain(..skip);
     for uri in candidates {
-        if let Some(target) = media::resolve(playlist_path, uri) {
-            prefetch(proxy, rt, &target);
+        if let Some(reference) = media::resolve(playlist.path(), uri)
+            && let Some(key) = reference_key(rt, playlist.host(), &reference)
+        {
+            prefetch(proxy, rt, key);
         }
     }
 }
 
-/// Starts a fill for `target` (an origin-relative path with optional query) unless it is
-/// cached or in flight, within the prefetch concurrency bound.
-pub fn prefetch(proxy: &Arc<Proxy>, rt: &Arc<Runtime>, target: &str) {
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
-    };
-    let Some(path) = remove_dot_segments(path) else {
-        return;
-    };
-    let key = rt.keys.key(&path, query);
+/// Starts a fill for `key` unless it is cached or in flight, within the prefetch concurrency
+/// bound.
+pub fn prefetch(proxy: &Arc<Proxy>, rt: &Arc<Runtime>, key: CacheKey) {
     let slot = StoreKey::base(key.clone());
     let proxy = proxy.clone();
     let rt = rt.clone();
@@ -722,8 +611,12 @@ pub fn prefetch(proxy: &Arc<Proxy>, rt: &Arc<Runtime>, target: &str) {
                     key,
                     slot,
                     request_headers: HeaderMap::new(),
-                    origin_headers: origin_request_headers(&HeaderMap::new(), false),
-                    client_host: None,
+                    origin_headers: origin_request_headers(
+                        &HeaderMap::new(),
+                        false,
+                        &rt.config.fetch,
+                        None,
+                    ),
                     stale: None,
                     shared: true,
                     first_byte_timeout: rt.config.fetch.first_byte_timeout,
@@ -745,6 +638,7 @@ pub async fn forward_unsafe(
     proxy: &Arc<Proxy>,
     rt: &Arc<Runtime>,
     parts: &http::request::Parts,
+    mut headers: HeaderMap,
     body: Incoming,
     key: CacheKey,
 ) -> Result<Response<ResponseBody>, EdgeError> {
@@ -762,7 +656,6 @@ pub async fn forward_unsafe(
             }
         })?
         .to_bytes();
-    let mut headers = origin_request_headers(&parts.headers, true);
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
         headers.insert(header::CONTENT_TYPE, ct.clone());
     }
@@ -770,7 +663,6 @@ pub async fn forward_unsafe(
         key: key.clone(),
         method: parts.method.clone(),
         headers,
-        client_host: parts.headers.get(header::HOST).cloned(),
         first_byte_timeout: rt.config.fetch.first_byte_timeout,
         body: Some(body),
         retry: false,
@@ -785,12 +677,9 @@ pub async fn forward_unsafe(
                 .get(&name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(same_origin_path)
+                && let Some(key) = reference_key(rt, key.host(), &target)
             {
-                let (p, q) = match target.split_once('?') {
-                    Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-                    None => (target.clone(), None),
-                };
-                proxy.store.purge(&rt.keys.key(&p, q.as_deref())).await;
+                proxy.store.purge(&key).await;
             }
         }
     }
@@ -836,39 +725,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn origin_headers_are_end_to_end_only() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-foo"),
-        );
-        h.insert("x-foo", HeaderValue::from_static("1"));
-        h.insert("x-bar", HeaderValue::from_static("2"));
-        h.insert(header::RANGE, HeaderValue::from_static("bytes=0-1"));
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"a\""));
-        h.insert(header::COOKIE, HeaderValue::from_static("s=1"));
-        h.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("gzip, br"),
-        );
-        let o = origin_request_headers(&h, false);
-        assert!(o.get("x-foo").is_none());
-        assert!(o.get(header::CONNECTION).is_none());
-        assert_eq!(o.get("x-bar").unwrap(), "2");
-        assert!(o.get(header::RANGE).is_none());
-        assert!(o.get(header::IF_NONE_MATCH).is_none());
-        assert!(o.get(header::COOKIE).is_none());
-        assert_eq!(o.get(header::ACCEPT_ENCODING).unwrap(), "br");
-        assert_eq!(o.get(header::VIA).unwrap(), VIA);
-        assert_eq!(
-            origin_request_headers(&h, true)
-                .get(header::COOKIE)
-                .unwrap(),
-            "s=1"
-        );
-    }
-
-    #[test]
     fn merge_304_keeps_body_headers() {
         let mut stored = HeaderMap::new();
         stored.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
@@ -898,21 +754,6 @@ mod tests {
         let mut plain = HeaderMap::new();
         assert!(vary_names(&mut plain).is_none());
         assert!(varies_on(&h, &header::ACCEPT_ENCODING));
-    }
-
-    #[test]
-    fn stored_values_do_not_pin_the_read_buffer() {
-        let buffer = Bytes::from(vec![b'a'; 64 * 1024]);
-        let mut origin = HeaderMap::new();
-        origin.insert(
-            header::ETAG,
-            HeaderValue::from_maybe_shared(buffer.slice(0..8)).unwrap(),
-        );
-        let stored = stored_headers(&origin);
-        let v = stored.get(header::ETAG).unwrap().as_bytes();
-        assert_eq!(v, b"aaaaaaaa");
-        let range = buffer.as_ptr_range();
-        assert!(!range.contains(&v.as_ptr()), "the stored value is a copy");
     }
 
     #[test]

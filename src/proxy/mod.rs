@@ -5,6 +5,7 @@
 //! request writes one access-log line and its metrics when its body ends (or is dropped).
 
 mod fetch;
+mod headers;
 mod log;
 mod respond;
 
@@ -23,12 +24,15 @@ use crate::cache::key::{KeyRules, variant_of};
 use crate::cache::policy::CacheControl;
 use crate::cache::{CacheKey, CachedObject, ContentKind, Lookup, Store, StoreKey};
 use crate::cmcd::Cmcd;
-use crate::config::Config;
+use crate::config::{Config, HostHeader};
 use crate::error::EdgeError;
 use crate::media::Directives;
 use crate::server::{ConnInfo, Handler, ResponseBody};
+use crate::signing::TokenError;
+use crate::target::Target;
 use crate::upstream::Upstream;
-use fetch::{FillJob, origin_request_headers, spawn_fill};
+use fetch::{FillJob, spawn_fill};
+use headers::{ClientAddress, origin_request_headers};
 pub use log::CacheResult;
 use log::Outcome;
 use respond::{CacheStatus, respond_error, respond_fill, respond_stored};
@@ -101,6 +105,25 @@ impl Handler for ProxyHandler {
 struct Ctx {
     proxy: Arc<Proxy>,
     rt: Arc<Runtime>,
+    /// The address the request came from (a proxy's, when one is in front).
+    peer: std::net::IpAddr,
+}
+
+impl Ctx {
+    /// Headers for an origin fetch on behalf of this request.
+    fn origin_headers(&self, parts: &http::request::Parts, private: bool) -> http::HeaderMap {
+        let address = ClientAddress::new(
+            &parts.headers,
+            self.peer,
+            &self.rt.config.server.trusted_proxies,
+        );
+        origin_request_headers(
+            &parts.headers,
+            private,
+            &self.rt.config.fetch,
+            Some(&address),
+        )
+    }
 }
 
 /// Runs every phase for one request; never fails.
@@ -114,8 +137,9 @@ pub async fn handle(
     let ctx = Ctx {
         rt: proxy.runtime(),
         proxy,
+        peer: conn.peer.ip(),
     };
-    let response = match serve(&ctx, &parts, body, &mut out).await {
+    let response = match serve(&ctx, &parts, &conn, body, &mut out).await {
         Ok(r) => r,
         Err(e) => respond_error(&e, &mut out),
     };
@@ -126,46 +150,50 @@ pub async fn handle(
 async fn serve(
     ctx: &Ctx,
     parts: &http::request::Parts,
+    conn: &ConnInfo,
     body: Incoming,
     out: &mut Outcome,
 ) -> Result<Response<ResponseBody>, EdgeError> {
+    let mut target = target(ctx, parts, conn)?;
     let forward = admit(ctx, parts)?;
-    let (path, query) = sign(ctx, parts)?;
-    let key = ctx.rt.keys.key(&path, query.as_deref());
-    out.kind = ContentKind::from_path(&path);
-    cmcd(ctx, parts, &path, out);
+    sign(ctx, &mut target)?;
+    let key = key(&ctx.rt, &target);
+    out.kind = ContentKind::from_path(&target.path);
+    cmcd(ctx, parts, &target, out);
     if forward {
         out.cache = CacheResult::Pass;
-        return fetch::forward_unsafe(&ctx.proxy, &ctx.rt, parts, body, key).await;
+        let headers = ctx.origin_headers(parts, true);
+        return fetch::forward_unsafe(&ctx.proxy, &ctx.rt, parts, headers, body, key).await;
     }
     let (key, first_byte_timeout) = ll_hls(ctx, parts, key).await;
     lookup(ctx, parts, key, first_byte_timeout, out, 0).await
 }
 
-/// Phase `admit`: runs first. GET and HEAD pass for a served host (any host when
-/// `server.hosts` is empty). OPTIONS (CORS preflight) and, when `server.forward_unsafe_methods`
-/// is set, POST/PUT/PATCH/DELETE are forwarded uncached (returns `true`); others get 405.
-fn admit(ctx: &Ctx, parts: &http::request::Parts) -> Result<bool, EdgeError> {
+/// Phase `target`: runs first. The request's host, path and query in their one canonical form
+/// (see [`crate::target`]): malformed or ambiguous targets and hosts get 400, a host not in
+/// `server.hosts` (when set) gets 421.
+fn target(ctx: &Ctx, parts: &http::request::Parts, conn: &ConnInfo) -> Result<Target, EdgeError> {
+    let target = Target::from_request(parts, conn.tls).map_err(bad_target)?;
     let hosts = &ctx.rt.config.server.hosts;
     if !hosts.is_empty() {
-        let host = request_host(parts).unwrap_or_default();
-        let name = host.rsplit_once(':').map_or(host.as_str(), |(h, p)| {
-            if p.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                host.as_str()
-            }
-        });
+        let name = target.host_name().unwrap_or_default();
         if !hosts.iter().any(|h| h == name) {
-            return Err(EdgeError::UnknownHost(host));
+            return Err(EdgeError::UnknownHost(
+                target.host.clone().unwrap_or_default(),
+            ));
         }
     }
-    let path = parts.uri.path();
-    if !path.starts_with('/') {
-        return Err(EdgeError::BadRequest(
-            "request target must be a path".into(),
-        ));
-    }
+    Ok(target)
+}
+
+fn bad_target(e: crate::target::TargetError) -> EdgeError {
+    EdgeError::BadRequest(e.to_string())
+}
+
+/// Phase `admit`: runs after `target`. GET and HEAD pass. OPTIONS (CORS preflight) and, when
+/// `server.forward_unsafe_methods` is set, POST/PUT/PATCH/DELETE are forwarded uncached
+/// (returns `true`); others get 405.
+fn admit(ctx: &Ctx, parts: &http::request::Parts) -> Result<bool, EdgeError> {
     match parts.method {
         Method::GET | Method::HEAD => Ok(false),
         Method::OPTIONS => Ok(true),
@@ -185,75 +213,63 @@ fn admit(ctx: &Ctx, parts: &http::request::Parts) -> Result<bool, EdgeError> {
     }
 }
 
-fn request_host(parts: &http::request::Parts) -> Option<String> {
-    parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_ascii_lowercase())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(|h| h.to_ascii_lowercase())
-        })
+/// Phase `sign`: runs after `admit`. Under a `signed_urls` prefix (matched on the canonical
+/// path), a missing, bad or expired token gets 403; the token is removed from what follows (key
+/// and origin request). Then an escaped `/` left anywhere in the path gets 400.
+fn sign(ctx: &Ctx, target: &mut Target) -> Result<(), EdgeError> {
+    match check_signature(&ctx.rt, target) {
+        Ok(()) => target.check_no_encoded_slash().map_err(bad_target),
+        Err(e) => Err(EdgeError::Forbidden(e.to_string())),
+    }
 }
 
-/// Phase `sign`: runs after `admit`. Resolves dot segments (`/a/../b` and `/b` are one
-/// object; paths above the root are refused). Under a `signed_urls` prefix, a missing, bad or
-/// expired token gets 403; the token is removed from what follows (key and origin request).
-fn sign(ctx: &Ctx, parts: &http::request::Parts) -> Result<(String, Option<String>), EdgeError> {
-    let path = remove_dot_segments(parts.uri.path())
-        .ok_or_else(|| EdgeError::BadRequest("path climbs above the root".into()))?;
-    let query = parts.uri.query().map(str::to_owned);
-    let Some(rule) = ctx
-        .rt
+/// Verifies and removes the token of a target under a signed prefix.
+fn check_signature(rt: &Runtime, target: &mut Target) -> Result<(), TokenError> {
+    let Some(rule) = rt
         .config
         .signed_urls
         .iter()
-        .filter(|r| path.starts_with(&r.prefix))
+        .filter(|r| target.path.starts_with(&r.prefix))
         .max_by_key(|r| r.prefix.len())
     else {
-        return Ok((path, query));
+        return Ok(());
     };
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    crate::signing::verify(rule, &path, query.as_deref(), now)
-        .map(|v| (v.path, v.query))
-        .map_err(|e| EdgeError::Forbidden(e.to_string()))
+    let v = crate::signing::verify(rule, &target.path, target.query.as_deref(), now)?;
+    target.path = v.path;
+    target.query = v.query;
+    Ok(())
 }
 
-/// RFC 3986 §5.2.4 on an absolute path; `None` if it would climb above `/`.
-pub(crate) fn remove_dot_segments(path: &str) -> Option<String> {
-    if !path.contains("/.") {
-        return Some(path.to_owned());
+/// Phase `key`: the cache key of a canonical target: the key rules pick the query parameters;
+/// the host is part of the key when origins see the client's Host (`fetch.host_header: client`).
+fn key(rt: &Runtime, target: &Target) -> CacheKey {
+    let host = match rt.config.fetch.host_header {
+        HostHeader::Client => target.host.as_deref(),
+        HostHeader::Origin => None,
+    };
+    rt.keys.key_on(host, &target.path, target.query.as_deref())
+}
+
+/// The key of an origin-relative reference found by the edge itself (a playlist entry, a CMCD
+/// `nor`, a `Location`), for the host of the request it came with: the same canonical form and
+/// key as a client's request for it would get. A token it carries is checked and removed; a
+/// reference without one may still be fetched (it comes from the origin, not from a client).
+pub(crate) fn reference_key(rt: &Runtime, host: Option<&str>, reference: &str) -> Option<CacheKey> {
+    let mut target = Target::from_reference(host, reference).ok()?;
+    match check_signature(rt, &mut target) {
+        Ok(()) | Err(TokenError::Missing) => {}
+        Err(_) => return None,
     }
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let last = segments.len().saturating_sub(1);
-    for (i, seg) in segments.iter().enumerate() {
-        match *seg {
-            "." => {
-                if i == last {
-                    out.push("");
-                }
-            }
-            ".." => {
-                out.pop()?;
-                if i == last {
-                    out.push("");
-                }
-            }
-            s => out.push(s),
-        }
-    }
-    Some(format!("/{}", out.join("/")))
+    target.check_no_encoded_slash().ok()?;
+    Some(key(rt, &target))
 }
 
 /// Phase `cmcd`: runs after the key is known. Common Media Client Data goes to the access log
 /// and metrics; a `nor` (next object request) is prefetched when `prefetch.cmcd_nor` is on.
-fn cmcd(ctx: &Ctx, parts: &http::request::Parts, path: &str, out: &mut Outcome) {
+fn cmcd(ctx: &Ctx, parts: &http::request::Parts, target: &Target, out: &mut Outcome) {
     let c = Cmcd::from_request(parts.uri.query(), &parts.headers);
     if c.is_empty() {
         return;
@@ -263,9 +279,10 @@ fn cmcd(ctx: &Ctx, parts: &http::request::Parts, path: &str, out: &mut Outcome) 
     if prefetch.enabled
         && prefetch.cmcd_nor
         && let Some(nor) = &c.next_object
-        && let Some(target) = crate::media::resolve(path, &crate::percent::decode(nor))
+        && let Some(reference) = crate::media::resolve(&target.path, &crate::percent::decode(nor))
+        && let Some(key) = reference_key(&ctx.rt, target.host.as_deref(), &reference)
     {
-        fetch::prefetch(&ctx.proxy, &ctx.rt, &target);
+        fetch::prefetch(&ctx.proxy, &ctx.rt, key);
     }
     out.cmcd = Some(c);
 }
@@ -437,8 +454,7 @@ async fn fill(
         slot: req.slot.clone(),
         kind: ContentKind::from_path(req.key.path()),
         request_headers: parts.headers.clone(),
-        origin_headers: origin_request_headers(&parts.headers, req.mode == Mode::Private),
-        client_host: parts.headers.get(header::HOST).cloned(),
+        origin_headers: ctx.origin_headers(parts, req.mode == Mode::Private),
         stale: req.stale.clone(),
         shared: req.mode == Mode::Collapse,
         first_byte_timeout: req.first_byte_timeout,
@@ -545,8 +561,7 @@ fn revalidate_in_background(
             slot: slot.clone(),
             kind: stale.kind,
             request_headers: parts.headers.clone(),
-            origin_headers: origin_request_headers(&parts.headers, false),
-            client_host: parts.headers.get(header::HOST).cloned(),
+            origin_headers: ctx.origin_headers(parts, false),
             stale: Some(stale),
             shared: true,
             first_byte_timeout: ctx.rt.config.fetch.first_byte_timeout,
@@ -554,23 +569,5 @@ fn revalidate_in_background(
             _permit: None,
         };
         spawn_fill(ctx.proxy.clone(), ctx.rt.clone(), writer, job);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dot_segments() {
-        assert_eq!(remove_dot_segments("/a/b").as_deref(), Some("/a/b"));
-        assert_eq!(remove_dot_segments("/a/../b").as_deref(), Some("/b"));
-        assert_eq!(remove_dot_segments("/a/./b/").as_deref(), Some("/a/b/"));
-        assert_eq!(remove_dot_segments("/a/b/..").as_deref(), Some("/a/"));
-        assert_eq!(remove_dot_segments("/../etc/passwd"), None);
-        assert_eq!(
-            remove_dot_segments("/a/.hidden").as_deref(),
-            Some("/a/.hidden")
-        );
     }
 }

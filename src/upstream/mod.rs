@@ -53,8 +53,6 @@ pub struct OriginRequest {
     pub method: Method,
     /// End-to-end request headers to forward (already filtered).
     pub headers: HeaderMap,
-    /// The Host the client asked for (used when `host_header: client`).
-    pub client_host: Option<HeaderValue>,
     /// How long to wait for the response head.
     pub first_byte_timeout: Duration,
     /// A request body (forwarded unsafe methods).
@@ -264,10 +262,12 @@ impl Upstream {
     ) -> Result<OriginResponse, EdgeError> {
         let url = origin.url_for(&req.key)?;
         let mut headers = req.headers.clone();
-        let host = match (self.fetch.host_header, &req.client_host) {
-            (HostHeader::Client, Some(h)) => h.clone(),
-            _ => origin.authority.clone(),
+        // The client's (canonical) host is in the key exactly when origins see it.
+        let client_host = match self.fetch.host_header {
+            HostHeader::Client => req.key.host().and_then(|h| HeaderValue::from_str(h).ok()),
+            HostHeader::Origin => None,
         };
+        let host = client_host.unwrap_or_else(|| origin.authority.clone());
         headers.insert(header::HOST, host);
         let mut builder = self
             .client

@@ -1,0 +1,13 @@
+//! Hostile traffic: every attack on the edge that we know of, over real sockets — ambiguous
+//! paths against signed URLs, Host games, unkeyed headers, origin-health games, slow readers,
+//! connection limits, request smuggling and HTTP/2 abuse — each asserting what the client gets
+//! and what the origin saw.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod raw;
+
+mod headers;
+mod host;
+mod target;
