@@ -16,6 +16,8 @@ pub const TTFB: &str = "streamedge_time_to_first_byte_seconds";
 pub const ORIGIN_REQUESTS: &str = "streamedge_origin_requests_total";
 pub const ORIGIN_ERRORS: &str = "streamedge_origin_errors_total";
 pub const ORIGIN_RETRIES: &str = "streamedge_origin_retries_total";
+pub const ORIGIN_RESENDS: &str = "streamedge_origin_resends_total";
+pub const ORIGIN_ALL_DOWN: &str = "streamedge_origin_all_down_requests_total";
 pub const ORIGIN_FETCH_DURATION: &str = "streamedge_origin_fetch_duration_seconds";
 pub const ORIGIN_UP: &str = "streamedge_origin_up";
 pub const ORIGIN_CONNECTIONS: &str = "streamedge_origin_connections_total";
@@ -99,6 +101,14 @@ fn describe() {
         "Origin fetch time, request to last byte."
     );
     describe_gauge!(ORIGIN_UP, "1 when the origin is considered healthy.");
+    describe_counter!(
+        ORIGIN_RESENDS,
+        "Requests sent again on a new connection after a reused one failed before any response byte."
+    );
+    describe_counter!(
+        ORIGIN_ALL_DOWN,
+        "Origin requests sent while every origin was out (passive: all tried anyway; active: trials)."
+    );
     describe_counter!(HEALTH_PROBES, "Active health probes by result.");
     describe_counter!(
         COLLAPSED,
@@ -282,6 +292,14 @@ pub fn origin_error(origin: &str, error: &'static str) {
 
 pub fn origin_retry(origin: &str) {
     counter!(ORIGIN_RETRIES, "origin" => origin.to_owned()).increment(1);
+}
+
+pub fn origin_resend(origin: &str) {
+    counter!(ORIGIN_RESENDS, "origin" => origin.to_owned()).increment(1);
+}
+
+pub fn origin_all_down(origin: &str) {
+    counter!(ORIGIN_ALL_DOWN, "origin" => origin.to_owned()).increment(1);
 }
 
 pub fn origin_fetch_done(origin: &str, ok: bool, took: Duration) {

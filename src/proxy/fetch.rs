@@ -195,6 +195,18 @@ async fn run_fill(
     let status = resp.response.status();
     let origin_name = resp.origin.name.clone();
 
+    // A 304 is an answer to validators; the edge sent none (it never forwards a client's).
+    let conditional = request.headers.contains_key(header::IF_NONE_MATCH)
+        || request.headers.contains_key(header::IF_MODIFIED_SINCE);
+    if status == StatusCode::NOT_MODIFIED && !conditional {
+        resp.finished(false);
+        writer.fail(EdgeError::OriginProtocol {
+            origin: origin_name.to_string(),
+            detail: "304 Not Modified to a request without validators".into(),
+        });
+        return Some("status");
+    }
+
     // RFC 5861 §4: an origin's 500, 502, 503 or 504 is an error like an unreachable origin.
     // Where the stale copy allows it, the readers serve that (see `fill`) instead of the answer.
     if let Some(stale) = &job.stale

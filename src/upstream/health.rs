@@ -1,15 +1,24 @@
 //! Origin health: active probes and passive ejection with rise / fall thresholds.
 //!
-//! Passive failures (connect errors, timeouts, configured 5xx) count toward `fall` like failed
-//! probes. A fallen origin is skipped until `rise` probes succeed; without active checks it is
-//! tried again after a cool-down, and one good answer brings it back. A trial whose request
-//! ends without a verdict (cancelled, or failed for a reason that says nothing about the
-//! origin) is handed back, so it cannot keep the origin out for good.
+//! Passive failures (connect failures, a new connection closed on us, and the statuses an
+//! operator opts into) count toward `fall` like failed probes. A fallen origin is skipped until
+//! `rise` probes succeed; without active checks it is tried again after a cool-down, and one good
+//! answer brings it back. A trial whose request ends without a verdict (cancelled, or failed for
+//! a reason that says nothing about the origin) is handed back, so it cannot keep the origin out
+//! for good.
+//!
+//! Out is never "nothing to try": when every origin is out, passive verdicts are set aside (all
+//! are tried in ring order, as Envoy's panic mode does), and origins that probes declared down
+//! still get one trial request per [`ALL_DOWN_TRIAL_INTERVAL`] — a health-check path that breaks
+//! on its own cannot take the whole service off the air.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// With active checks and every origin down: how often one request per origin goes through.
+pub const ALL_DOWN_TRIAL_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct State {
@@ -20,6 +29,8 @@ struct State {
     /// Without active checks: the number of the cool-down trial in flight.
     trial: Option<u64>,
     trials: u64,
+    /// With active checks: when the last all-down trial request went out.
+    last_all_down_trial: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -52,6 +63,7 @@ impl Health {
                 down_since: None,
                 trial: None,
                 trials: 0,
+                last_all_down_trial: None,
             }),
             rise: rise.max(1),
             fall: fall.max(1),
@@ -89,6 +101,36 @@ impl Health {
                 })
             }
             _ => None,
+        }
+    }
+
+    /// When no origin admits a request: whether this one takes it anyway. Passive ejection is
+    /// set aside; an origin probes declared down takes one request per
+    /// [`ALL_DOWN_TRIAL_INTERVAL`].
+    pub fn admit_anyway(&self) -> bool {
+        if !self.active {
+            return true;
+        }
+        let mut st = self.lock();
+        if st.up
+            || st
+                .last_all_down_trial
+                .is_none_or(|t| t.elapsed() >= ALL_DOWN_TRIAL_INTERVAL)
+        {
+            st.last_all_down_trial = Some(Instant::now());
+            return true;
+        }
+        false
+    }
+
+    /// Whether `admit_anyway` would say yes now.
+    pub fn could_admit_anyway(&self) -> bool {
+        !self.active || {
+            let st = self.lock();
+            st.up
+                || st
+                    .last_all_down_trial
+                    .is_none_or(|t| t.elapsed() >= ALL_DOWN_TRIAL_INTERVAL)
         }
     }
 
@@ -204,6 +246,23 @@ mod tests {
         assert_eq!(h.success(true), Transition::None);
         assert_eq!(h.success(true), Transition::Up);
         assert!(h.admit().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_down_passive_verdicts_are_set_aside_and_active_ones_trickle() {
+        let passive = Health::new("t-anyway-p", 1, 1, false, Duration::from_secs(60));
+        passive.failure("x");
+        assert!(passive.admit().is_none());
+        assert!(passive.could_admit_anyway() && passive.admit_anyway());
+        assert!(passive.admit_anyway(), "every request, while all are out");
+
+        let active = Health::new("t-anyway-a", 1, 1, true, Duration::from_secs(60));
+        active.failure("x");
+        assert!(active.admit_anyway(), "a first trial");
+        assert!(!active.could_admit_anyway());
+        assert!(!active.admit_anyway(), "one per interval");
+        tokio::time::advance(ALL_DOWN_TRIAL_INTERVAL).await;
+        assert!(active.admit_anyway());
     }
 
     #[tokio::test(start_paused = true)]

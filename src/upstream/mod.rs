@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, StatusCode};
 use tokio::time::Instant;
 
 use crate::cache::CacheKey;
@@ -95,9 +95,26 @@ impl OriginResponse {
     }
 }
 
+/// How an origin exchange failed, for health and for a resend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// No connection could be made (refused, connect or TLS timeout, TLS error): the origin
+    /// itself is unwell. Counts toward ejection.
+    Connect,
+    /// The connection closed or was reset before any response byte. On a pooled connection
+    /// this is usually the origin closing it while idle, just as the request went out (the
+    /// keep-alive race): sent again once on a new connection. Not held against the origin even
+    /// then: an origin may close on one URL on purpose (nginx's `return 444`).
+    Closed,
+    /// The answer was malformed, or late: the problem of this URL, not of the origin.
+    Answer,
+}
+
 /// The origin fleet.
 pub struct Upstream {
     client: reqwest::Client,
+    /// Same settings without a connection pool: every request on a new connection (resends).
+    fresh: reqwest::Client,
     origins: Vec<Arc<Origin>>,
     ring: OriginRing,
     fetch: FetchConfig,
@@ -111,28 +128,38 @@ impl Upstream {
     pub fn new(config: &Config) -> Result<Upstream, String> {
         let fetch = config.fetch.clone();
         let connections = Arc::new(AtomicU64::new(0));
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(fetch.connect_timeout)
-            .pool_idle_timeout(fetch.pool_idle_timeout)
-            .pool_max_idle_per_host(fetch.pool_max_idle_per_host)
-            .tcp_nodelay(true)
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never())
-            .connector_layer(CountConnections(connections.clone()));
-        if let Some(ca) = &fetch.ca_file {
-            let pem =
-                std::fs::read(ca).map_err(|e| format!("fetch.ca_file {}: {e}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("fetch.ca_file {}: {e}", ca.display()))?;
-            if certs.is_empty() {
-                return Err(format!("fetch.ca_file {}: no certificates", ca.display()));
+        let ca = match &fetch.ca_file {
+            None => None,
+            Some(ca) => {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| format!("fetch.ca_file {}: {e}", ca.display()))?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| format!("fetch.ca_file {}: {e}", ca.display()))?;
+                if certs.is_empty() {
+                    return Err(format!("fetch.ca_file {}: no certificates", ca.display()));
+                }
+                Some(certs)
             }
-            builder = builder.tls_certs_only(certs);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| format!("origin client: {}", error_chain(&e)))?;
+        };
+        let build = |idle_per_host: usize| {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(fetch.connect_timeout)
+                .pool_idle_timeout(fetch.pool_idle_timeout)
+                .pool_max_idle_per_host(idle_per_host)
+                .tcp_nodelay(true)
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .retry(reqwest::retry::never())
+                .connector_layer(CountConnections(connections.clone()));
+            if let Some(certs) = &ca {
+                builder = builder.tls_certs_only(certs.clone());
+            }
+            builder
+                .build()
+                .map_err(|e| format!("origin client: {}", error_chain(&e)))
+        };
+        let client = build(fetch.pool_max_idle_per_host)?;
+        let fresh = build(0)?;
 
         let (rise, fall, active) = match &config.health_check {
             Some(h) => (h.rise, h.fall, true),
@@ -158,6 +185,7 @@ impl Upstream {
         let ring = OriginRing::new(config.origins.iter().map(|o| (o.name.as_str(), o.weight)));
         Ok(Upstream {
             client,
+            fresh,
             origins,
             ring,
             fetch,
@@ -193,74 +221,117 @@ impl Upstream {
     }
 
     /// Sends the request to the owner of its key, failing over in ring order to healthy origins
-    /// while nothing has been received, within `max_attempts`.
+    /// while nothing has been received, within `max_attempts`. When health admits no origin at
+    /// all, they are tried anyway (see [`health`]).
     pub async fn fetch(&self, req: &OriginRequest) -> Result<OriginResponse, EdgeError> {
+        let candidates: Vec<usize> = self.ring.candidates(req.key.as_str()).collect();
         let mut attempts = 0;
         let mut last_err: Option<EdgeError> = None;
-        let mut tried_any = false;
-        let candidates: Vec<usize> = self.ring.candidates(req.key.as_str()).collect();
-        for (pos, &i) in candidates.iter().enumerate() {
-            if attempts >= self.fetch.max_attempts {
+        for all_down in [false, true] {
+            if all_down && attempts > 0 {
                 break;
             }
-            let origin = &self.origins[i];
-            // Held until this attempt ends: a cool-down trial that ends without a verdict
-            // (cancelled with its request) is handed back.
-            let Some(_admitted) = origin.health.admit() else {
-                continue;
-            };
-            tried_any = true;
-            attempts += 1;
-            let more_left = req.retry
-                && attempts < self.fetch.max_attempts
-                && candidates[pos + 1..]
-                    .iter()
-                    .any(|&j| self.origins[j].health.could_admit());
-            match self.fetch_from(origin, req).await {
-                Ok(resp) => {
-                    let status = resp.response.status().as_u16();
-                    if self.fetch.retry_statuses.contains(&status) {
-                        origin.health.failure("status");
-                        resp.finished(false);
-                        if more_left {
-                            tracing::debug!(origin = %origin.name, status, key = %req.key, "retrying on next origin");
-                            crate::metrics::origin_retry(&origin.name);
-                            continue;
-                        }
-                    } else {
-                        origin.health.success(false);
-                    }
-                    return Ok(resp);
+            for (pos, &i) in candidates.iter().enumerate() {
+                if attempts >= self.fetch.max_attempts {
+                    break;
                 }
-                Err(e) => {
-                    crate::metrics::origin_error(&origin.name, e.cache_status_detail());
-                    if e.is_retryable() {
-                        origin.health.failure(e.cache_status_detail());
+                let origin = &self.origins[i];
+                // Held until this attempt ends: a cool-down trial that ends without a verdict
+                // (cancelled with its request) is handed back.
+                let _admitted = if all_down {
+                    if !origin.health.admit_anyway() {
+                        continue;
                     }
-                    let retry = e.is_retryable() && more_left;
-                    tracing::debug!(origin = %origin.name, error = %e, retry, "origin fetch failed");
-                    if !retry {
-                        return Err(e);
+                    crate::metrics::origin_all_down(&origin.name);
+                    None
+                } else {
+                    match origin.health.admit() {
+                        Some(a) => Some(a),
+                        None => continue,
                     }
-                    crate::metrics::origin_retry(&origin.name);
-                    last_err = Some(e);
+                };
+                attempts += 1;
+                let more_left = req.retry
+                    && attempts < self.fetch.max_attempts
+                    && candidates[pos + 1..].iter().any(|&j| {
+                        let h = &self.origins[j].health;
+                        if all_down {
+                            h.could_admit_anyway()
+                        } else {
+                            h.could_admit()
+                        }
+                    });
+                match self.attempt(origin, req).await {
+                    Ok(resp) => {
+                        let status = resp.response.status().as_u16();
+                        if self.fetch.passive_statuses.contains(&status) {
+                            origin.health.failure("status");
+                        } else {
+                            origin.health.success(false);
+                        }
+                        if self.fetch.retry_statuses.contains(&status) {
+                            resp.finished(false);
+                            if more_left {
+                                tracing::debug!(origin = %origin.name, status, key = %req.key, "retrying on next origin");
+                                crate::metrics::origin_retry(&origin.name);
+                                continue;
+                            }
+                        }
+                        return Ok(resp);
+                    }
+                    Err(e) => {
+                        crate::metrics::origin_error(&origin.name, e.cache_status_detail());
+                        let retry = e.is_retryable() && more_left;
+                        tracing::debug!(origin = %origin.name, error = %e, retry, "origin fetch failed");
+                        if !retry {
+                            return Err(e);
+                        }
+                        crate::metrics::origin_retry(&origin.name);
+                        last_err = Some(e);
+                    }
                 }
             }
         }
-        Err(match last_err {
-            Some(e) if tried_any => e,
-            _ => EdgeError::NoHealthyOrigin {
-                key: req.key.to_string(),
-            },
-        })
+        Err(last_err.unwrap_or_else(|| EdgeError::NoHealthyOrigin {
+            key: req.key.to_string(),
+        }))
     }
 
-    async fn fetch_from(
+    /// One origin, once — twice when a pooled connection closed before the answer began: the
+    /// second time on a new connection (safe methods only). Health hears only of what says the
+    /// origin itself is unwell: a connection that could not be made.
+    async fn attempt(
         &self,
         origin: &Arc<Origin>,
         req: &OriginRequest,
     ) -> Result<OriginResponse, EdgeError> {
-        let url = origin.url_for(&req.key)?;
+        let (e, failure) = match self.fetch_from(&self.client, origin, req).await {
+            Ok(r) => return Ok(r),
+            Err(f) => f,
+        };
+        let (e, failure) = if failure == Failure::Closed && req.method.is_safe() {
+            tracing::debug!(origin = %origin.name, error = %e, key = %req.key, "sending again on a new connection");
+            crate::metrics::origin_resend(&origin.name);
+            match self.fetch_from(&self.fresh, origin, req).await {
+                Ok(r) => return Ok(r),
+                Err(f) => f,
+            }
+        } else {
+            (e, failure)
+        };
+        if failure == Failure::Connect {
+            origin.health.failure(e.cache_status_detail());
+        }
+        Err(e)
+    }
+
+    async fn fetch_from(
+        &self,
+        client: &reqwest::Client,
+        origin: &Arc<Origin>,
+        req: &OriginRequest,
+    ) -> Result<OriginResponse, (EdgeError, Failure)> {
+        let url = origin.url_for(&req.key).map_err(|e| (e, Failure::Answer))?;
         let mut headers = req.headers.clone();
         // The client's (canonical) host is in the key exactly when origins see it.
         let client_host = match self.fetch.host_header {
@@ -269,56 +340,59 @@ impl Upstream {
         };
         let host = client_host.unwrap_or_else(|| origin.authority.clone());
         headers.insert(header::HOST, host);
-        let mut builder = self
-            .client
-            .request(req.method.clone(), url)
-            .headers(headers);
+        let mut builder = client.request(req.method.clone(), url).headers(headers);
         if let Some(body) = &req.body {
             builder = builder.body(body.clone());
         }
-        let request = builder
-            .build()
-            .map_err(|e| EdgeError::Internal(format!("building origin request: {e}")))?;
+        let request = builder.build().map_err(|e| {
+            (
+                EdgeError::Internal(format!("building origin request: {e}")),
+                Failure::Answer,
+            )
+        })?;
         crate::metrics::origin_request(&origin.name);
         self.requests.fetch_add(1, Ordering::Relaxed);
         let request_time = SystemTime::now();
         let started = Instant::now();
         let name = || origin.name.to_string();
-        let response = match tokio::time::timeout(
-            req.first_byte_timeout,
-            self.client.execute(request),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(EdgeError::OriginTimeout {
-                    origin: name(),
-                    phase: TimeoutPhase::FirstByte,
-                    after: req.first_byte_timeout,
-                });
-            }
-            Ok(Err(e)) if e.is_timeout() && e.is_connect() => {
-                return Err(EdgeError::OriginTimeout {
-                    origin: name(),
-                    phase: TimeoutPhase::Connect,
-                    after: self.fetch.connect_timeout,
-                });
-            }
-            Ok(Err(e)) if e.is_timeout() => {
-                return Err(EdgeError::OriginTimeout {
-                    origin: name(),
-                    phase: TimeoutPhase::FirstByte,
-                    after: req.first_byte_timeout,
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(EdgeError::OriginUnreachable {
-                    origin: name(),
-                    detail: error_chain(&e),
-                });
-            }
-            Ok(Ok(r)) => r,
+        let first_byte = |after| EdgeError::OriginTimeout {
+            origin: name(),
+            phase: TimeoutPhase::FirstByte,
+            after,
         };
+        let response =
+            match tokio::time::timeout(req.first_byte_timeout, client.execute(request)).await {
+                Err(_) => return Err((first_byte(req.first_byte_timeout), Failure::Answer)),
+                Ok(Err(e)) if e.is_timeout() && e.is_connect() => {
+                    return Err((
+                        EdgeError::OriginTimeout {
+                            origin: name(),
+                            phase: TimeoutPhase::Connect,
+                            after: self.fetch.connect_timeout,
+                        },
+                        Failure::Connect,
+                    ));
+                }
+                Ok(Err(e)) if e.is_timeout() => {
+                    return Err((first_byte(req.first_byte_timeout), Failure::Answer));
+                }
+                Ok(Err(e)) => {
+                    let failure = classify(&e);
+                    let detail = error_chain(&e);
+                    let err = match failure {
+                        Failure::Answer => EdgeError::OriginProtocol {
+                            origin: name(),
+                            detail,
+                        },
+                        _ => EdgeError::OriginUnreachable {
+                            origin: name(),
+                            detail,
+                        },
+                    };
+                    return Err((err, failure));
+                }
+                Ok(Ok(r)) => r,
+            };
         Ok(OriginResponse {
             origin: origin.clone(),
             response,
@@ -387,6 +461,37 @@ async fn probe(client: &reqwest::Client, origin: &Origin, hc: &HealthCheckConfig
     }
 }
 
+/// What a failed exchange says: about the connection, the origin, or the answer.
+fn classify(e: &reqwest::Error) -> Failure {
+    if e.is_connect() {
+        return Failure::Connect;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = src {
+        if let Some(h) = cause.downcast_ref::<hyper::Error>() {
+            if h.is_parse() || h.is_parse_too_large() || h.is_parse_status() || h.is_user() {
+                return Failure::Answer;
+            }
+            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                return Failure::Closed;
+            }
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return Failure::Closed;
+        }
+        src = cause.source();
+    }
+    Failure::Answer
+}
+
 /// The error and its causes on one line (reqwest's top-level message alone says little).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -397,11 +502,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         src = cause.source();
     }
     s
-}
-
-/// Whether a status is a final response we pass on.
-pub fn is_final(status: StatusCode) -> bool {
-    !status.is_informational()
 }
 
 /// Counts new origin connections: every call of the connector opens one.

@@ -7,7 +7,9 @@
 mod common;
 
 mod raw;
+mod rawsrv;
 
 mod headers;
+mod health;
 mod host;
 mod target;
