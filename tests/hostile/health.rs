@@ -146,6 +146,9 @@ async fn the_keep_alive_race_is_resent_on_a_new_connection() {
     );
     // Every other request: the one after a fresh connection reuses it and meets the race.
     assert!(resent >= 3.0, "resends: {resent}");
+    // Each race cost one request on a dead connection and one on a new connection.
+    assert_eq!(origin.requests() as f64, 8.0 + resent);
+    assert!(origin.connections() as f64 >= 2.0 * resent);
     edge.stop().await;
 
     // Like Node's keepAliveTimeout: idle connections closed after 100 ms, and bursts of
