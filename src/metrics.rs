@@ -26,6 +26,7 @@ pub const COLLAPSED: &str = "streamedge_collapsed_requests_total";
 pub const FILLS_IN_FLIGHT: &str = "streamedge_fills_in_flight";
 pub const FILL_FAILURES: &str = "streamedge_fill_failures_total";
 pub const FILL_BUFFERED: &str = "streamedge_fill_buffered_bytes";
+pub const FILL_SHED: &str = "streamedge_fill_shed_total";
 pub const CACHE_BYTES: &str = "streamedge_cache_bytes";
 pub const CACHE_OBJECTS: &str = "streamedge_cache_objects";
 pub const CACHE_EVICTIONS: &str = "streamedge_cache_evictions_total";
@@ -122,7 +123,11 @@ fn describe() {
     describe_gauge!(
         FILL_BUFFERED,
         Unit::Bytes,
-        "Body bytes held by fills (in flight, or still read by clients)."
+        "Body bytes held in flight (fills for their readers and for storing, manifests read whole, request bodies): counted against cache.max_in_flight."
+    );
+    describe_counter!(
+        FILL_SHED,
+        "Fills that gave up keeping their whole body (not stored) because cache.max_in_flight was exhausted."
     );
     describe_gauge!(CACHE_BYTES, Unit::Bytes, "Weighted size of the cache.");
     describe_gauge!(CACHE_OBJECTS, "Entries in the cache.");
@@ -327,6 +332,10 @@ pub fn fill_buffered(delta: f64) {
     FILL_BUFFERED_GAUGE
         .get_or_init(|| gauge!(FILL_BUFFERED))
         .increment(delta);
+}
+
+pub fn fill_shed() {
+    counter!(FILL_SHED).increment(1);
 }
 
 pub fn fill_started() {

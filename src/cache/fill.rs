@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,14 +19,23 @@ use futures_util::future::BoxFuture;
 use http::header::HeaderName;
 use http::{HeaderMap, StatusCode};
 use http_body::{Frame, SizeHint};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::key::{ContentKind, StoreKey};
 use super::policy::Freshness;
 use crate::error::EdgeError;
 
-/// How far (in bytes) the writer of a streaming-mode fill may run ahead of its slowest reader.
-const STREAM_WINDOW: u64 = 4 << 20;
+/// How far (in bytes) a fill may run ahead of the reader it is paced to: its fastest reader
+/// while it keeps the whole body (to store it), its slowest once it streams.
+const WINDOW: u64 = 1 << 20;
+
+/// The same, while the in-flight budget is exhausted: fills whose readers keep up go on, the
+/// others stop reading from their origin.
+const TIGHT_WINDOW: u64 = 64 << 10;
+
+/// How often a fill waiting for its readers or for memory looks again, in case no wake-up
+/// came (a reader that went away while the fill was being shed, say).
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// The response head of a fill, shared by all its readers.
 #[derive(Debug)]
@@ -53,43 +62,153 @@ pub struct FillHead {
     pub encodings: Option<Arc<super::Encodings>>,
 }
 
+/// Memory for bodies in flight, shared by every fill (`cache.max_in_flight`): the chunks fills
+/// hold for their readers and for storing, plus leases (manifests read whole, request bodies).
+pub struct Budget {
+    limit: u64,
+    used: AtomicU64,
+    freed: Notify,
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Arc<Budget> {
+        Arc::new(Budget {
+            limit,
+            used: AtomicU64::new(0),
+            freed: Notify::new(),
+        })
+    }
+
+    fn add(&self, n: u64) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+        crate::metrics::fill_buffered(n as f64);
+    }
+
+    fn release(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.used.fetch_sub(n, Ordering::Relaxed);
+        crate::metrics::fill_buffered(-(n as f64));
+        self.freed.notify_waiters();
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn over(&self) -> bool {
+        self.used() > self.limit
+    }
+
+    /// A claim on the budget that grows as bytes are read and is given back when dropped.
+    pub fn lease(self: &Arc<Self>) -> Lease {
+        Lease {
+            budget: self.clone(),
+            held: 0,
+        }
+    }
+}
+
+/// Bytes held outside a fill (a manifest read whole, a request body), counted in the budget.
+pub struct Lease {
+    budget: Arc<Budget>,
+    held: u64,
+}
+
+impl Lease {
+    /// Counts `n` more bytes; `false` when the budget is exhausted (the caller gives up).
+    pub fn grow(&mut self, n: u64) -> bool {
+        self.budget.add(n);
+        self.held += n;
+        !self.budget.over()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.budget.release(self.held);
+    }
+}
+
 #[derive(Default)]
 struct FillState {
     head: Option<Arc<FillHead>>,
-    /// Buffered chunks; `chunks[0]` has absolute index `base`.
-    chunks: Vec<Bytes>,
-    base: usize,
+    /// Buffered chunks with their byte offsets, contiguous and in order.
+    chunks: Vec<(u64, Bytes)>,
+    /// Bytes of `chunks` counted in the budget (a stored body the fill reads from is not: it
+    /// is the cache's).
+    held: u64,
     received: u64,
     end: Option<Result<(), EdgeError>>,
+    /// Not keeping the whole body: chunks every reader has passed are dropped, new readers
+    /// are refused, nothing is stored.
     streaming: bool,
-    /// Next absolute chunk index of each live reader.
-    positions: HashMap<u64, usize>,
+    /// Given up for lack of memory before any reader came: the writer stops.
+    abandoned: bool,
+    /// Next byte offset of each live reader.
+    positions: HashMap<u64, u64>,
     next_reader: u64,
+    /// The writer is waiting for readers to advance.
+    writer_waiting: bool,
+}
+
+impl FillState {
+    fn offset_of_fastest(&self) -> Option<u64> {
+        self.positions.values().max().copied()
+    }
+
+    /// Drops the chunks every reader has passed; returns the bytes released from the budget.
+    fn trim(&mut self) -> u64 {
+        let Some(min) = self.positions.values().min().copied() else {
+            return 0;
+        };
+        let n = self
+            .chunks
+            .iter()
+            .take_while(|(at, c)| at + c.len() as u64 <= min)
+            .count();
+        if n == 0 {
+            return 0;
+        }
+        let freed: u64 = self.chunks.drain(..n).map(|(_, c)| c.len() as u64).sum();
+        let counted = freed.min(self.held);
+        self.held -= counted;
+        counted
+    }
+
+    /// The bytes from `offset` on, up to the end of the chunk that holds it.
+    fn read_at(&self, offset: u64) -> Result<Option<Bytes>, EdgeError> {
+        let i = self
+            .chunks
+            .partition_point(|(at, c)| at + c.len() as u64 <= offset);
+        match self.chunks.get(i) {
+            Some((at, c)) if *at <= offset => Ok(Some(c.slice((offset - at) as usize..))),
+            Some(_) => Err(EdgeError::Internal(
+                "reader fell behind a streaming fill".into(),
+            )),
+            None => Ok(None),
+        }
+    }
 }
 
 /// One in-flight origin fetch and its buffered body.
 pub struct Fill {
     pub slot: StoreKey,
+    id: u64,
+    table: Weak<FillTable>,
+    budget: Arc<Budget>,
     state: Mutex<FillState>,
     /// Bumped on every change readers care about.
     tx: watch::Sender<u64>,
-    /// Bumped when a streaming-mode reader advances (writer back-pressure).
+    /// Bumped when a reader advances or leaves while the writer waits, or the fill is shed.
     progress: watch::Sender<u64>,
     /// Requests that joined (the leader included), for metrics and the waiter bound.
     joined: AtomicUsize,
 }
 
 impl Fill {
-    fn new(slot: StoreKey) -> Arc<Fill> {
-        Arc::new(Fill {
-            slot,
-            state: Mutex::new(FillState::default()),
-            tx: watch::Sender::new(0),
-            progress: watch::Sender::new(0),
-            joined: AtomicUsize::new(0),
-        })
-    }
-
     fn lock(&self) -> MutexGuard<'_, FillState> {
         // A poisoned lock only means a panic elsewhere; the state itself stays consistent
         // because every update is a single assignment or push.
@@ -101,6 +220,10 @@ impl Fill {
         self.tx.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    fn poke_writer(&self) {
+        self.progress.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
     /// A new reader positioned at the first byte. `None` once the fill streams without storing.
     fn reader(self: &Arc<Self>, leader: bool) -> Option<FillReader> {
         let id = {
@@ -110,15 +233,14 @@ impl Fill {
             }
             let id = st.next_reader;
             st.next_reader += 1;
-            let base = st.base;
-            st.positions.insert(id, base);
+            st.positions.insert(id, 0);
             id
         };
         self.joined.fetch_add(1, Ordering::Relaxed);
         Some(FillReader {
             fill: self.clone(),
             rx: self.tx.subscribe(),
-            next: 0,
+            offset: 0,
             id,
             leader,
         })
@@ -128,24 +250,56 @@ impl Fill {
         self.joined.load(Ordering::Relaxed)
     }
 
-    /// Bytes received from the origin so far.
-    pub fn received(&self) -> u64 {
-        self.lock().received
+    /// Bytes this fill holds in the budget.
+    fn held(&self) -> u64 {
+        self.lock().held
+    }
+
+    /// Gives memory back under pressure: a fill that keeps its whole body to store it stops
+    /// doing so (its readers stream on; it is not stored), or is given up when no reader is
+    /// waiting for it. Returns whether anything changed.
+    fn shed(&self) -> bool {
+        let freed = {
+            let mut st = self.lock();
+            if st.end.is_some() || st.streaming || st.abandoned {
+                return false;
+            }
+            if st.positions.is_empty() {
+                st.abandoned = true;
+                0
+            } else {
+                st.streaming = true;
+                st.trim()
+            }
+        };
+        if let Some(table) = self.table.upgrade() {
+            table.remove(self);
+        }
+        self.budget.release(freed);
+        crate::metrics::fill_shed();
+        self.poke_writer();
+        true
     }
 }
 
 impl Drop for Fill {
     fn drop(&mut self) {
-        let st = self.lock();
-        let held: usize = st.chunks.iter().map(|c| c.len()).sum();
-        crate::metrics::fill_buffered(-(held as f64));
+        let held = self.lock().held;
+        self.budget.release(held);
+        if let Some(table) = self.table.upgrade() {
+            table.live().remove(&self.id);
+        }
     }
 }
 
-/// The in-flight table: slot → the fill every request for that slot reads from.
-#[derive(Default)]
+/// The in-flight table: slot → the fill every request for that slot reads from, and the
+/// memory budget all fills share.
 pub struct FillTable {
     map: Mutex<HashMap<StoreKey, Arc<Fill>>>,
+    /// Every live fill, shared or private, for shedding under memory pressure.
+    live: Mutex<HashMap<u64, Weak<Fill>>>,
+    next_id: AtomicU64,
+    budget: Arc<Budget>,
 }
 
 /// How a request got its reader.
@@ -157,12 +311,42 @@ pub enum Joined {
 }
 
 impl FillTable {
-    pub fn new() -> Arc<FillTable> {
-        Arc::new(FillTable::default())
+    /// A table whose fills together hold at most about `max_in_flight` bytes.
+    pub fn new(max_in_flight: u64) -> Arc<FillTable> {
+        Arc::new(FillTable {
+            map: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            budget: Budget::new(max_in_flight),
+        })
+    }
+
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<StoreKey, Arc<Fill>>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn live(&self) -> MutexGuard<'_, HashMap<u64, Weak<Fill>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new_fill(self: &Arc<Self>, slot: StoreKey) -> Arc<Fill> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let fill = Arc::new(Fill {
+            slot,
+            id,
+            table: Arc::downgrade(self),
+            budget: self.budget.clone(),
+            state: Mutex::new(FillState::default()),
+            tx: watch::Sender::new(0),
+            progress: watch::Sender::new(0),
+            joined: AtomicUsize::new(0),
+        });
+        self.live().insert(id, Arc::downgrade(&fill));
+        fill
     }
 
     /// Joins the fill for `slot`, or creates it. Atomic with respect to other requests for
@@ -185,36 +369,57 @@ impl FillTable {
             // Streaming-only fills leave the table before refusing readers; be defensive.
             map.remove(slot);
         }
-        let fill = Fill::new(slot.clone());
+        let fill = self.new_fill(slot.clone());
         map.insert(slot.clone(), fill.clone());
         drop(map);
         let reader = fill.reader(true).expect("a new fill accepts its leader");
         let writer = FillWriter {
             fill,
-            table: Some(self.clone()),
+            in_table: true,
             finished: false,
         };
         Ok(Joined::Leader(reader, writer))
     }
 
     /// A fill outside the table, for requests that must not be collapsed.
-    pub fn private(slot: &StoreKey) -> (FillReader, FillWriter) {
-        let fill = Fill::new(slot.clone());
+    pub fn private(self: &Arc<Self>, slot: &StoreKey) -> (FillReader, FillWriter) {
+        let fill = self.new_fill(slot.clone());
         let reader = fill.reader(true).expect("a new fill accepts its leader");
         (
             reader,
             FillWriter {
                 fill,
-                table: None,
+                in_table: false,
                 finished: false,
             },
         )
     }
 
-    fn remove(&self, fill: &Arc<Fill>) {
+    fn remove(&self, fill: &Fill) {
         let mut map = self.lock();
-        if map.get(&fill.slot).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+        if map
+            .get(&fill.slot)
+            .is_some_and(|f| std::ptr::eq(Arc::as_ptr(f), fill))
+        {
             map.remove(&fill.slot);
+        }
+    }
+
+    /// Over budget: fills that keep whole bodies give them up, largest first, until the budget
+    /// holds again (fills that already stream hold at most a window each and wait instead).
+    fn shed(&self) {
+        let mut fills: Vec<(u64, Arc<Fill>)> = self
+            .live()
+            .values()
+            .filter_map(Weak::upgrade)
+            .map(|f| (f.held(), f))
+            .collect();
+        fills.sort_by_key(|(held, _)| std::cmp::Reverse(*held));
+        for (_, fill) in fills {
+            if !self.budget.over() {
+                break;
+            }
+            fill.shed();
         }
     }
 
@@ -231,15 +436,16 @@ impl FillTable {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Push {
     Continue,
-    /// A streaming-mode fill has no readers left: stop fetching.
-    NoReaders,
+    /// The fill streams and has no readers left, or it was given up for lack of memory before
+    /// anyone read it: stop fetching.
+    Stop,
 }
 
 /// The writing end of a fill, owned by the detached task that talks to the origin.
 /// Dropping it without `finish` fails the fill, so readers never hang.
 pub struct FillWriter {
     fill: Arc<Fill>,
-    table: Option<Arc<FillTable>>,
+    in_table: bool,
     finished: bool,
 }
 
@@ -253,77 +459,94 @@ impl FillWriter {
         self.fill.update(|st| st.head = Some(head));
     }
 
+    fn leave_table(&mut self) {
+        if std::mem::take(&mut self.in_table)
+            && let Some(table) = self.fill.table.upgrade()
+        {
+            table.remove(&self.fill);
+        }
+    }
+
     /// Stops accepting new readers and stops buffering the whole body (object too large to
     /// store). Readers already joined keep streaming.
     pub fn stream_only(&mut self) {
-        if let Some(table) = self.table.take() {
-            table.remove(&self.fill);
-        }
-        self.fill.update(|st| st.streaming = true);
-        self.trim();
+        self.leave_table();
+        let freed = {
+            let mut st = self.fill.lock();
+            st.streaming = true;
+            st.trim()
+        };
+        self.fill.budget.release(freed);
+        self.fill.tx.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// Whether the fill gave up keeping the whole body (too large, or shed for memory).
     pub fn is_streaming(&self) -> bool {
         self.fill.lock().streaming
     }
 
-    /// Appends a chunk and wakes the readers. In streaming mode waits while the slowest
-    /// reader is more than a window behind.
+    /// Appends a chunk and wakes the readers, then waits while the fill is too far ahead of
+    /// the reader it is paced to, or memory is short and its readers do not keep up.
     pub async fn push(&self, chunk: Bytes) -> Push {
         if chunk.is_empty() {
             return Push::Continue;
         }
-        let streaming = {
+        let len = chunk.len() as u64;
+        {
             let mut st = self.fill.lock();
-            st.received += chunk.len() as u64;
-            crate::metrics::fill_buffered(chunk.len() as f64);
-            st.chunks.push(chunk);
-            st.streaming
-        };
-        self.fill.tx.send_modify(|v| *v = v.wrapping_add(1));
-        if !streaming {
-            return Push::Continue;
+            if st.abandoned {
+                return Push::Stop;
+            }
+            let at = st.received;
+            st.chunks.push((at, chunk));
+            st.received += len;
+            st.held += len;
         }
+        self.fill.budget.add(len);
+        self.fill.tx.send_modify(|v| *v = v.wrapping_add(1));
+        self.settle().await
+    }
+
+    async fn settle(&self) -> Push {
+        let budget = &self.fill.budget;
         let mut progress = self.fill.progress.subscribe();
         loop {
             progress.borrow_and_update();
-            match self.trim() {
-                None => return Push::NoReaders,
-                Some(lag) if lag <= STREAM_WINDOW => return Push::Continue,
-                Some(_) => {}
+            let over = budget.over();
+            if over && let Some(table) = self.fill.table.upgrade() {
+                table.shed();
             }
-            if progress.changed().await.is_err() {
-                return Push::NoReaders;
-            }
-        }
-    }
-
-    /// Drops chunks all readers have passed; returns the bytes the slowest reader still has
-    /// to read, or `None` when no reader is left.
-    fn trim(&self) -> Option<u64> {
-        let mut st = self.fill.lock();
-        let min = *st.positions.values().min()?;
-        let drop_n = min.saturating_sub(st.base).min(st.chunks.len());
-        if drop_n > 0 {
-            let freed: usize = st.chunks.drain(..drop_n).map(|c| c.len()).sum();
-            crate::metrics::fill_buffered(-(freed as f64));
-            st.base += drop_n;
-        }
-        Some(st.chunks.iter().map(|c| c.len() as u64).sum())
-    }
-
-    /// The whole body, for storing (only meaningful when not streaming).
-    pub fn body(&self) -> Bytes {
-        let st = self.fill.lock();
-        match st.chunks.len() {
-            0 => Bytes::new(),
-            1 => st.chunks[0].clone(),
-            _ => {
-                let mut buf = bytes::BytesMut::with_capacity(st.received as usize);
-                for c in &st.chunks {
-                    buf.extend_from_slice(c);
+            let freed;
+            {
+                let mut st = self.fill.lock();
+                if st.abandoned {
+                    return Push::Stop;
                 }
-                buf.freeze()
+                freed = if st.streaming { st.trim() } else { 0 };
+                let paced_to = if st.streaming {
+                    match st.positions.values().min() {
+                        Some(&min) => Some(min),
+                        None => return Push::Stop,
+                    }
+                } else {
+                    st.offset_of_fastest()
+                };
+                let window = if budget.over() { TIGHT_WINDOW } else { WINDOW };
+                let lag = paced_to.map_or(0, |at| st.received.saturating_sub(at));
+                if lag <= window {
+                    st.writer_waiting = false;
+                    drop(st);
+                    budget.release(freed);
+                    return Push::Continue;
+                }
+                st.writer_waiting = true;
+            }
+            budget.release(freed);
+            let freed_elsewhere = budget.freed.notified();
+            tokio::select! {
+                r = progress.changed() => if r.is_err() { return Push::Stop },
+                _ = freed_elsewhere => {}
+                _ = tokio::time::sleep(RECHECK) => {}
             }
         }
     }
@@ -332,6 +555,36 @@ impl FillWriter {
     /// request that no longer finds the fill finds the object.
     pub fn finish(mut self) {
         self.end(Ok(()));
+    }
+
+    /// Ends the fill with `body` as its whole content: a stored object's body (shared with the
+    /// cache, so not counted again), read from by every reader at its own offset. What the
+    /// fill buffered itself is given back.
+    pub fn finish_with(mut self, body: Bytes) {
+        let freed = {
+            let mut st = self.fill.lock();
+            st.received = body.len() as u64;
+            st.chunks = vec![(0, body)];
+            std::mem::take(&mut st.held)
+        };
+        self.fill.budget.release(freed);
+        self.end(Ok(()));
+    }
+
+    /// The whole body, for storing (only meaningful when not streaming).
+    pub fn body(&self) -> Bytes {
+        let st = self.fill.lock();
+        match st.chunks.len() {
+            0 => Bytes::new(),
+            1 => st.chunks[0].1.clone(),
+            _ => {
+                let mut buf = bytes::BytesMut::with_capacity(st.received as usize);
+                for (_, c) in &st.chunks {
+                    buf.extend_from_slice(c);
+                }
+                buf.freeze()
+            }
+        }
     }
 
     /// Ends the fill with an error: readers without a head get it as their answer, readers
@@ -345,10 +598,11 @@ impl FillWriter {
             return;
         }
         self.finished = true;
-        if let Some(table) = self.table.take() {
-            table.remove(&self.fill);
-        }
+        self.leave_table();
+        // Once ended no reader can join: what every reader has passed can go.
         self.fill.update(|st| st.end = Some(result));
+        let freed = self.fill.lock().trim();
+        self.fill.budget.release(freed);
     }
 }
 
@@ -364,8 +618,8 @@ impl Drop for FillWriter {
 pub struct FillReader {
     fill: Arc<Fill>,
     rx: watch::Receiver<u64>,
-    /// Next absolute chunk index.
-    next: usize,
+    /// Next byte to read.
+    offset: u64,
     id: u64,
     leader: bool,
 }
@@ -378,10 +632,6 @@ pub enum HeadOutcome {
 }
 
 impl FillReader {
-    pub fn is_leader(&self) -> bool {
-        self.leader
-    }
-
     pub fn fill(&self) -> &Arc<Fill> {
         &self.fill
     }
@@ -424,30 +674,33 @@ impl FillReader {
         }
     }
 
-    /// Everything buffered and not yet read, in one go (cuts wake-ups for fast readers).
+    /// The buffered bytes from this reader's offset to the end of their chunk.
     fn poll_state(&mut self) -> Option<Option<Result<Bytes, EdgeError>>> {
         let mut st = self.fill.lock();
-        if self.next < st.base {
-            return Some(Some(Err(EdgeError::Internal(
-                "reader fell behind a streaming fill".into(),
-            ))));
-        }
-        let idx = self.next - st.base;
-        if idx < st.chunks.len() {
-            let chunk = st.chunks[idx].clone();
-            self.next += 1;
-            let streaming = st.streaming;
-            st.positions.insert(self.id, self.next);
-            drop(st);
-            if streaming {
-                self.fill.progress.send_modify(|v| *v = v.wrapping_add(1));
+        match st.read_at(self.offset) {
+            Err(e) => Some(Some(Err(e))),
+            Ok(Some(chunk)) => {
+                self.offset += chunk.len() as u64;
+                st.positions.insert(self.id, self.offset);
+                // Streaming or ended: what every reader has now passed can go.
+                let freed = if st.streaming || st.end.is_some() {
+                    st.trim()
+                } else {
+                    0
+                };
+                let poke = st.writer_waiting;
+                drop(st);
+                self.fill.budget.release(freed);
+                if poke {
+                    self.fill.poke_writer();
+                }
+                Some(Some(Ok(chunk)))
             }
-            return Some(Some(Ok(chunk)));
-        }
-        match &st.end {
-            Some(Ok(())) => Some(None),
-            Some(Err(e)) => Some(Some(Err(e.clone()))),
-            None => None,
+            Ok(None) => match &st.end {
+                Some(Ok(())) => Some(None),
+                Some(Err(e)) => Some(Some(Err(e.clone()))),
+                None => None,
+            },
         }
     }
 
@@ -463,14 +716,20 @@ impl FillReader {
 
 impl Drop for FillReader {
     fn drop(&mut self) {
-        let streaming = {
+        let (freed, poke) = {
             let mut st = self.fill.lock();
             st.positions.remove(&self.id);
-            st.streaming
+            let freed = if st.streaming || st.end.is_some() {
+                st.trim()
+            } else {
+                0
+            };
+            (freed, st.writer_waiting || st.streaming)
         };
+        self.fill.budget.release(freed);
         self.fill.joined.fetch_sub(1, Ordering::Relaxed);
-        if streaming {
-            self.fill.progress.send_modify(|v| *v = v.wrapping_add(1));
+        if poke {
+            self.fill.poke_writer();
         }
     }
 }
@@ -613,7 +872,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_leader_then_followers_replay_and_stream() {
-        let table = FillTable::new();
+        let table = FillTable::new(1 << 30);
         let s = slot("/a.ts");
         let Ok(Joined::Leader(mut leader, writer)) = table.join(&s, 10) else {
             panic!("first join leads")
@@ -640,7 +899,7 @@ mod tests {
 
     #[tokio::test]
     async fn failure_is_an_error_not_an_end() {
-        let table = FillTable::new();
+        let table = FillTable::new(1 << 30);
         let s = slot("/b.ts");
         let Ok(Joined::Leader(reader, writer)) = table.join(&s, 10) else {
             panic!()
@@ -658,7 +917,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropped_writer_fails_waiters() {
-        let table = FillTable::new();
+        let table = FillTable::new(1 << 30);
         let s = slot("/c.ts");
         let Ok(Joined::Leader(mut reader, writer)) = table.join(&s, 10) else {
             panic!()
@@ -669,7 +928,7 @@ mod tests {
 
     #[tokio::test]
     async fn unshareable_heads_send_followers_away() {
-        let table = FillTable::new();
+        let table = FillTable::new(1 << 30);
         let s = slot("/d");
         let Ok(Joined::Leader(mut leader, writer)) = table.join(&s, 10) else {
             panic!()
@@ -684,7 +943,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiter_bound() {
-        let table = FillTable::new();
+        let table = FillTable::new(1 << 30);
         let s = slot("/e");
         let Ok(Joined::Leader(_l, _w)) = table.join(&s, 2) else {
             panic!()
@@ -700,7 +959,7 @@ mod tests {
 
     #[tokio::test]
     async fn streaming_mode_trims_and_refuses_joiners() {
-        let table = FillTable::new();
+        let table = FillTable::new(1 << 30);
         let s = slot("/big");
         let Ok(Joined::Leader(mut reader, mut writer)) = table.join(&s, 10) else {
             panic!()
@@ -725,15 +984,12 @@ mod tests {
             "read chunks are dropped"
         );
         drop(reader);
-        assert_eq!(
-            writer.push(Bytes::from(vec![3u8; 10])).await,
-            Push::NoReaders
-        );
+        assert_eq!(writer.push(Bytes::from(vec![3u8; 10])).await, Push::Stop);
     }
 
     #[tokio::test]
     async fn range_slices_across_chunks() {
-        let table = FillTable::new();
+        let table = FillTable::new(1 << 30);
         let s = slot("/r");
         let Ok(Joined::Leader(reader, writer)) = table.join(&s, 10) else {
             panic!()

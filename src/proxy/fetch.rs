@@ -11,14 +11,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Limited, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::headers::{origin_request_headers, stored_headers};
 use super::respond::VIA;
 use super::{Proxy, Runtime, reference_key};
-use crate::cache::fill::{FillHead, FillWriter, Joined, Push};
+use crate::cache::fill::{FillHead, FillWriter, Joined, Lease, Push};
 use crate::cache::key::variant_of;
 use crate::cache::policy::{self, Exchange, MediaTiming, Refusal};
 use crate::cache::{CacheKey, CachedObject, ContentKind, Encodings, MediaSummary, StoreKey};
@@ -161,8 +161,7 @@ async fn run_fill(
         && job.stale.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &obj))
     {
         writer.set_head(head_from_object(&obj, true, false));
-        writer.push(obj.body.clone()).await;
-        writer.finish();
+        writer.finish_with(obj.body.clone());
         return None;
     }
 
@@ -261,8 +260,7 @@ async fn run_fill(
             .err()
             .is_none_or(|r| !r.forbids_sharing());
         writer.set_head(head);
-        writer.push(obj.body.clone()).await;
-        writer.finish();
+        writer.finish_with(obj.body.clone());
         return None;
     }
 
@@ -313,10 +311,22 @@ async fn run_fill(
     let mut manifest: Option<(Bytes, Option<media::ManifestInfo>)> = None;
     if whole_manifest {
         let mut buf = BytesMut::with_capacity(content_length.unwrap_or(8192) as usize);
+        // Read whole before anyone sees a byte: counted in the in-flight budget.
+        let mut lease = proxy.fills.budget().lease();
+        let mut leased = 0;
         loop {
             match resp.chunk().await {
                 Ok(Some(c)) => {
                     buf.extend_from_slice(&c);
+                    let grown = buf.capacity().saturating_sub(leased);
+                    leased += grown;
+                    if !lease.grow(grown as u64) {
+                        resp.finished(false);
+                        writer.fail(EdgeError::Overloaded {
+                            key: job.key.to_string(),
+                        });
+                        return Some("memory");
+                    }
                     if buf.len() as u64 > MANIFEST_BUFFER_MAX {
                         resp.finished(false);
                         writer.fail(EdgeError::OriginProtocol {
@@ -411,12 +421,11 @@ async fn run_fill(
 
     if let Some((body, info)) = manifest {
         resp.finished(true);
-        writer.push(body.clone()).await;
         if storable && let Ok(freshness) = decision.store {
             let obj = Arc::new(CachedObject {
                 status,
                 headers,
-                body,
+                body: body.clone(),
                 kind,
                 freshness,
                 vary,
@@ -439,7 +448,7 @@ async fn run_fill(
                 .insert(&job.key, &job.request_headers, obj)
                 .await;
         }
-        writer.finish();
+        writer.finish_with(body);
         if let Some(info) = info
             && info.format == Format::HlsMedia
             && info.live
@@ -475,7 +484,7 @@ async fn run_fill(
                             .await;
                     }
                 }
-                if writer.push(chunk).await == Push::NoReaders {
+                if writer.push(chunk).await == Push::Stop {
                     resp.finished(false);
                     writer.fail(EdgeError::Internal("no readers left".into()));
                     return Some("abandoned");
@@ -503,10 +512,11 @@ async fn run_fill(
         && !writer.is_streaming()
         && let Ok(freshness) = decision.store
     {
+        let body = writer.body();
         let obj = Arc::new(CachedObject {
             status,
             headers,
-            body: writer.body(),
+            body: body.clone(),
             kind,
             freshness,
             vary,
@@ -518,6 +528,9 @@ async fn run_fill(
             .store
             .insert(&job.key, &job.request_headers, obj)
             .await;
+        // Readers still on their way read the stored copy; the fill's own chunks go.
+        writer.finish_with(body);
+        return None;
     }
     writer.finish();
     None
@@ -654,20 +667,9 @@ pub async fn forward_unsafe(
     body: Incoming,
     key: CacheKey,
 ) -> Result<Response<ResponseBody>, EdgeError> {
-    let limit = rt.config.cache.max_object_size;
-    let body = Limited::new(body, limit as usize)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                EdgeError::PayloadTooLarge { limit }
-            } else {
-                EdgeError::BadRequest(format!("reading the request body: {e}"))
-            }
-        })?
-        .to_bytes();
+    // Held until the origin has the body: counted in the in-flight budget.
+    let mut lease = proxy.fills.budget().lease();
+    let body = read_request_body(body, rt, &mut lease, &key).await?;
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
         headers.insert(header::CONTENT_TYPE, ct.clone());
     }
@@ -721,6 +723,43 @@ pub async fn forward_unsafe(
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Ok(response)
+}
+
+/// A client's request body, whole: at most `cache.max_object_size`, within the in-flight
+/// budget, and with no pause longer than `server.header_read_timeout` between its parts.
+async fn read_request_body(
+    mut body: Incoming,
+    rt: &Runtime,
+    lease: &mut Lease,
+    key: &CacheKey,
+) -> Result<Bytes, EdgeError> {
+    let limit = rt.config.cache.max_object_size;
+    let pause = rt.config.server.header_read_timeout;
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(pause, body.frame()).await {
+            Err(_) => return Err(EdgeError::BadRequest("the request body stalled".into())),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => {
+                return Err(EdgeError::BadRequest(format!(
+                    "reading the request body: {e}"
+                )));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if (buf.len() + data.len()) as u64 > limit {
+            return Err(EdgeError::PayloadTooLarge { limit });
+        }
+        if !lease.grow(data.len() as u64) {
+            return Err(EdgeError::Overloaded {
+                key: key.to_string(),
+            });
+        }
+        buf.extend_from_slice(&data);
+    }
 }
 
 /// A Location value as a path on this edge: absolute paths as they are; absolute URLs are not

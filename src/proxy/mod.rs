@@ -69,7 +69,7 @@ impl Proxy {
     pub fn new(runtime: Runtime) -> Proxy {
         Proxy {
             store: Store::new(&runtime.config.cache),
-            fills: FillTable::new(),
+            fills: FillTable::new(runtime.config.cache.max_in_flight),
             runtime: ArcSwap::from_pointee(runtime),
         }
     }
@@ -477,7 +477,7 @@ async fn fill(
             }
         },
         Mode::Private => {
-            let (reader, writer) = FillTable::private(&req.slot);
+            let (reader, writer) = ctx.proxy.fills.private(&req.slot);
             spawn_fill(ctx.proxy.clone(), ctx.rt.clone(), writer, job());
             (reader, false)
         }
