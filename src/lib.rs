@@ -137,7 +137,8 @@ pub async fn run_with_reload(
         Some(t) => Some(tls::build(t).map_err(StartError::Tls)?),
         None => None,
     };
-    let server_limits = config.server.clone();
+    let mut server_limits = config.server.clone();
+    server_limits.max_connections = server::fit_connection_limit(server_limits.max_connections);
     let runtime = Runtime::new(config).map_err(StartError::Origins)?;
     let proxy = Arc::new(Proxy::new(runtime));
 

@@ -32,6 +32,8 @@ pub const CACHE_OBJECTS: &str = "streamedge_cache_objects";
 pub const CACHE_EVICTIONS: &str = "streamedge_cache_evictions_total";
 pub const CLIENT_CONNECTIONS_OPEN: &str = "streamedge_client_connections_open";
 pub const CLIENT_CONNECTIONS: &str = "streamedge_client_connections_total";
+pub const CLIENT_SEND_TIMEOUTS: &str = "streamedge_client_send_timeouts_total";
+pub const ACCEPT_ERRORS: &str = "streamedge_accept_errors_total";
 pub const TLS_HANDSHAKES: &str = "streamedge_tls_handshakes_total";
 pub const TLS_HANDSHAKE_ERRORS: &str = "streamedge_tls_handshake_errors_total";
 pub const PREFETCHES: &str = "streamedge_prefetches_total";
@@ -139,6 +141,14 @@ fn describe() {
     describe_counter!(
         CLIENT_CONNECTIONS,
         "Accepted client connections by protocol."
+    );
+    describe_counter!(
+        CLIENT_SEND_TIMEOUTS,
+        "Client connections closed because a response went untaken for server.send_timeout."
+    );
+    describe_counter!(
+        ACCEPT_ERRORS,
+        "Failed accepts (e.g. out of file descriptors); the listener backs off."
     );
     describe_counter!(
         TLS_HANDSHAKES,
@@ -365,6 +375,14 @@ pub fn client_connection(protocol: &'static str, open: bool) {
     } else {
         gauge!(CLIENT_CONNECTIONS_OPEN, "protocol" => protocol).decrement(1.0);
     }
+}
+
+pub fn client_send_timeout() {
+    counter!(CLIENT_SEND_TIMEOUTS).increment(1);
+}
+
+pub fn accept_error() {
+    counter!(ACCEPT_ERRORS).increment(1);
 }
 
 pub fn tls_handshake(version: &'static str, alpn: &'static str) {

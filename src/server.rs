@@ -1,12 +1,17 @@
 //! Client connections: accept loop, connection limit, TLS handshake timeout, HTTP/1.1 and
 //! HTTP/2 (by ALPN over TLS, by preface sniffing in the clear), idle close and graceful drain.
+//!
+//! Time limits, so no client holds a connection (or the memory behind it) by doing nothing:
+//! the TLS handshake within `tls_handshake_timeout`; the first request head within
+//! `header_read_timeout` of accept; no request for `idle_timeout` closes a connection; and a
+//! response the client takes no byte of for `send_timeout` closes it too.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -92,19 +97,28 @@ impl Server {
         handler: H,
     ) {
         let mut shutdown = self.shutdown.clone();
+        let mut errors = AcceptErrors::default();
         loop {
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
-                    Ok(x) => x,
+                    Ok(x) => {
+                        errors.recovered();
+                        x
+                    }
                     Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // EMFILE and friends: back off (up to a second) instead of spinning,
+                        // and say so once in a while instead of every time.
+                        let pause = errors.failed(&e);
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = stopped(&mut shutdown) => return,
+                        }
                         continue;
                     }
                 },
                 _ = stopped(&mut shutdown) => return,
             };
+            let accepted = Instant::now();
             // The permit is taken after accept: the listeners share the limit, and one idle
             // in accept must not hold a permit (with a limit below the number of listeners,
             // a listener would never accept). At the limit this loop waits here, so the
@@ -121,7 +135,9 @@ impl Server {
             let tls = tls.clone();
             let handler = handler.clone();
             tokio::spawn(async move {
-                server.connection(stream, peer, tls, handler).await;
+                server
+                    .connection(stream, peer, accepted, tls, handler)
+                    .await;
                 drop(permit);
             });
         }
@@ -139,6 +155,7 @@ impl Server {
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
+        accepted: Instant,
         tls: Option<TlsAcceptor>,
         handler: H,
     ) {
@@ -149,16 +166,16 @@ impl Server {
                     tls: false,
                     protocol: "h1",
                 });
-                self.drive(TokioIo::new(stream), &self.auto, info, handler)
+                self.drive(TokioIo::new(stream), &self.auto, info, accepted, handler)
                     .await;
             }
             Some(acceptor) => {
-                let accepted = tokio::time::timeout(
+                let handshake = tokio::time::timeout(
                     self.limits.tls_handshake_timeout,
                     acceptor.accept(stream),
                 )
                 .await;
-                let stream = match accepted {
+                let stream = match handshake {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -189,25 +206,25 @@ impl Server {
                     protocol: if h2 { "h2" } else { "h1" },
                 });
                 let builder = if h2 { &self.h2 } else { &self.h1 };
-                self.drive(TokioIo::new(stream), builder, info, handler)
+                self.drive(TokioIo::new(stream), builder, info, accepted, handler)
                     .await;
             }
         }
     }
 
-    /// Serves one connection until it ends, closing it when idle or on shutdown.
+    /// Serves one connection until it ends, closing it when idle, stalled or on shutdown.
     async fn drive<I, H>(
         &self,
         io: I,
         builder: &auto::Builder<TokioExecutor>,
         info: Arc<ConnInfo>,
+        accepted: Instant,
         handler: H,
     ) where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
         H: Handler,
     {
-        let activity = Arc::new(Activity::default());
-        let started = Instant::now();
+        let activity = Arc::new(Activity::new(accepted));
         let service = {
             let activity = activity.clone();
             let info_cell = info.clone();
@@ -223,9 +240,11 @@ impl Server {
                 async move {
                     let resp = handler.call(req, info).await;
                     Ok::<_, Infallible>(resp.map(|b| {
+                        let sending = activity.track(&b);
                         UnsyncBoxBody::new(TrackedBody {
                             inner: b,
-                            guard: Some(ActivityGuard(activity, started)),
+                            guard: Some(ActivityGuard(activity)),
+                            sending,
                         })
                     }))
                 }
@@ -236,12 +255,27 @@ impl Server {
         let protocol = info.protocol;
         crate::metrics::client_connection(protocol, true);
         let mut shutdown = self.shutdown.clone();
-        let idle = self.limits.idle_timeout;
+        let limits = &self.limits;
+        // How often bodies in flight are looked at for a stalled client.
+        let stall_tick = (limits.send_timeout / 4).max(Duration::from_millis(25));
         let mut closing = false;
         loop {
-            let deadline =
-                started + Duration::from_millis(activity.last.load(Ordering::Relaxed)) + idle;
+            // Far off while requests are in flight: the end of the last one wakes us.
+            let idle_at = if activity.active.load(Ordering::Relaxed) > 0 {
+                Instant::now() + Duration::from_secs(3600)
+            } else if activity.requests.load(Ordering::Relaxed) == 0 {
+                accepted + limits.header_read_timeout
+            } else {
+                activity.last_busy() + limits.idle_timeout
+            };
+            let watching = activity.sending_count.load(Ordering::Relaxed) > 0;
+            let wake = if watching {
+                idle_at.min(Instant::now() + stall_tick)
+            } else {
+                idle_at
+            };
             tokio::select! {
+                _ = activity.changed.notified() => {}
                 res = conn.as_mut() => {
                     if let Err(e) = res {
                         tracing::debug!(peer = %info.peer, error = %e, "connection ended with error");
@@ -252,9 +286,22 @@ impl Server {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                _ = tokio::time::sleep_until(deadline), if !closing => {
-                    let last = started + Duration::from_millis(activity.last.load(Ordering::Relaxed));
-                    if activity.active.load(Ordering::Relaxed) == 0 && last + idle <= Instant::now() {
+                _ = tokio::time::sleep_until(wake), if !closing || watching => {
+                    if watching && activity.stalled(limits.send_timeout) {
+                        tracing::debug!(peer = %info.peer, "client took no response bytes for send_timeout: closing");
+                        crate::metrics::client_send_timeout();
+                        break;
+                    }
+                    let now = Instant::now();
+                    if closing || activity.active.load(Ordering::Relaxed) > 0 {
+                        continue;
+                    }
+                    if activity.requests.load(Ordering::Relaxed) == 0 {
+                        if now >= accepted + limits.header_read_timeout {
+                            // Not a single request since accept: nothing to be graceful about.
+                            break;
+                        }
+                    } else if activity.last_busy() + limits.idle_timeout <= now {
                         conn.as_mut().graceful_shutdown();
                         closing = true;
                     }
@@ -265,33 +312,186 @@ impl Server {
     }
 }
 
-/// Requests in flight on a connection and when it was last busy (ms since it opened).
+/// Accept failures (EMFILE, ENFILE, ENOBUFS...): a growing pause, and a warning at most every
+/// ten seconds with the count since the last one.
 #[derive(Default)]
-struct Activity {
-    active: AtomicUsize,
-    last: AtomicU64,
+struct AcceptErrors {
+    streak: u32,
+    unreported: u64,
+    last_warning: Option<Instant>,
 }
 
-impl Activity {
-    fn begin(&self) {
-        self.active.fetch_add(1, Ordering::Relaxed);
+impl AcceptErrors {
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.streak = self.streak.saturating_add(1);
+        self.unreported += 1;
+        if self
+            .last_warning
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            tracing::warn!(error = %e, failures = self.unreported, "accept failed (at the file-descriptor limit?); backing off");
+            self.unreported = 0;
+            self.last_warning = Some(Instant::now());
+        }
+        crate::metrics::accept_error();
+        Duration::from_millis(10 << self.streak.min(7)).min(Duration::from_secs(1))
+    }
+
+    fn recovered(&mut self) {
+        self.streak = 0;
     }
 }
 
-struct ActivityGuard(Arc<Activity>, Instant);
+/// Raises the soft limit on open files (RLIMIT_NOFILE) to the hard limit and returns how many
+/// client connections fit under it: `wanted`, or less (with a warning) so that accept never
+/// fails for lack of descriptors while origins, listeners and files still get theirs.
+pub fn fit_connection_limit(wanted: usize) -> usize {
+    let Some(limit) = raise_nofile_limit() else {
+        return wanted;
+    };
+    let reserve = (512 + limit / 16).min(limit / 2);
+    let usable = usize::try_from(limit - reserve)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if wanted > usable {
+        tracing::warn!(
+            max_connections = wanted,
+            file_descriptors = limit,
+            using = usable,
+            "server.max_connections is above what the open-file limit allows; lowered to fit"
+        );
+        return usable;
+    }
+    wanted
+}
+
+/// The soft RLIMIT_NOFILE after raising it to the hard limit.
+fn raise_nofile_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    Some(if lim.rlim_cur == libc::RLIM_INFINITY {
+        u64::MAX / 2
+    } else {
+        lim.rlim_cur
+    })
+}
+
+/// What is going on on one connection: requests in flight, when it was last busy, and the
+/// response bodies whose client might stall.
+struct Activity {
+    opened: Instant,
+    /// Requests begun on the connection.
+    requests: AtomicU64,
+    active: AtomicUsize,
+    /// When the connection was last busy (ms since it opened).
+    last: AtomicU64,
+    /// Bodies being sent that are large enough to matter: each holds when it began waiting for
+    /// the client to take more (ms since the connection opened, plus one; 0 = not waiting).
+    sending: Mutex<Vec<Weak<AtomicU64>>>,
+    sending_count: AtomicUsize,
+    /// A request began, or the last one in flight ended.
+    changed: tokio::sync::Notify,
+}
+
+/// Bodies up to this size are handed to the socket whole; a client that does not read them
+/// holds no memory of ours.
+const WATCH_BODIES_ABOVE: u64 = 64 << 10;
+
+impl Activity {
+    fn new(opened: Instant) -> Activity {
+        Activity {
+            opened,
+            requests: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            last: AtomicU64::new(0),
+            sending: Mutex::new(Vec::new()),
+            sending_count: AtomicUsize::new(0),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn begin(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if self.active.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.changed.notify_one();
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
+    fn last_busy(&self) -> Instant {
+        self.opened + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+
+    /// Starts watching a response body for a client that stops taking it.
+    fn track(&self, body: &ResponseBody) -> Option<Arc<AtomicU64>> {
+        if body.is_end_stream()
+            || body
+                .size_hint()
+                .exact()
+                .is_some_and(|n| n <= WATCH_BODIES_ABOVE)
+        {
+            return None;
+        }
+        let slot = Arc::new(AtomicU64::new(0));
+        let mut list = self.sending.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&slot));
+        self.sending_count.store(list.len(), Ordering::Relaxed);
+        Some(slot)
+    }
+
+    /// Whether a body has waited for its client longer than `limit`.
+    fn stalled(&self, limit: Duration) -> bool {
+        let now = self.now_ms();
+        let limit = limit.as_millis() as u64;
+        let mut list = self.sending.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        self.sending_count.store(list.len(), Ordering::Relaxed);
+        list.iter().filter_map(Weak::upgrade).any(|slot| {
+            let since = slot.load(Ordering::Relaxed);
+            since > 0 && now.saturating_sub(since - 1) > limit
+        })
+    }
+}
+
+struct ActivityGuard(Arc<Activity>);
 
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
-        let ms = self.1.elapsed().as_millis() as u64;
+        let ms = self.0.now_ms();
         self.0.last.store(ms, Ordering::Relaxed);
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.changed.notify_one();
+        }
     }
 }
 
-/// A response body that marks the connection busy until it is finished or dropped.
+/// A response body that marks the connection busy until it is finished or dropped, and notes
+/// when it has handed out data the client has not come back for.
 struct TrackedBody {
     inner: ResponseBody,
     guard: Option<ActivityGuard>,
+    sending: Option<Arc<AtomicU64>>,
 }
 
 impl Body for TrackedBody {
@@ -302,9 +502,22 @@ impl Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(s) = &self.sending {
+            s.store(0, Ordering::Relaxed);
+        }
         let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.guard = None;
+        match &r {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                self.guard = None;
+                self.sending = None;
+            }
+            Poll::Ready(Some(Ok(_))) => {
+                // Until the next poll, the client has data to take.
+                if let (Some(s), Some(g)) = (&self.sending, &self.guard) {
+                    s.store(g.0.now_ms() + 1, Ordering::Relaxed);
+                }
+            }
+            Poll::Pending => {}
         }
         r
     }

@@ -33,6 +33,10 @@ const WINDOW: u64 = 1 << 20;
 /// others stop reading from their origin.
 const TIGHT_WINDOW: u64 = 64 << 10;
 
+/// The most one read hands out (a stored body a finished fill reads from is one chunk): a
+/// frame at a time, so a client that stops reading is seen to stop.
+const READ_MAX: usize = 256 << 10;
+
 /// How often a fill waiting for its readers or for memory looks again, in case no wake-up
 /// came (a reader that went away while the fill was being shed, say).
 const RECHECK: Duration = Duration::from_millis(100);
@@ -184,7 +188,11 @@ impl FillState {
             .chunks
             .partition_point(|(at, c)| at + c.len() as u64 <= offset);
         match self.chunks.get(i) {
-            Some((at, c)) if *at <= offset => Ok(Some(c.slice((offset - at) as usize..))),
+            Some((at, c)) if *at <= offset => {
+                let start = (offset - at) as usize;
+                let end = c.len().min(start + READ_MAX);
+                Ok(Some(c.slice(start..end)))
+            }
             Some(_) => Err(EdgeError::Internal(
                 "reader fell behind a streaming fill".into(),
             )),

@@ -102,8 +102,59 @@ pub fn empty() -> ResponseBody {
         .boxed_unsync()
 }
 
+/// A body already in memory. Large ones go out a frame at a time, so the connection takes
+/// each only when it has room: a client that stops reading is seen to stop (`send_timeout`).
 pub fn full(b: Bytes) -> ResponseBody {
-    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+    if b.len() <= FRAME {
+        return Full::new(b).map_err(|never| match never {}).boxed_unsync();
+    }
+    Frames::new(vec![b]).boxed_unsync()
+}
+
+/// The largest frame a body in memory is handed out in.
+const FRAME: usize = 256 << 10;
+
+/// Bytes in memory (slices of a stored body, boundaries), without copying, one frame at a time.
+struct Frames {
+    parts: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Frames {
+    fn new(parts: Vec<Bytes>) -> Frames {
+        Frames {
+            remaining: parts.iter().map(|p| p.len() as u64).sum(),
+            parts: parts.into_iter().filter(|p| !p.is_empty()).collect(),
+        }
+    }
+}
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let Some(mut part) = self.parts.pop_front() else {
+            return std::task::Poll::Ready(None);
+        };
+        if part.len() > FRAME {
+            let rest = part.split_off(FRAME);
+            self.parts.push_front(rest);
+        }
+        self.remaining -= part.len() as u64;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(part))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
 }
 
 fn age_value(age: Duration) -> HeaderValue {
@@ -224,10 +275,18 @@ pub fn respond_stored(
             )
         }
         RangeRequest::Multi(ranges) => {
-            let (ctype, body) = multipart(&obj.headers, &obj.body, &ranges);
+            let (ctype, parts) = multipart(&obj.headers, &obj.body, &ranges);
+            let body = Frames::new(parts);
             headers.insert(header::CONTENT_TYPE, ctype);
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            (StatusCode::PARTIAL_CONTENT, body)
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.remaining));
+            let mut resp = Response::new(if head_only {
+                empty()
+            } else {
+                body.boxed_unsync()
+            });
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            *resp.headers_mut() = headers;
+            return Ok(resp);
         }
         RangeRequest::Unsatisfiable => return Ok(unsatisfiable(len, &extra)),
     };
@@ -272,7 +331,12 @@ fn ranged(
     }
 }
 
-fn multipart(headers: &HeaderMap, body: &Bytes, ranges: &[(u64, u64)]) -> (HeaderValue, Bytes) {
+/// A `multipart/byteranges` body as parts: boundaries, and slices of the stored body (no copy).
+fn multipart(
+    headers: &HeaderMap,
+    body: &Bytes,
+    ranges: &[(u64, u64)],
+) -> (HeaderValue, Vec<Bytes>) {
     let boundary = format!(
         "streamedge-{:016x}",
         body.len() as u64 ^ 0x5ee0_d6e5_7a1b_c3d2
@@ -283,21 +347,18 @@ fn multipart(headers: &HeaderMap, body: &Bytes, ranges: &[(u64, u64)]) -> (Heade
         .unwrap_or("application/octet-stream")
         .to_owned();
     let len = body.len() as u64;
-    let mut out = bytes::BytesMut::new();
+    let mut parts = Vec::with_capacity(ranges.len() * 2 + 1);
     for &(a, b) in ranges {
-        out.extend_from_slice(
-            format!(
-                "\r\n--{boundary}\r\nContent-Type: {ctype}\r\nContent-Range: bytes {a}-{}/{len}\r\n\r\n",
-                b - 1
-            )
-            .as_bytes(),
-        );
-        out.extend_from_slice(&body[a as usize..b as usize]);
+        parts.push(Bytes::from(format!(
+            "\r\n--{boundary}\r\nContent-Type: {ctype}\r\nContent-Range: bytes {a}-{}/{len}\r\n\r\n",
+            b - 1
+        )));
+        parts.push(body.slice(a as usize..b as usize));
     }
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    parts.push(Bytes::from(format!("\r\n--{boundary}--\r\n")));
     let value = HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
         .unwrap_or(HeaderValue::from_static("multipart/byteranges"));
-    (value, out.freeze())
+    (value, parts)
 }
 
 /// A response from a fill: the shared head plus this request's view of the body. Multiple
