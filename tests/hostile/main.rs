@@ -1,0 +1,6 @@
+//! Hostile clients: attacks the edge withstands, each asserted over real sockets.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod smuggling;
