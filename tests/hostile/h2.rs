@@ -767,6 +767,7 @@ async fn zero_window_client_stalls_only_itself() {
     }
     let r = get(&edge.http_client(), &edge.http_url("/zero/seg.ts")).await;
     assert!(r.body == body);
+    assert!(r.cache_status().hit, "stored: {:?}", r.cache_status());
     assert_eq!(origin.count(), 1, "the origin is asked once");
     assert_serves_other(&edge).await;
 
