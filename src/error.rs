@@ -40,6 +40,8 @@ pub enum EdgeError {
         /// The `Allow` value of the answer.
         allow: &'static str,
     },
+    #[error("not implemented: {0}")]
+    NotImplemented(String),
     #[error("host {0:?} is not served here")]
     UnknownHost(String),
     #[error("not found")]
@@ -82,6 +84,7 @@ impl EdgeError {
     pub fn source_class(&self) -> ErrorSource {
         match self {
             EdgeError::BadRequest(_)
+            | EdgeError::NotImplemented(_)
             | EdgeError::MethodNotAllowed { .. }
             | EdgeError::UnknownHost(_)
             | EdgeError::NotFound
@@ -104,6 +107,7 @@ impl EdgeError {
     pub fn status(&self) -> StatusCode {
         match self {
             EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            EdgeError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             EdgeError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             EdgeError::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
             EdgeError::NotFound => StatusCode::NOT_FOUND,
@@ -130,6 +134,7 @@ impl EdgeError {
     pub fn public_message(&self) -> &'static str {
         match self {
             EdgeError::BadRequest(_) => "bad request",
+            EdgeError::NotImplemented(_) => "not implemented",
             EdgeError::MethodNotAllowed { .. } => "method not allowed",
             EdgeError::UnknownHost(_) => "misdirected request",
             EdgeError::NotFound => "not found",

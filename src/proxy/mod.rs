@@ -190,10 +190,26 @@ fn bad_target(e: crate::target::TargetError) -> EdgeError {
     EdgeError::BadRequest(e.to_string())
 }
 
-/// Phase `admit`: runs after `target`. GET and HEAD pass. OPTIONS (CORS preflight) and, when
+/// Phase `admit`: runs after `target`. A transfer coding other than `chunked` gets 501. GET
+/// and HEAD pass. OPTIONS (CORS preflight) and, when
 /// `server.forward_unsafe_methods` is set, POST/PUT/PATCH/DELETE are forwarded uncached
 /// (returns `true`); others get 405.
 fn admit(ctx: &Ctx, parts: &http::request::Parts) -> Result<bool, EdgeError> {
+    // RFC 9112 §6.1: hyper decodes a final `chunked` only; a coding before it (`gzip, chunked`)
+    // would reach the origin still coded, as a plain body.
+    let mut codings = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    if let Some(first) = codings.next()
+        && (!first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some())
+    {
+        return Err(EdgeError::NotImplemented(
+            "a transfer coding other than chunked".into(),
+        ));
+    }
     match parts.method {
         Method::GET | Method::HEAD => Ok(false),
         Method::OPTIONS => Ok(true),

@@ -140,6 +140,8 @@ pub struct Seen {
     pub query: Option<String>,
     pub version: Version,
     pub headers: HeaderMap,
+    /// The request body as received (empty when there was none or it could not be read).
+    pub body: Bytes,
 }
 
 type Script = Arc<dyn Fn(&http::request::Parts) -> Reply + Send + Sync>;
@@ -421,7 +423,11 @@ impl OriginTls {
 }
 
 async fn answer(state: &OriginState, req: http::Request<Incoming>) -> http::Response<ScriptBody> {
-    let (parts, _body) = req.into_parts();
+    let (parts, body) = req.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let path = parts.uri.path().to_owned();
     state.seen.lock().unwrap().push(Seen {
         method: parts.method.clone(),
@@ -429,6 +435,7 @@ async fn answer(state: &OriginState, req: http::Request<Incoming>) -> http::Resp
         query: parts.uri.query().map(str::to_owned),
         version: parts.version,
         headers: parts.headers.clone(),
+        body,
     });
     *state.per_path.lock().unwrap().entry(path).or_insert(0) += 1;
     state.total.fetch_add(1, Ordering::SeqCst);
@@ -655,6 +662,11 @@ impl TestEdge {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    /// The edge's self-signed certificate (DER), for clients built by hand (raw TLS, `h2`).
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
     }
 
     /// The edge's certificate as a PEM file, for clients outside the process (`ffmpeg -ca_file`).

@@ -9,7 +9,9 @@ mod common;
 mod raw;
 mod rawsrv;
 
+mod h2;
 mod headers;
 mod health;
 mod host;
+mod smuggling;
 mod target;

@@ -5,7 +5,7 @@
 //! `:path /x.m3u8` (content kind), `:media N` (body-derived lifetime, s), `:now N` (unix s of
 //! the response), `:delay N` (s between request and response).
 
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
 mod common;
 
@@ -14,7 +14,6 @@ use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use libfuzzer_sys::fuzz_target;
 use streamedge::cache::key::ContentKind;
 use streamedge::cache::policy::{self, CacheControl, Exchange};
 use streamedge::config::CacheConfig;
@@ -46,7 +45,11 @@ fn check_deltas(cc: &CacheControl) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| run(data));
+
+/// One input (also replayed from the corpus by `cargo test --test fuzz_corpus`).
+pub fn run(data: &[u8]) {
     let whole = CacheControl::parse(&String::from_utf8_lossy(data));
     check_deltas(&whole);
 
@@ -94,7 +97,9 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let media = input.number("media").map(|s| policy::MediaTiming {
         lifetime: Some(Duration::from_secs(s % (1 << 32))),
-        cap: input.number("cap").map(|c| Duration::from_secs(c % (1 << 32))),
+        cap: input
+            .number("cap")
+            .map(|c| Duration::from_secs(c % (1 << 32))),
     });
     let received_at = tokio::time::Instant::now();
 
@@ -139,4 +144,4 @@ fuzz_target!(|data: &[u8]| {
             let _ = (refusal.as_str(), refusal.forbids_sharing());
         }
     }
-});
+}

@@ -2,13 +2,12 @@
 //!
 //! Input lines: pairs of lines, a path then a query (a lone last line is a path without query).
 
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
 mod common;
 
 use std::sync::LazyLock;
 
-use libfuzzer_sys::fuzz_target;
 use streamedge::cache::key::{CacheKey, KeyRule, KeyRules, QueryPolicy};
 
 static RULES: LazyLock<[KeyRules; 2]> = LazyLock::new(|| {
@@ -91,7 +90,11 @@ fn check(path: &str, query: Option<&str>) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| run(data));
+
+/// One input (also replayed from the corpus by `cargo test --test fuzz_corpus`).
+pub fn run(data: &[u8]) {
     let lines: Vec<_> = common::lines(data).map(common::text).collect();
     for pair in lines.chunks(2) {
         match pair {
@@ -106,4 +109,4 @@ fuzz_target!(|data: &[u8]| {
     let whole = String::from_utf8_lossy(data);
     check("/live/a.m3u8", Some(&whole));
     check(&whole, None);
-});
+}

@@ -3,12 +3,11 @@
 //! Input lines (see `common`): bare lines are query strings (each tried on its own, and the
 //! first also with the headers), `cmcd-request: ...` etc. are request headers.
 
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
 mod common;
 
 use http::HeaderMap;
-use libfuzzer_sys::fuzz_target;
 use streamedge::cmcd::Cmcd;
 
 fn check(c: &Cmcd) {
@@ -18,7 +17,11 @@ fn check(c: &Cmcd) {
     let _ = c.is_empty();
 }
 
-fuzz_target!(|data: &[u8]| {
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| run(data));
+
+/// One input (also replayed from the corpus by `cargo test --test fuzz_corpus`).
+pub fn run(data: &[u8]) {
     let input = common::decode(data);
     let mut headers = input.response.clone();
     for (name, value) in &input.request {
@@ -34,4 +37,4 @@ fuzz_target!(|data: &[u8]| {
     for line in &input.bare {
         check(&Cmcd::from_request(Some(&common::text(line)), &empty));
     }
-});
+}

@@ -1,17 +1,20 @@
 //! `config::parse` on arbitrary text (lossy UTF-8). A config that validates must also be usable:
 //! its cache settings drive `policy::decide`, its key rules and signing rules run on a request.
 
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
 use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderValue, LAST_MODIFIED};
 use http::{HeaderMap, StatusCode};
-use libfuzzer_sys::fuzz_target;
 use streamedge::cache::key::{ContentKind, KeyRules};
 use streamedge::cache::policy::{self, Exchange};
 
-fuzz_target!(|data: &[u8]| {
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| run(data));
+
+/// One input (also replayed from the corpus by `cargo test --test fuzz_corpus`).
+pub fn run(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let Ok(config) = streamedge::config::parse(&text) else {
         return;
@@ -55,4 +58,4 @@ fuzz_target!(|data: &[u8]| {
     for rule in &config.signed_urls {
         let _ = streamedge::signing::verify(rule, &rule.prefix, Some("token=x"), 0);
     }
-});
+}

@@ -1,11 +1,10 @@
 //! HLS playlists and DASH MPDs: `media::parse` on arbitrary bytes, the lifetimes a manifest
 //! earns, URI resolution of what it lists, ISO 8601 durations, LL-HLS delivery directives.
 
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
 use std::time::Duration;
 
-use libfuzzer_sys::fuzz_target;
 use streamedge::media::{self, Directives, Format};
 
 const BASE: &str = "/live/channel1/720p/index.m3u8";
@@ -19,7 +18,11 @@ fn resolve_checked(base: &str, uri: &str) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| run(data));
+
+/// One input (also replayed from the corpus by `cargo test --test fuzz_corpus`).
+pub fn run(data: &[u8]) {
     if let Some(info) = media::parse(data) {
         let vod = Duration::from_secs(3600);
         let live_default = Duration::from_secs(1);
@@ -66,4 +69,4 @@ fuzz_target!(|data: &[u8]| {
         resolve_checked(base, line);
         resolve_checked(BASE, line);
     }
-});
+}

@@ -5,13 +5,12 @@
 //! (each also tried as a Range value), and controls `:len N` (representation lengths to resolve
 //! against), `:status N`, `:method M`.
 
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
 mod common;
 
 use http::header::RANGE;
 use http::{HeaderMap, Method, StatusCode};
-use libfuzzer_sys::fuzz_target;
 use streamedge::cache::conditional::{
     self, RangeRequest, RangeSpec, evaluate, if_range_allows, parse_range,
 };
@@ -67,7 +66,11 @@ fn check(specs: &[RangeSpec], len: u64) {
     );
 }
 
-fuzz_target!(|data: &[u8]| {
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| run(data));
+
+/// One input (also replayed from the corpus by `cargo test --test fuzz_corpus`).
+pub fn run(data: &[u8]) {
     let input = common::decode(data);
 
     let mut lens: Vec<u64> = input.control("len").filter_map(common::number).collect();
@@ -106,4 +109,4 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = if_range_allows(&input.request, &input.response);
     let _ = if_range_allows(&input.request, &HeaderMap::new());
-});
+}

@@ -6,13 +6,12 @@
 //! verifies (in the query and as a path segment) and that every single-byte change of the
 //! signed part `exp=…~acl=…` is refused.
 
-#![no_main]
+#![cfg_attr(fuzzing, no_main)]
 
 mod common;
 
 use std::sync::LazyLock;
 
-use libfuzzer_sys::fuzz_target;
 use streamedge::signing::{SigningRule, TokenError, make_token, verify};
 
 const KEYS: [&[u8]; 2] = [b"fuzz-key-current", b"fuzz-key-previous"];
@@ -110,7 +109,11 @@ fn round_trip(data: &[u8], first_line: &str, exp: u64) {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| run(data));
+
+/// One input (also replayed from the corpus by `cargo test --test fuzz_corpus`).
+pub fn run(data: &[u8]) {
     let input = common::decode(data);
     let now = input.number("now").unwrap_or(1_700_000_000);
     let mut lines = common::lines(data).filter(|l| !l.starts_with(b":"));
@@ -125,4 +128,4 @@ fuzz_target!(|data: &[u8]| {
 
     let exp = input.number("exp").unwrap_or(4_102_444_800).max(1);
     round_trip(data, &path, exp);
-});
+}
