@@ -406,7 +406,7 @@ struct Activity {
     /// the client to take more (ms since the connection opened, plus one; 0 = not waiting).
     sending: Mutex<Vec<Weak<AtomicU64>>>,
     sending_count: AtomicUsize,
-    /// A request began, or the last one in flight ended.
+    /// A request began, the last one in flight ended, or a body is to be watched.
     changed: tokio::sync::Notify,
 }
 
@@ -457,6 +457,9 @@ impl Activity {
         list.retain(|w| w.strong_count() > 0);
         list.push(Arc::downgrade(&slot));
         self.sending_count.store(list.len(), Ordering::Relaxed);
+        drop(list);
+        // The watchdog may be asleep until the request ends: have it watch this body.
+        self.changed.notify_one();
         Some(slot)
     }
 

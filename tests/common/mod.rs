@@ -6,6 +6,9 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+pub use process::EdgeProcess;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;

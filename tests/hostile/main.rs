@@ -13,5 +13,6 @@ mod h2;
 mod headers;
 mod health;
 mod host;
+mod memory;
 mod smuggling;
 mod target;
