@@ -538,3 +538,24 @@ impl Body for TrackedBody {
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn accept_errors_back_off_and_warn_now_and_then() {
+        let mut errors = AcceptErrors::default();
+        let e = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let pauses: Vec<Duration> = (0..10).map(|_| errors.failed(&e)).collect();
+        assert_eq!(pauses[0], Duration::from_millis(20));
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]), "{pauses:?}");
+        assert_eq!(pauses[9], Duration::from_secs(1));
+        assert_eq!(errors.unreported, 9, "one warning for ten failures");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        errors.failed(&e);
+        assert_eq!(errors.unreported, 0, "a warning again after ten seconds");
+        errors.recovered();
+        assert_eq!(errors.failed(&e), Duration::from_millis(20));
+    }
+}

@@ -17,14 +17,39 @@ pub struct EdgeProcess {
 
 impl EdgeProcess {
     pub fn start(config: &Path) -> EdgeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamedge"))
+        EdgeProcess::spawn(config, None)
+    }
+
+    /// Started with at most `files` open file descriptors (RLIMIT_NOFILE, soft and hard).
+    pub fn start_with_file_limit(config: &Path, files: u64) -> EdgeProcess {
+        EdgeProcess::spawn(config, Some(files))
+    }
+
+    fn spawn(config: &Path, files: Option<u64>) -> EdgeProcess {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_streamedge"));
+        command
             .arg("--config")
             .arg(config)
             .env_remove("STREAMEDGE_LOG")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn streamedge");
+            .stderr(Stdio::piped());
+        if let Some(files) = files {
+            // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: files,
+                        rlim_max: files,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().expect("spawn streamedge");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = lines.clone();

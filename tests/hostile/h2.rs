@@ -62,7 +62,7 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// TLS to the edge's HTTPS listener, offering only `h2`.
-async fn tls(edge: &TestEdge) -> tokio_rustls::client::TlsStream<TcpStream> {
+pub(crate) async fn tls(edge: &TestEdge) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(

@@ -330,3 +330,24 @@ async fn a_broken_health_check_still_lets_a_trickle_of_requests_through() {
     edge.stop().await;
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_to_a_request_without_validators_is_an_origin_error() {
+    let origin = TestOrigin::fixed(
+        Reply::ok("")
+            .status(304)
+            .header("etag", "\"x\"")
+            .header("cache-control", "max-age=60"),
+    )
+    .await;
+    let edge = TestEdge::start(&origin).await;
+    let client = edge.http_client();
+    for _ in 0..2 {
+        let r = get(&client, &edge.http_url("/not-modified/a.ts")).await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+        assert!(!r.cache_status().stored, "{}", r.cache_status().raw);
+    }
+    assert_eq!(origin.count(), 2, "nothing was stored");
+    edge.stop().await;
+    origin.stop().await;
+}

@@ -9,6 +9,7 @@ mod common;
 mod raw;
 mod rawsrv;
 
+mod connections;
 mod h2;
 mod headers;
 mod health;
