@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+#[allow(unused_imports)]
 pub use process::EdgeProcess;
 
 use std::collections::HashMap;
