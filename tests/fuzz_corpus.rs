@@ -21,6 +21,8 @@ mod config;
 mod manifest;
 #[path = "fuzz/fuzz_targets/range.rs"]
 mod range;
+#[path = "fuzz/fuzz_targets/request_target.rs"]
+mod request_target;
 #[path = "fuzz/fuzz_targets/signing.rs"]
 mod signing;
 
@@ -94,4 +96,9 @@ fn range_corpus() {
 #[test]
 fn signing_corpus() {
     replay("signing", signing::run);
+}
+
+#[test]
+fn request_target_corpus() {
+    replay("request_target", request_target::run);
 }

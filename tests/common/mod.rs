@@ -573,6 +573,9 @@ impl Drop for TempDir {
     }
 }
 
+/// The admin token of every `TestEdge` (purge).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123";
+
 /// A running edge: HTTP, HTTPS and admin listeners on loopback port 0.
 pub struct TestEdge {
     pub http: SocketAddr,
@@ -626,7 +629,7 @@ impl TestEdge {
         let mut yaml = format!(
             "listen:\n  http: \"127.0.0.1:0\"\n  https: \"127.0.0.1:0\"\n\
              tls:\n  cert: \"{}\"\n  key: \"{}\"\n\
-             admin:\n  listen: \"127.0.0.1:0\"\n\
+             admin:\n  listen: \"127.0.0.1:0\"\n  token: \"{ADMIN_TOKEN}\"\n\
              origins:\n",
             cert_path.display(),
             key_path.display()
@@ -708,6 +711,16 @@ impl TestEdge {
     pub fn http_client(&self) -> reqwest::Client {
         streamedge::tls::install_provider();
         base_client().http1_only().build().expect("http client")
+    }
+
+    /// `POST /purge?{query}` on the admin listener, with the admin token.
+    pub async fn purge(&self, query: &str) -> Resp {
+        send(
+            self.http_client()
+                .post(self.admin_url(&format!("/purge?{query}")))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await
     }
 
     /// `/metrics` of the admin listener.

@@ -64,6 +64,25 @@ async fn one_hosts_answer_is_never_served_to_another_host() {
     assert_eq!(h2.body, format!("site of localhost:{}", edge.https.port()));
     assert_eq!(origin.count(), 3);
 
+    // Purge by path and host takes one host's copy (the path in any spelling); by path alone,
+    // every host's.
+    let r = edge.purge("path=/%69ndex.m3u8&host=EVIL.example").await;
+    assert_eq!(r.body, "purged 1\n");
+    let hit = |host: &'static str| async move {
+        let r = raw::get(edge.http, "/index.m3u8", &format!("Host: {host}\r\n")).await;
+        r.header("cache-status").unwrap_or_default().contains("hit")
+    };
+    assert!(hit("good.example").await, "another host's copy stays");
+    assert!(!hit("evil.example").await, "purged");
+    let r = edge.purge("path=/index.m3u8").await;
+    assert_eq!(
+        r.body, "purged 3\n",
+        "good, evil (fetched again) and localhost"
+    );
+    assert!(!hit("good.example").await);
+    let r = edge.purge("path=/a/../../x").await;
+    assert_eq!(r.status, http::StatusCode::BAD_REQUEST);
+
     edge.stop().await;
     origin.stop().await;
 }
