@@ -291,6 +291,9 @@ fn canonical_segment(raw: &[u8], out: &mut String) -> Result<(), TargetError> {
 
 /// The canonical form of an absolute path (see the module docs).
 pub fn canonical_path(raw: &str) -> Result<String, TargetError> {
+    if is_plain_path(raw.as_bytes()) {
+        return Ok(raw.to_owned());
+    }
     let raw = raw.as_bytes();
     if raw.first() != Some(&b'/') {
         return Err(TargetError::NotAPath);
@@ -323,6 +326,21 @@ pub fn canonical_path(raw: &str) -> Result<String, TargetError> {
         return Err(TargetError::NotUtf8);
     }
     Ok(path)
+}
+
+/// Already canonical (most requests): no escapes, only characters that stand for themselves,
+/// no empty or dot segments.
+fn is_plain_path(b: &[u8]) -> bool {
+    b.first() == Some(&b'/')
+        && b.iter().all(|&c| c == b'/' || is_path_char(c))
+        && b.split(|&c| c == b'/')
+            .skip(1)
+            .enumerate()
+            .all(|(i, seg)| match seg {
+                b"" => i == b.iter().filter(|&&c| c == b'/').count() - 1,
+                b"." | b".." => false,
+                _ => true,
+            })
 }
 
 /// Whether every escape of a canonical string decodes to valid UTF-8.
@@ -374,6 +392,9 @@ fn is_query_char(b: u8) -> bool {
 /// query differently from the origin once its escapes are in one form).
 pub fn canonical_query(raw: &str) -> String {
     let b = raw.as_bytes();
+    if b.iter().all(|&c| is_query_char(c)) {
+        return raw.to_owned();
+    }
     let mut out = String::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -465,6 +486,39 @@ mod tests {
         assert_eq!(t.check_no_encoded_slash(), Err(TargetError::EncodedSlash));
         let t = Target::from_reference(None, "/%2fsecure/a.ts").unwrap();
         assert_eq!(t.check_no_encoded_slash(), Err(TargetError::EncodedSlash));
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_full_one() {
+        for p in [
+            "/",
+            "/a",
+            "/a/",
+            "/a/b.ts",
+            "//a",
+            "/a//b",
+            "/a/",
+            "/./a",
+            "/a/.",
+            "/a/..",
+            "/.a/b..",
+            "/a/.../b",
+            "/a:b@c!$&'()*+,=/x-y_z~",
+        ] {
+            let plain = is_plain_path(p.as_bytes());
+            // Force the full path by spelling one character as an escape.
+            let slow = canonical_path(&format!("{p}%41")).map(|s| s[..s.len() - 1].to_owned());
+            if plain {
+                assert_eq!(canonical_path(p).as_deref(), Ok(p), "{p}");
+                assert_eq!(slow.as_deref(), Ok(p), "{p}");
+            }
+        }
+        assert!(!is_plain_path(b"//a"));
+        assert!(!is_plain_path(b"/a//b"));
+        assert!(!is_plain_path(b"/./a"));
+        assert!(!is_plain_path(b"/a/.."));
+        assert!(is_plain_path(b"/a/"));
+        assert!(is_plain_path(b"/"));
     }
 
     #[test]

@@ -133,12 +133,16 @@ impl TokenEdge {
     const TOKEN: &'static str = "purge-secret-0123";
 
     async fn start(origin: &TestOrigin) -> TokenEdge {
+        TokenEdge::start_with(origin, Some(TokenEdge::TOKEN)).await
+    }
+
+    async fn start_with(origin: &TestOrigin, token: Option<&str>) -> TokenEdge {
         streamedge::tls::install_provider();
+        let token = token.map_or(String::new(), |t| format!("  token: \"{t}\"\n"));
         let yaml = format!(
             "listen:\n  http: \"127.0.0.1:0\"\n\
-             admin:\n  listen: \"127.0.0.1:0\"\n  token: \"{}\"\n\
+             admin:\n  listen: \"127.0.0.1:0\"\n{token}\
              origins:\n  - url: \"{}\"\n",
-            TokenEdge::TOKEN,
             origin.url()
         );
         let config = streamedge::config::parse(&yaml).expect("token edge config");
@@ -2138,14 +2142,9 @@ async fn purge_removes_every_variant_and_is_disabled_without_a_token() {
     assert_eq!(origin.count(), 4);
     edge.stop().await;
 
-    // The harness edge has no admin token: purge is refused, not open.
-    let edge = TestEdge::start(&origin).await;
-    let r = send(
-        edge.http_client()
-            .post(edge.admin_url("/purge?path=/pv"))
-            .bearer_auth(""),
-    )
-    .await;
+    // Without an admin token purge is refused, not open.
+    let edge = TokenEdge::start_with(&origin, None).await;
+    let r = edge.purge(&c, "path=/pv", Some("")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     edge.stop().await;
     origin.stop().await;

@@ -37,6 +37,9 @@ const TIGHT_WINDOW: u64 = 64 << 10;
 /// frame at a time, so a client that stops reading is seen to stop.
 const READ_MAX: usize = 256 << 10;
 
+/// How often, at most, all fills are looked over for memory to give back.
+const SHED_EVERY: Duration = Duration::from_millis(10);
+
 /// How often a fill waiting for its readers or for memory looks again, in case no wake-up
 /// came (a reader that went away while the fill was being shed, say).
 const RECHECK: Duration = Duration::from_millis(100);
@@ -153,6 +156,8 @@ struct FillState {
     abandoned: bool,
     /// Next byte offset of each live reader.
     positions: HashMap<u64, u64>,
+    /// The largest of `positions` (kept as readers advance; recomputed when one leaves).
+    fastest: u64,
     next_reader: u64,
     /// The writer is waiting for readers to advance.
     writer_waiting: bool,
@@ -160,7 +165,15 @@ struct FillState {
 
 impl FillState {
     fn offset_of_fastest(&self) -> Option<u64> {
-        self.positions.values().max().copied()
+        (!self.positions.is_empty()).then_some(self.fastest)
+    }
+
+    /// Whether a reader that was at `offset` may have been holding the oldest chunk (only
+    /// then can trimming free anything).
+    fn holds_oldest(&self, offset: u64) -> bool {
+        self.chunks
+            .first()
+            .is_some_and(|(at, c)| offset < at + c.len() as u64)
     }
 
     /// Drops the chunks every reader has passed; returns the bytes released from the budget.
@@ -308,6 +321,9 @@ pub struct FillTable {
     live: Mutex<HashMap<u64, Weak<Fill>>>,
     next_id: AtomicU64,
     budget: Arc<Budget>,
+    /// When fills were last looked over for shedding (ms since `created`).
+    last_shed: AtomicU64,
+    created: tokio::time::Instant,
 }
 
 /// How a request got its reader.
@@ -326,6 +342,8 @@ impl FillTable {
             live: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             budget: Budget::new(max_in_flight),
+            last_shed: AtomicU64::new(0),
+            created: tokio::time::Instant::now(),
         })
     }
 
@@ -416,6 +434,17 @@ impl FillTable {
     /// Over budget: fills that keep whole bodies give them up, largest first, until the budget
     /// holds again (fills that already stream hold at most a window each and wait instead).
     fn shed(&self) {
+        // At most one look over every fill per SHED_EVERY, however many writers push.
+        let now = self.created.elapsed().as_millis() as u64 + 1;
+        let last = self.last_shed.load(Ordering::Relaxed);
+        if now < last + SHED_EVERY.as_millis() as u64
+            || self
+                .last_shed
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
         let mut fills: Vec<(u64, Arc<Fill>)> = self
             .live()
             .values()
@@ -688,10 +717,12 @@ impl FillReader {
         match st.read_at(self.offset) {
             Err(e) => Some(Some(Err(e))),
             Ok(Some(chunk)) => {
+                let was = self.offset;
                 self.offset += chunk.len() as u64;
                 st.positions.insert(self.id, self.offset);
+                st.fastest = st.fastest.max(self.offset);
                 // Streaming or ended: what every reader has now passed can go.
-                let freed = if st.streaming || st.end.is_some() {
+                let freed = if (st.streaming || st.end.is_some()) && st.holds_oldest(was) {
                     st.trim()
                 } else {
                     0
@@ -727,7 +758,10 @@ impl Drop for FillReader {
         let (freed, poke) = {
             let mut st = self.fill.lock();
             st.positions.remove(&self.id);
-            let freed = if st.streaming || st.end.is_some() {
+            if self.offset >= st.fastest {
+                st.fastest = st.positions.values().max().copied().unwrap_or(0);
+            }
+            let freed = if (st.streaming || st.end.is_some()) && st.holds_oldest(self.offset) {
                 st.trim()
             } else {
                 0
@@ -1014,5 +1048,105 @@ mod tests {
             .unwrap()
             .to_bytes();
         assert_eq!(&body[..], b"cdefg");
+    }
+
+    fn chunk(n: usize) -> Bytes {
+        Bytes::from(vec![7u8; n])
+    }
+
+    #[tokio::test]
+    async fn a_fill_runs_a_window_ahead_of_its_fastest_reader_and_no_further() {
+        let table = FillTable::new(1 << 30);
+        let Ok(Joined::Leader(mut slow, writer)) = table.join(&slot("/p"), 10) else {
+            panic!()
+        };
+        writer.set_head(head(true));
+        let mut pushed = 0;
+        loop {
+            let push = writer.push(chunk(64 << 10));
+            match tokio::time::timeout(Duration::from_millis(50), push).await {
+                Ok(Push::Continue) => pushed += 64 << 10,
+                Ok(Push::Stop) => panic!("stopped"),
+                Err(_) => break,
+            }
+            assert!(pushed <= 2 * WINDOW, "never paced");
+        }
+        assert!(pushed >= WINDOW - (64 << 10), "paced early: {pushed}");
+        // A reader that reads lets it go on.
+        let Ok(Joined::Follower(mut fast)) = table.join(&slot("/p"), 10) else {
+            panic!()
+        };
+        while let Some(Ok(_)) = tokio::time::timeout(Duration::from_millis(20), fast.next_chunk())
+            .await
+            .ok()
+            .flatten()
+        {}
+        let push = writer.push(chunk(64 << 10));
+        assert_eq!(
+            tokio::time::timeout(Duration::from_millis(500), push).await,
+            Ok(Push::Continue)
+        );
+        assert!(slow.next_chunk().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn over_budget_whole_bodies_are_given_up_and_unread_fills_abandoned() {
+        let table = FillTable::new(2 << 20);
+        tokio::time::sleep(SHED_EVERY).await;
+        // A fill with a reader that does not read, keeping its body to store it.
+        let Ok(Joined::Leader(_stalled, kept)) = table.join(&slot("/kept"), 10) else {
+            panic!()
+        };
+        kept.set_head(head(true));
+        for _ in 0..8 {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(20), kept.push(chunk(128 << 10))).await;
+        }
+        // A fill nobody reads (its leader left), filling for the cache.
+        let Ok(Joined::Leader(leader, unread)) = table.join(&slot("/unread"), 10) else {
+            panic!()
+        };
+        drop(leader);
+        unread.set_head(head(true));
+        let mut stopped = false;
+        for _ in 0..64 {
+            tokio::time::sleep(SHED_EVERY).await;
+            let push = unread.push(chunk(128 << 10));
+            if tokio::time::timeout(Duration::from_millis(200), push).await == Ok(Push::Stop) {
+                stopped = true;
+                break;
+            }
+        }
+        assert!(stopped, "an unread fill over budget is given up");
+        drop(unread);
+        assert!(
+            table.budget().used() <= 2 << 20,
+            "{}",
+            table.budget().used()
+        );
+        drop(kept);
+    }
+
+    #[tokio::test]
+    async fn a_shed_fill_streams_on_without_what_its_readers_passed() {
+        let table = FillTable::new(1 << 30);
+        let Ok(Joined::Leader(mut reader, writer)) = table.join(&slot("/shed"), 10) else {
+            panic!()
+        };
+        writer.set_head(head(true));
+        writer.push(chunk(1000)).await;
+        writer.push(chunk(1000)).await;
+        assert_eq!(reader.next_chunk().await.unwrap().unwrap().len(), 1000);
+        assert!(writer.fill().shed());
+        assert!(writer.is_streaming());
+        assert!(
+            table.is_empty(),
+            "no one joins a fill that will not be stored"
+        );
+        assert_eq!(writer.fill().held(), 1000, "the chunk read is gone");
+        assert_eq!(table.budget().used(), 1000);
+        assert_eq!(reader.next_chunk().await.unwrap().unwrap().len(), 1000);
+        drop(reader);
+        assert_eq!(writer.push(chunk(1)).await, Push::Stop, "no reader left");
     }
 }
