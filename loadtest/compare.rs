@@ -462,6 +462,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
                         origin: origin.addr,
                         cache_mib: args.cache_mib,
                         tls: Some((&cert, &key)),
+                        cache_extra: "",
                     },
                     &cache_prefix,
                 )?;

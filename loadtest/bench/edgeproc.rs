@@ -2,6 +2,8 @@
 //! memory and CPU are its own and it shares no runtime with the load generators; stopped
 //! (SIGTERM: graceful drain, then SIGKILL of its process group) when dropped.
 
+#![allow(dead_code)] // each benchmark uses its own part of this module
+
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ pub struct EdgeConfig<'a> {
     pub cache_mib: u64,
     /// The https listener's certificate and key (PEM files); none: plain HTTP only.
     pub tls: Option<(&'a Path, &'a Path)>,
+    /// More `cache` keys, e.g. `max_in_flight: 256MiB` (flow style, without braces).
+    pub cache_extra: &'a str,
 }
 
 pub struct EdgeProcess {
@@ -56,13 +60,18 @@ pub fn config_yaml(
     y.push_str(&format!(
         r#"admin: {{ listen: "{admin}" }}
 server: {{ drain_timeout: 2s }}
-cache: {{ max_size: {cache}MiB, max_object_size: 64MiB }}
+cache: {{ max_size: {cache}MiB, max_object_size: 64MiB{cache_extra} }}
 origins:
   - url: "http://{origin}"
     name: bench-origin
 log: {{ level: warn, access: "off" }}
 "#,
         cache = c.cache_mib,
+        cache_extra = if c.cache_extra.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", c.cache_extra)
+        },
         origin = c.origin,
     ));
     y
