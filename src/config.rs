@@ -1068,29 +1068,13 @@ impl RawConfig {
                 "must be at least 1",
             ));
         }
-        if let Some(bad) = f
-            .retry_statuses
-            .value
-            .iter()
-            .find(|s| !(500..=599).contains(*s))
-        {
-            return Err(v.err(
-                f.retry_statuses.referenced,
-                "fetch.retry_statuses",
-                format!("{bad} is not a 5xx status"),
-            ));
-        }
-        if let Some(bad) = f
-            .passive_statuses
-            .value
-            .iter()
-            .find(|s| !(500..=599).contains(*s))
-        {
-            return Err(v.err(
-                f.passive_statuses.referenced,
-                "fetch.passive_statuses",
-                format!("{bad} is not a 5xx status"),
-            ));
+        for (list, field) in [
+            (&f.retry_statuses, "fetch.retry_statuses"),
+            (&f.passive_statuses, "fetch.passive_statuses"),
+        ] {
+            if let Some(bad) = list.value.iter().find(|s| !(500..=599).contains(*s)) {
+                return Err(v.err(list.referenced, field, format!("{bad} is not a 5xx status")));
+            }
         }
         let forward_headers = forward_headers(&f.forward_headers.value)
             .map_err(|e| v.err(f.forward_headers.referenced, "fetch.forward_headers", e))?;

@@ -319,23 +319,6 @@ mod serde_json_lite {
     }
 }
 
-/// Reads until the peer closes the connection; returns how long that took.
-async fn closed_within(stream: &mut tokio::net::TcpStream, secs: u64) -> Duration {
-    use tokio::io::AsyncReadExt;
-    let t = Instant::now();
-    let mut buf = [0u8; 4096];
-    within(secs, "connection close", async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    t.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_timeouts_close_silent_connections() {
     use tokio::io::AsyncWriteExt;

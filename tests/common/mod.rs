@@ -993,3 +993,20 @@ pub async fn dead_port() -> SocketAddr {
     drop(l);
     a
 }
+
+/// Reads until the peer closes the connection (bounded by `secs`); returns how long that took.
+pub async fn closed_within(mut stream: impl tokio::io::AsyncRead + Unpin, secs: u64) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let t = tokio::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    within(secs, "the peer to close the connection", async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    t.elapsed()
+}
