@@ -260,9 +260,10 @@ impl Server {
         let stall_tick = (limits.send_timeout / 4).max(Duration::from_millis(25));
         let mut closing = false;
         loop {
-            // Far off while requests are in flight: the end of the last one wakes us.
+            // While requests are in flight, look again every half idle time: the first look after
+            // the last one ended sets the exact deadline (no wake-up per request needed).
             let idle_at = if activity.active.load(Ordering::Relaxed) > 0 {
-                Instant::now() + Duration::from_secs(3600)
+                Instant::now() + (limits.idle_timeout / 2).max(Duration::from_millis(100))
             } else if activity.requests.load(Ordering::Relaxed) == 0 {
                 accepted + limits.header_read_timeout
             } else {
@@ -275,7 +276,7 @@ impl Server {
                 idle_at
             };
             tokio::select! {
-                _ = activity.changed.notified() => {}
+                _ = activity.watch.notified() => {}
                 res = conn.as_mut() => {
                     if let Err(e) = res {
                         tracing::debug!(peer = %info.peer, error = %e, "connection ended with error");
@@ -406,8 +407,8 @@ struct Activity {
     /// the client to take more (ms since the connection opened, plus one; 0 = not waiting).
     sending: Mutex<Vec<Weak<AtomicU64>>>,
     sending_count: AtomicUsize,
-    /// A request began, the last one in flight ended, or a body is to be watched.
-    changed: tokio::sync::Notify,
+    /// A body is to be watched for a stalled client.
+    watch: tokio::sync::Notify,
 }
 
 /// Bodies up to this size are handed to the socket whole; a client that does not read them
@@ -423,15 +424,13 @@ impl Activity {
             last: AtomicU64::new(0),
             sending: Mutex::new(Vec::new()),
             sending_count: AtomicUsize::new(0),
-            changed: tokio::sync::Notify::new(),
+            watch: tokio::sync::Notify::new(),
         }
     }
 
     fn begin(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if self.active.fetch_add(1, Ordering::Relaxed) == 0 {
-            self.changed.notify_one();
-        }
+        self.active.fetch_add(1, Ordering::Relaxed);
     }
 
     fn now_ms(&self) -> u64 {
@@ -459,7 +458,7 @@ impl Activity {
         self.sending_count.store(list.len(), Ordering::Relaxed);
         drop(list);
         // The watchdog may be asleep until the request ends: have it watch this body.
-        self.changed.notify_one();
+        self.watch.notify_one();
         Some(slot)
     }
 
@@ -483,9 +482,7 @@ impl Drop for ActivityGuard {
     fn drop(&mut self) {
         let ms = self.0.now_ms();
         self.0.last.store(ms, Ordering::Relaxed);
-        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.0.changed.notify_one();
-        }
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
