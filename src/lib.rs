@@ -28,6 +28,7 @@ pub mod cmcd;
 pub mod compress;
 pub mod config;
 pub mod error;
+pub mod llhls;
 pub mod logging;
 pub mod media;
 pub mod metrics;

@@ -273,63 +273,6 @@ pub fn iso8601_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(total))
 }
 
-/// LL-HLS delivery directives of a playlist request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Directives {
-    pub msn: Option<u64>,
-    pub part: Option<u64>,
-    pub skip: bool,
-}
-
-impl Directives {
-    pub fn from_query(query: Option<&str>) -> Directives {
-        let mut d = Directives::default();
-        for pair in query.unwrap_or("").split('&') {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
-                "_HLS_msn" => d.msn = v.parse().ok(),
-                "_HLS_part" => d.part = v.parse().ok(),
-                "_HLS_skip" => d.skip = v == "YES" || v == "v2",
-                _ => {}
-            }
-        }
-        d
-    }
-
-    /// A blocking playlist reload: the origin holds the request until the part exists.
-    pub fn is_blocking(&self) -> bool {
-        self.msn.is_some()
-    }
-
-    pub fn any(&self) -> bool {
-        self.msn.is_some() || self.part.is_some() || self.skip
-    }
-}
-
-/// True for the query parameters that are LL-HLS delivery directives.
-pub fn is_directive(name: &str) -> bool {
-    matches!(name, "_HLS_msn" | "_HLS_part" | "_HLS_skip")
-}
-
-/// The key of the plain playlist a request with delivery directives asks about (the key
-/// without them); `None` when the key has no directives.
-pub fn without_directives(key: &crate::cache::CacheKey) -> Option<crate::cache::CacheKey> {
-    let (path, query) = key.as_str().split_once('?')?;
-    let pairs = query.split('&');
-    let rest: Vec<&str> = pairs
-        .clone()
-        .filter(|p| !is_directive(p.split_once('=').map_or(p, |(k, _)| k)))
-        .collect();
-    if rest.len() == pairs.count() {
-        return None;
-    }
-    let rest = rest.join("&");
-    Some(
-        crate::cache::CacheKey::new(path, (!rest.is_empty()).then_some(rest.as_str()))
-            .with_host(key.host()),
-    )
-}
-
 /// Resolves a URI from a manifest against the manifest's path (origin-relative only:
 /// absolute URLs to other hosts are not ours to prefetch).
 pub fn resolve(base_path: &str, uri: &str) -> Option<String> {
@@ -464,25 +407,7 @@ mod tests {
     }
 
     #[test]
-    fn plain_playlist_key() {
-        use crate::cache::CacheKey;
-        let k = CacheKey::new("/l/a.m3u8", Some("_HLS_msn=3&b=1&_HLS_part=0"));
-        assert_eq!(without_directives(&k).unwrap().as_str(), "/l/a.m3u8?b=1");
-        let k = CacheKey::new("/l/a.m3u8", Some("_HLS_msn=3"));
-        assert_eq!(without_directives(&k).unwrap().as_str(), "/l/a.m3u8");
-        assert_eq!(
-            without_directives(&CacheKey::new("/l/a.m3u8", Some("b=1"))),
-            None
-        );
-        assert_eq!(without_directives(&CacheKey::new("/l/a.m3u8", None)), None);
-    }
-
-    #[test]
-    fn directives_and_resolution() {
-        let d = Directives::from_query(Some("_HLS_msn=12&_HLS_part=3&x=1"));
-        assert_eq!((d.msn, d.part, d.skip), (Some(12), Some(3), false));
-        assert!(d.is_blocking());
-        assert!(!Directives::from_query(None).any());
+    fn resolution() {
         assert_eq!(
             resolve("/live/a/index.m3u8", "seg1.ts").as_deref(),
             Some("/live/a/seg1.ts")

@@ -566,7 +566,7 @@ async fn identical_blocking_reloads_collapse_into_one_origin_request() {
     let origin = TestOrigin::start(|req| {
         let q = req.uri.query().unwrap_or("");
         if req.uri.path() == "/ll/index.m3u8" {
-            let d = streamedge::media::Directives::from_query(Some(q));
+            let d = streamedge::llhls::Directives::from_query(Some(q));
             let (msn, part) = (d.msn.unwrap_or(10), d.part.unwrap_or(0));
             // Held until the part "exists".
             let hold = if d.msn.is_some() {

@@ -69,6 +69,26 @@ pub struct FillHead {
     pub encodings: Option<Arc<super::Encodings>>,
 }
 
+impl FillHead {
+    /// The head of a stored object (found by the fill, or refreshed by a 304).
+    pub fn from_object(obj: &super::CachedObject, from_store: bool, revalidated: bool) -> FillHead {
+        FillHead {
+            status: obj.status,
+            headers: obj.headers.clone(),
+            kind: obj.kind,
+            content_length: Some(obj.body.len() as u64),
+            shareable: true,
+            freshness: Some(obj.freshness),
+            initial_age: obj.freshness.age(tokio::time::Instant::now()),
+            vary: None,
+            origin: obj.origin.clone(),
+            revalidated,
+            from_store,
+            encodings: obj.encodings.clone(),
+        }
+    }
+}
+
 /// Memory for bodies in flight, shared by every fill (`cache.max_in_flight`): the chunks fills
 /// hold for their readers and for storing, plus leases (manifests read whole, request bodies).
 pub struct Budget {

@@ -65,6 +65,14 @@ impl CacheKey {
         (self.host_len > 0).then(|| &self.repr[..self.host_len as usize])
     }
 
+    /// The key of the plain playlist a request with LL-HLS delivery directives asks about;
+    /// `None` when the key has none.
+    pub fn without_directives(&self) -> Option<CacheKey> {
+        let (path, query) = self.as_str().split_once('?')?;
+        let rest = crate::llhls::strip_directives(query)?;
+        Some(CacheKey::build(self.host(), path, rest.as_deref()))
+    }
+
     /// The path part (before `?`).
     pub fn path(&self) -> &str {
         let t = self.as_str();
@@ -138,7 +146,7 @@ impl KeyRules {
                 if crate::cmcd::is_cmcd_param(name) {
                     return false;
                 }
-                if crate::media::is_directive(name) {
+                if crate::llhls::is_directive(name) {
                     return true;
                 }
                 match policy {
@@ -297,6 +305,20 @@ mod tests {
         assert_eq!(plain.host(), None);
         assert_eq!(good.with_host(None), plain);
         assert_eq!(good.to_string(), "good.example/a.ts?x=1");
+    }
+
+    #[test]
+    fn plain_playlist_key() {
+        let k = CacheKey::new("/l/a.m3u8", Some("_HLS_msn=3&b=1&_HLS_part=0"));
+        assert_eq!(k.without_directives().unwrap().as_str(), "/l/a.m3u8?b=1");
+        let k = CacheKey::new("/l/a.m3u8", Some("_HLS_msn=3")).with_host(Some("h"));
+        let plain = k.without_directives().unwrap();
+        assert_eq!((plain.as_str(), plain.host()), ("/l/a.m3u8", Some("h")));
+        assert_eq!(
+            CacheKey::new("/l/a.m3u8", Some("b=1")).without_directives(),
+            None
+        );
+        assert_eq!(CacheKey::new("/l/a.m3u8", None).without_directives(), None);
     }
 
     #[test]

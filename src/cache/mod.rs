@@ -28,7 +28,7 @@ use crate::config::CacheConfig;
 const ENTRY_OVERHEAD: u64 = 256;
 
 /// A stored response. Immutable: revalidation stores a new one sharing the same body.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CachedObject {
     pub status: StatusCode,
     /// End-to-end headers as the origin sent them (minus hop-by-hop, Age, Content-Length).

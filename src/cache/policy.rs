@@ -286,6 +286,14 @@ impl Freshness {
             && self.staleness(now) <= self.stale_if_error
     }
 
+    /// Whether this stale copy may answer instead of an origin failure (RFC 5861 §4): within
+    /// its `stale-if-error` window, or — when no origin is usable at all (`no_origin`) — as
+    /// long as it does not require revalidation and is within its cap.
+    pub fn may_answer_for_failed_origin(&self, now: Instant, no_origin: bool) -> bool {
+        self.may_serve_stale_on_error(now)
+            || (no_origin && !self.must_revalidate && self.within_cap(now))
+    }
+
     /// How long the cache should keep the object at all (a backstop for moka).
     pub fn retention(&self, has_validator: bool, stale_retention: Duration) -> Duration {
         let remaining = self.lifetime.saturating_sub(self.initial_age);

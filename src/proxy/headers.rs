@@ -7,14 +7,18 @@
 //! `Accept-Encoding`, `Via` and the client-address headers itself; credentials and cookies go
 //! only with fetches that are not shared.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::respond::VIA;
 use crate::compress;
 use crate::config::{FetchConfig, IpNet};
+
+/// The edge's `Via` entry, on requests to origins and on responses.
+pub const VIA: &str = "1.1 streamedge";
 
 /// The client-address headers of one request: `X-Forwarded-For`, `Forwarded` and `X-Real-IP`.
 /// What a client says about its own address is believed only when it connects from a trusted
@@ -175,6 +179,69 @@ fn owned(value: &HeaderValue) -> HeaderValue {
     }
 }
 
+pub fn varies_on(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+}
+
+/// `Vary` names of a response; a body the origin encoded always varies on Accept-Encoding.
+pub fn vary_names(headers: &mut HeaderMap) -> Option<Arc<[HeaderName]>> {
+    let mut names: Vec<HeaderName> = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let encoded = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"));
+    if encoded && !names.contains(&header::ACCEPT_ENCODING) {
+        names.push(header::ACCEPT_ENCODING);
+        headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    (!names.is_empty()).then(|| names.into())
+}
+
+/// `headers` with the origin's `Age`: `stored_headers` drops it (the edge sends its own), but
+/// the current age of what is stored starts from it (RFC 9111 §4.2.3).
+pub fn with_origin_age<'a>(
+    headers: &'a HeaderMap,
+    age: Option<&HeaderValue>,
+) -> Cow<'a, HeaderMap> {
+    match age {
+        Some(age) => {
+            let mut h = headers.clone();
+            h.insert(header::AGE, age.clone());
+            Cow::Owned(h)
+        }
+        None => Cow::Borrowed(headers),
+    }
+}
+
+/// RFC 9111 §4.3.4: the stored headers updated with those of a 304.
+pub fn merge_304(stored: &HeaderMap, fresh: &HeaderMap) -> HeaderMap {
+    let fresh = stored_headers(fresh);
+    let mut merged = stored.clone();
+    for name in fresh.keys() {
+        if *name == header::CONTENT_ENCODING || *name == header::CONTENT_TYPE {
+            continue;
+        }
+        merged.remove(name);
+        for v in fresh.get_all(name) {
+            merged.append(name.clone(), v.clone());
+        }
+    }
+    merged
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +352,37 @@ mod tests {
         assert_eq!(v, b"aaaaaaaa");
         let range = buffer.as_ptr_range();
         assert!(!range.contains(&v.as_ptr()), "the stored value is a copy");
+    }
+
+    #[test]
+    fn merge_304_keeps_body_headers() {
+        let mut stored = HeaderMap::new();
+        stored.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+        stored.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=1"));
+        stored.insert(header::ETAG, HeaderValue::from_static("\"1\""));
+        let mut fresh = HeaderMap::new();
+        fresh.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        fresh.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        fresh.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let m = merge_304(&stored, &fresh);
+        assert_eq!(m.get(header::CACHE_CONTROL).unwrap(), "max-age=60");
+        assert_eq!(m.get(header::CONTENT_TYPE).unwrap(), "video/mp2t");
+        assert_eq!(m.get(header::ETAG).unwrap(), "\"1\"");
+        assert!(m.get(header::CONTENT_LENGTH).is_none());
+    }
+
+    #[test]
+    fn encoded_bodies_vary_on_accept_encoding() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let names = vary_names(&mut h).unwrap();
+        assert_eq!(&*names, &[header::ACCEPT_ENCODING]);
+        assert_eq!(h.get(header::VARY).unwrap(), "Accept-Encoding");
+        let mut plain = HeaderMap::new();
+        assert!(vary_names(&mut plain).is_none());
+        assert!(varies_on(&h, &header::ACCEPT_ENCODING));
     }
 }

@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use tokio::time::Instant;
 
-use super::respond::empty;
+use super::body::empty;
 use crate::cache::ContentKind;
 use crate::cmcd::Cmcd;
 use crate::server::{BoxError, ConnInfo, ResponseBody};

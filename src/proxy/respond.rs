@@ -1,16 +1,20 @@
-//! Phase `respond`: responses from stored objects and from fills — `Age`, `Via`, RFC 9211
-//! `Cache-Status`, client preconditions, `Range`, the edge's own encodings — and the one
-//! mapping from errors to error responses.
+//! Phase `respond`: the one place responses are built — from stored objects and from fills
+//! (`Age`, `Via`, RFC 9211 `Cache-Status`, client preconditions, `Range`, the edge's own
+//! encodings) — and the one mapping from errors to error responses.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
 use tokio::time::Instant;
 
+use super::body::{Frames, empty, full};
+use super::cache_status::CacheStatus;
+use super::headers::VIA;
 use super::log::{CacheResult, Outcome};
 use crate::cache::conditional::{self, Precondition, RangeRequest};
 use crate::cache::fill::{FillHead, FillReader};
@@ -19,141 +23,37 @@ use crate::compress::{Encoding, preferred_encoding};
 use crate::error::EdgeError;
 use crate::server::{BoxError, ResponseBody};
 
-pub const VIA: &str = "1.1 streamedge";
-
-/// RFC 9211 `Cache-Status` of one response.
-pub struct CacheStatus {
-    pub hit: bool,
-    pub fwd: Option<&'static str>,
-    pub fwd_status: Option<u16>,
-    pub stored: bool,
-    pub collapsed: bool,
-    pub ttl: Option<i64>,
-    pub detail: Option<&'static str>,
+/// What answers a request, as lookup and fill found it.
+pub enum Answer {
+    /// A stored object: a hit, stale while revalidating, or stale instead of a failed origin.
+    Stored {
+        obj: Arc<CachedObject>,
+        status: CacheStatus,
+        now: Instant,
+    },
+    /// The head of an origin fetch and this request's reader of its body.
+    Filled {
+        head: Arc<FillHead>,
+        reader: FillReader,
+        collapsed: bool,
+        /// RFC 9211 `fwd` reason.
+        fwd: &'static str,
+    },
 }
 
-impl CacheStatus {
-    pub fn hit(ttl: i64) -> CacheStatus {
-        CacheStatus {
-            hit: true,
-            fwd: None,
-            fwd_status: None,
-            stored: false,
-            collapsed: false,
-            ttl: Some(ttl),
-            detail: None,
-        }
-    }
-
-    pub fn stale_while_revalidate(ttl: i64) -> CacheStatus {
-        CacheStatus {
-            detail: Some("stale-while-revalidate"),
-            ..CacheStatus::hit(ttl)
-        }
-    }
-
-    pub fn stale_on_error(ttl: i64, e: &EdgeError) -> CacheStatus {
-        CacheStatus {
-            hit: false,
-            fwd: Some("stale"),
-            fwd_status: Some(e.status().as_u16()),
-            stored: false,
-            collapsed: false,
-            ttl: Some(ttl),
-            detail: Some("stale-if-error"),
-        }
-    }
-
-    pub fn value(&self) -> HeaderValue {
-        let mut s = String::with_capacity(64);
-        s.push_str("streamedge");
-        if self.hit {
-            s.push_str("; hit");
-        }
-        if let Some(f) = self.fwd {
-            s.push_str("; fwd=");
-            s.push_str(f);
-        }
-        if let Some(st) = self.fwd_status {
-            s.push_str("; fwd-status=");
-            s.push_str(&st.to_string());
-        }
-        if self.stored {
-            s.push_str("; stored");
-        }
-        if self.collapsed {
-            s.push_str("; collapsed");
-        }
-        if let Some(t) = self.ttl {
-            s.push_str("; ttl=");
-            s.push_str(&t.to_string());
-        }
-        if let Some(d) = self.detail {
-            s.push_str("; detail=");
-            s.push_str(d);
-        }
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("streamedge"))
-    }
-}
-
-pub fn empty() -> ResponseBody {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-/// A body already in memory. Large ones go out a frame at a time, so the connection takes
-/// each only when it has room: a client that stops reading is seen to stop (`send_timeout`).
-pub fn full(b: Bytes) -> ResponseBody {
-    if b.len() <= FRAME {
-        return Full::new(b).map_err(|never| match never {}).boxed_unsync();
-    }
-    Frames::new(vec![b]).boxed_unsync()
-}
-
-/// The largest frame a body in memory is handed out in.
-const FRAME: usize = 256 << 10;
-
-/// Bytes in memory (slices of a stored body, boundaries), without copying, one frame at a time.
-struct Frames {
-    parts: std::collections::VecDeque<Bytes>,
-    remaining: u64,
-}
-
-impl Frames {
-    fn new(parts: Vec<Bytes>) -> Frames {
-        Frames {
-            remaining: parts.iter().map(|p| p.len() as u64).sum(),
-            parts: parts.into_iter().filter(|p| !p.is_empty()).collect(),
-        }
-    }
-}
-
-impl http_body::Body for Frames {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        let Some(mut part) = self.parts.pop_front() else {
-            return std::task::Poll::Ready(None);
-        };
-        if part.len() > FRAME {
-            let rest = part.split_off(FRAME);
-            self.parts.push_front(rest);
-        }
-        self.remaining -= part.len() as u64;
-        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(part))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.remaining)
+/// The response to an answer.
+pub fn respond(
+    answer: Answer,
+    parts: &http::request::Parts,
+) -> Result<Response<ResponseBody>, EdgeError> {
+    match answer {
+        Answer::Stored { obj, status, now } => respond_stored(&obj, parts, status, now),
+        Answer::Filled {
+            head,
+            reader,
+            collapsed,
+            fwd,
+        } => respond_fill(&head, reader, parts, collapsed, fwd),
     }
 }
 
@@ -238,7 +138,7 @@ fn encoded_headers(h: &mut HeaderMap, encoding: Encoding, len: usize) {
 }
 
 /// A response from a stored object: preconditions, Range (single and multipart), encodings, HEAD.
-pub fn respond_stored(
+fn respond_stored(
     obj: &CachedObject,
     parts: &http::request::Parts,
     status: CacheStatus,
@@ -278,7 +178,7 @@ pub fn respond_stored(
             let (ctype, parts) = multipart(&obj.headers, &obj.body, &ranges);
             let body = Frames::new(parts);
             headers.insert(header::CONTENT_TYPE, ctype);
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.remaining));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.remaining()));
             let mut resp = Response::new(if head_only {
                 empty()
             } else {
@@ -363,7 +263,7 @@ fn multipart(
 
 /// A response from a fill: the shared head plus this request's view of the body. Multiple
 /// ranges on a fill are answered with the whole object (200), as RFC 9110 allows.
-pub fn respond_fill(
+fn respond_fill(
     head: &FillHead,
     reader: FillReader,
     parts: &http::request::Parts,
@@ -371,23 +271,7 @@ pub fn respond_fill(
     fwd: &'static str,
 ) -> Result<Response<ResponseBody>, EdgeError> {
     let now = Instant::now();
-    let status = if head.from_store {
-        CacheStatus::hit(head.freshness.map_or(0, |f| f.ttl_secs(now)))
-    } else {
-        CacheStatus {
-            hit: false,
-            fwd: Some(if head.revalidated { "stale" } else { fwd }),
-            fwd_status: Some(if head.revalidated {
-                304
-            } else {
-                head.status.as_u16()
-            }),
-            stored: head.freshness.is_some(),
-            collapsed,
-            ttl: head.freshness.map(|f| f.ttl_secs(now)),
-            detail: None,
-        }
-    };
+    let status = CacheStatus::filled(head, collapsed, fwd, now);
     let age = if head.from_store || head.revalidated {
         head.freshness.map_or(head.initial_age, |f| f.age(now))
     } else {
@@ -469,17 +353,10 @@ pub fn respond_error(e: &EdgeError, out: &mut Outcome) -> Response<ResponseBody>
     let mut resp = error_response(e);
     let h = resp.headers_mut();
     h.insert(header::AGE, HeaderValue::from(0));
-    let fwd = if e.source_class() == crate::error::ErrorSource::Origin {
-        "; fwd=miss"
-    } else {
-        ""
-    };
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "streamedge{fwd}; detail={}",
-        e.cache_status_detail()
-    )) {
-        h.insert(HeaderName::from_static("cache-status"), v);
-    }
+    h.insert(
+        HeaderName::from_static("cache-status"),
+        CacheStatus::error(e).value(),
+    );
     if e.source_class() == crate::error::ErrorSource::Client {
         out.cache = CacheResult::Synthetic;
     }

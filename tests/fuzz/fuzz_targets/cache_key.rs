@@ -81,7 +81,7 @@ fn check(path: &str, query: Option<&str>) {
         );
         // LL-HLS directives are always kept.
         for p in query.unwrap_or("").split('&') {
-            if streamedge::media::is_directive(name(p)) {
+            if streamedge::llhls::is_directive(name(p)) {
                 assert!(pairs.contains(&p), "{key:?} dropped {p:?}");
             }
         }

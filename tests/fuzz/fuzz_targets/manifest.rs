@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use streamedge::media::{self, Directives, Format};
+use streamedge::llhls::Directives;
+use streamedge::media::{self, Format};
 
 const BASE: &str = "/live/channel1/720p/index.m3u8";
 

@@ -1,0 +1,151 @@
+//! RFC 9211 `Cache-Status`: the one builder of the header every response carries, e.g.
+//! `streamedge; hit; ttl=86391` or `streamedge; fwd=uri-miss; fwd-status=200; stored; ttl=86400`.
+
+use http::header::HeaderValue;
+use tokio::time::Instant;
+
+use crate::cache::fill::FillHead;
+use crate::error::{EdgeError, ErrorSource};
+
+/// RFC 9211 `Cache-Status` of one response.
+#[derive(Debug, Clone, Default)]
+pub struct CacheStatus {
+    pub hit: bool,
+    pub fwd: Option<&'static str>,
+    pub fwd_status: Option<u16>,
+    pub stored: bool,
+    pub collapsed: bool,
+    pub ttl: Option<i64>,
+    pub detail: Option<&'static str>,
+}
+
+impl CacheStatus {
+    pub fn hit(ttl: i64) -> CacheStatus {
+        CacheStatus {
+            hit: true,
+            fwd: None,
+            fwd_status: None,
+            stored: false,
+            collapsed: false,
+            ttl: Some(ttl),
+            detail: None,
+        }
+    }
+
+    pub fn stale_while_revalidate(ttl: i64) -> CacheStatus {
+        CacheStatus {
+            detail: Some("stale-while-revalidate"),
+            ..CacheStatus::hit(ttl)
+        }
+    }
+
+    pub fn stale_on_error(ttl: i64, e: &EdgeError) -> CacheStatus {
+        CacheStatus {
+            hit: false,
+            fwd: Some("stale"),
+            fwd_status: Some(e.status().as_u16()),
+            stored: false,
+            collapsed: false,
+            ttl: Some(ttl),
+            detail: Some("stale-if-error"),
+        }
+    }
+
+    /// The answer of a fill: from the store (the lookup race), revalidated (304), or
+    /// forwarded for `fwd` (and stored or not).
+    pub fn filled(
+        head: &FillHead,
+        collapsed: bool,
+        fwd: &'static str,
+        now: Instant,
+    ) -> CacheStatus {
+        if head.from_store {
+            return CacheStatus::hit(head.freshness.map_or(0, |f| f.ttl_secs(now)));
+        }
+        CacheStatus {
+            hit: false,
+            fwd: Some(if head.revalidated { "stale" } else { fwd }),
+            fwd_status: Some(if head.revalidated {
+                304
+            } else {
+                head.status.as_u16()
+            }),
+            stored: head.freshness.is_some(),
+            collapsed,
+            ttl: head.freshness.map(|f| f.ttl_secs(now)),
+            detail: None,
+        }
+    }
+
+    /// An answer the edge made for an error: forwarded when the origin failed.
+    pub fn error(e: &EdgeError) -> CacheStatus {
+        CacheStatus {
+            fwd: (e.source_class() == ErrorSource::Origin).then_some("miss"),
+            detail: Some(e.cache_status_detail()),
+            ..CacheStatus::default()
+        }
+    }
+
+    /// A forwarded unsafe method (never cached).
+    pub fn method() -> CacheStatus {
+        CacheStatus {
+            fwd: Some("method"),
+            ..CacheStatus::default()
+        }
+    }
+
+    pub fn value(&self) -> HeaderValue {
+        let mut s = String::with_capacity(64);
+        s.push_str("streamedge");
+        if self.hit {
+            s.push_str("; hit");
+        }
+        if let Some(f) = self.fwd {
+            s.push_str("; fwd=");
+            s.push_str(f);
+        }
+        if let Some(st) = self.fwd_status {
+            s.push_str("; fwd-status=");
+            s.push_str(&st.to_string());
+        }
+        if self.stored {
+            s.push_str("; stored");
+        }
+        if self.collapsed {
+            s.push_str("; collapsed");
+        }
+        if let Some(t) = self.ttl {
+            s.push_str("; ttl=");
+            s.push_str(&t.to_string());
+        }
+        if let Some(d) = self.detail {
+            s.push_str("; detail=");
+            s.push_str(d);
+        }
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("streamedge"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values() {
+        assert_eq!(CacheStatus::hit(5).value(), "streamedge; hit; ttl=5");
+        assert_eq!(CacheStatus::method().value(), "streamedge; fwd=method");
+        assert_eq!(
+            CacheStatus::error(&EdgeError::NotCached).value(),
+            "streamedge; detail=not-cached"
+        );
+        let e = EdgeError::NoHealthyOrigin { key: "/a".into() };
+        assert_eq!(
+            CacheStatus::error(&e).value(),
+            "streamedge; fwd=miss; detail=no-healthy-origin"
+        );
+        assert_eq!(
+            CacheStatus::stale_on_error(-4, &e).value(),
+            "streamedge; fwd=stale; fwd-status=503; ttl=-4; detail=stale-if-error"
+        );
+    }
+}

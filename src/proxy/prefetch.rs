@@ -1,0 +1,85 @@
+//! Prefetch: the newest segments (LL-HLS: parts and the preload hint) of a live playlist, and
+//! a player's CMCD `nor`, fetched ahead of the players through the in-flight table — so a
+//! player asking meanwhile joins the prefetch.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use tokio::time::Instant;
+
+use super::admit::reference_key;
+use super::headers::origin_request_headers;
+use super::task::{FillJob, spawn_fill};
+use super::{Proxy, Runtime};
+use crate::cache::fill::Joined;
+use crate::cache::{CacheKey, StoreKey};
+use crate::media;
+
+/// Prefetches the newest segments (LL-HLS: parts and the preload hint) of a live playlist.
+pub fn prefetch_from_playlist(
+    proxy: &Arc<Proxy>,
+    rt: &Arc<Runtime>,
+    playlist: &CacheKey,
+    info: &media::ManifestInfo,
+) {
+    let cfg = &rt.config.prefetch;
+    if !cfg.enabled {
+        return;
+    }
+    let mut candidates: Vec<&str> = if info.preload_hint.is_some() || !info.parts.is_empty() {
+        info.parts
+            .iter()
+            .map(String::as_str)
+            .chain(info.preload_hint.as_deref())
+            .collect()
+    } else {
+        info.segments.iter().map(|(_, u)| u.as_str()).collect()
+    };
+    let skip = candidates.len().saturating_sub(cfg.segments);
+    candidates.drain(..skip);
+    for uri in candidates {
+        if let Some(reference) = media::resolve(playlist.path(), uri)
+            && let Some(key) = reference_key(rt, playlist.host(), &reference)
+        {
+            prefetch(proxy, rt, key);
+        }
+    }
+}
+
+/// Starts a fill for `key` unless it is cached or in flight, within the prefetch concurrency
+/// bound.
+pub fn prefetch(proxy: &Arc<Proxy>, rt: &Arc<Runtime>, key: CacheKey) {
+    let slot = StoreKey::base(key.clone());
+    let proxy = proxy.clone();
+    let rt = rt.clone();
+    tokio::spawn(async move {
+        if let Some(obj) = proxy.store.get(&slot).await
+            && obj.freshness.is_fresh(Instant::now())
+        {
+            crate::metrics::prefetch("already_cached");
+            return;
+        }
+        let Ok(permit) = rt.prefetch_slots.clone().try_acquire_owned() else {
+            crate::metrics::prefetch("skipped");
+            return;
+        };
+        match proxy.fills.join(&slot, rt.config.cache.max_waiters) {
+            Ok(Joined::Leader(reader, writer)) => {
+                drop(reader);
+                let origin_headers =
+                    origin_request_headers(&HeaderMap::new(), false, &rt.config.fetch, None);
+                let mut job = FillJob::new(
+                    key,
+                    slot,
+                    HeaderMap::new(),
+                    origin_headers,
+                    rt.config.fetch.first_byte_timeout,
+                );
+                job.prefetch = Some(permit);
+                spawn_fill(proxy.clone(), rt.clone(), writer, job);
+            }
+            Ok(Joined::Follower(_)) => crate::metrics::prefetch("in_flight"),
+            Err(_) => crate::metrics::prefetch("skipped"),
+        }
+    });
+}
