@@ -75,25 +75,7 @@ pub fn preferred_encoding(headers: &HeaderMap) -> Encoding {
     }
 }
 
-/// Compression settings.
-#[derive(Debug, Clone)]
-pub struct CompressConfig {
-    pub enabled: bool,
-    pub brotli_quality: u32,
-    pub gzip_level: u32,
-    pub min_size: u64,
-}
-
-impl Default for CompressConfig {
-    fn default() -> Self {
-        CompressConfig {
-            enabled: true,
-            brotli_quality: 4,
-            gzip_level: 6,
-            min_size: 512,
-        }
-    }
-}
+pub use crate::config::CompressConfig;
 
 /// Content types the edge compresses: manifests and text.
 fn compressible_type(content_type: &str) -> bool {

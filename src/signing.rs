@@ -11,17 +11,7 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// One protected path prefix.
-#[derive(Debug, Clone)]
-pub struct SigningRule {
-    pub prefix: String,
-    /// Accepted keys; the first signs tokens made by `streamedge sign`.
-    pub keys: Vec<Vec<u8>>,
-    /// Query parameter carrying the token.
-    pub param: String,
-    /// Also accept the token as the first path segment after the prefix.
-    pub path_segment: bool,
-}
+pub use crate::config::SigningRule;
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

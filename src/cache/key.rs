@@ -92,23 +92,7 @@ impl fmt::Debug for CacheKey {
     }
 }
 
-/// Which query parameters of a request belong to its cache key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueryPolicy {
-    /// Keep every parameter.
-    All,
-    /// Keep only these names.
-    Allow(Vec<String>),
-    /// Keep all but these names.
-    Deny(Vec<String>),
-}
-
-/// A key rule for requests under `prefix`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRule {
-    pub prefix: String,
-    pub query: QueryPolicy,
-}
+pub use crate::config::{KeyRule, QueryPolicy};
 
 /// Cache-key normalisation: the longest matching prefix rule picks the query parameters;
 /// they are sorted by name (stable), and CMCD is always dropped. LL-HLS delivery directives
