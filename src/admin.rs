@@ -54,8 +54,10 @@ impl AdminHandler {
         match (req.method(), path.as_str()) {
             (&Method::GET | &Method::HEAD, "/metrics") => {
                 let mut body = crate::metrics::render();
+                let upstream = &self.proxy.runtime().upstream;
                 body.push_str(&crate::metrics::origin_connections(
-                    &self.proxy.runtime().upstream,
+                    upstream.connections_opened(),
+                    upstream.requests_sent(),
                 ));
                 let mut r = text(StatusCode::OK, body);
                 r.headers_mut().insert(

@@ -183,7 +183,7 @@ pub async fn run_with_reload(
             loop {
                 tick.tick().await;
                 proxy.store.run_pending_tasks().await;
-                metrics::upkeep(&proxy.store);
+                metrics::upkeep(proxy.store.weighted_size(), proxy.store.entry_count());
             }
         }
     });

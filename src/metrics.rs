@@ -179,19 +179,18 @@ pub fn render() -> String {
 
 /// Periodic housekeeping: histogram upkeep and cache gauges. (The origin connection counters
 /// are read at scrape time instead: [`origin_connections`].)
-pub fn upkeep(store: &crate::cache::Store) {
+pub fn upkeep(cache_bytes: u64, cache_objects: u64) {
     install().run_upkeep();
-    gauge!(CACHE_BYTES).set(store.weighted_size() as f64);
-    gauge!(CACHE_OBJECTS).set(store.entry_count() as f64);
+    gauge!(CACHE_BYTES).set(cache_bytes as f64);
+    gauge!(CACHE_OBJECTS).set(cache_objects as f64);
 }
 
 /// `streamedge_origin_connections_total` of one edge, in the exposition format, to append to
 /// [`render`]. Read from the edge's own counters at scrape time rather than kept in the
 /// process-wide recorder: always current, and right per edge when one process runs several
 /// (the recorder's `absolute` keeps the largest value any edge set).
-pub fn origin_connections(upstream: &crate::upstream::Upstream) -> String {
-    let opened = upstream.connections_opened();
-    let reused = upstream.requests_sent().saturating_sub(opened);
+pub fn origin_connections(opened: u64, requests_sent: u64) -> String {
+    let reused = requests_sent.saturating_sub(opened);
     format!(
         "# HELP {ORIGIN_CONNECTIONS} Origin requests by connection: new or reused.\n\
          # TYPE {ORIGIN_CONNECTIONS} counter\n\
@@ -401,8 +400,9 @@ pub fn compressed(encoding: &'static str) {
     counter!(COMPRESSED, "encoding" => encoding).increment(1);
 }
 
-pub fn cmcd(cmcd: &crate::cmcd::Cmcd) {
-    let ot = match cmcd.object_type.as_deref() {
+/// A request that carried CMCD: its object type (`ot`) and whether the player was starved.
+pub fn cmcd(object_type: Option<&str>, starved: bool) {
+    let ot = match object_type {
         Some("m") => "manifest",
         Some("a" | "v" | "av") => "media",
         Some("i") => "init",
@@ -411,7 +411,7 @@ pub fn cmcd(cmcd: &crate::cmcd::Cmcd) {
         None => "unknown",
     };
     counter!(CMCD_REQUESTS, "object" => ot).increment(1);
-    if cmcd.starved {
+    if starved {
         counter!(CMCD_STARVATION, "object" => ot).increment(1);
     }
 }

@@ -644,6 +644,20 @@ impl FillWriter {
         }
     }
 
+    /// The whole body when `last` is its final chunk, not pushed yet.
+    pub fn body_with(&self, last: &Bytes) -> Bytes {
+        let st = self.fill.lock();
+        if st.chunks.is_empty() {
+            return last.clone();
+        }
+        let mut buf = bytes::BytesMut::with_capacity(st.received as usize + last.len());
+        for (_, c) in &st.chunks {
+            buf.extend_from_slice(c);
+        }
+        buf.extend_from_slice(last);
+        buf.freeze()
+    }
+
     /// Ends the fill with an error: readers without a head get it as their answer, readers
     /// mid-body see their body fail.
     pub fn fail(mut self, err: EdgeError) {

@@ -6,9 +6,8 @@ use std::time::{Duration, SystemTime};
 use http::Method;
 use http::header;
 
+use super::context::{Ctx, Runtime};
 use super::log::Outcome;
-use super::prefetch::prefetch;
-use super::{Ctx, Runtime};
 use crate::cache::{CacheKey, Lookup};
 use crate::cmcd::Cmcd;
 use crate::config::HostHeader;
@@ -137,23 +136,29 @@ pub(super) fn reference_key(rt: &Runtime, host: Option<&str>, reference: &str) -
 }
 
 /// Phase `cmcd`: runs after the key is known. Common Media Client Data goes to the access log
-/// and metrics; a `nor` (next object request) is prefetched when `prefetch.cmcd_nor` is on.
-pub(super) fn cmcd(ctx: &Ctx, parts: &http::request::Parts, target: &Target, out: &mut Outcome) {
+/// and metrics; returns the key of a `nor` (next object request) to prefetch when
+/// `prefetch.cmcd_nor` is on.
+pub(super) fn cmcd(
+    ctx: &Ctx,
+    parts: &http::request::Parts,
+    target: &Target,
+    out: &mut Outcome,
+) -> Option<CacheKey> {
     let c = Cmcd::from_request(parts.uri.query(), &parts.headers);
     if c.is_empty() {
-        return;
+        return None;
     }
-    crate::metrics::cmcd(&c);
+    crate::metrics::cmcd(c.object_type.as_deref(), c.starved);
     let cfg = &ctx.rt.config.prefetch;
-    if cfg.enabled
-        && cfg.cmcd_nor
-        && let Some(nor) = &c.next_object
-        && let Some(reference) = crate::media::resolve(&target.path, &crate::percent::decode(nor))
-        && let Some(key) = reference_key(&ctx.rt, target.host.as_deref(), &reference)
-    {
-        prefetch(&ctx.proxy, &ctx.rt, key);
-    }
+    let next = match &c.next_object {
+        Some(nor) if cfg.enabled && cfg.cmcd_nor => {
+            crate::media::resolve(&target.path, &crate::percent::decode(nor))
+                .and_then(|reference| reference_key(&ctx.rt, target.host.as_deref(), &reference))
+        }
+        _ => None,
+    };
     out.cmcd = Some(c);
+    next
 }
 
 /// Phase `ll_hls`: runs before lookup for requests with LL-HLS delivery directives. On an ended

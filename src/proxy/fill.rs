@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Ctx;
 use super::cache_status::CacheStatus;
+use super::context::Ctx;
 use super::log::{CacheResult, Outcome};
 use super::respond::Answer;
-use super::task::{FillJob, spawn_fill};
+use super::spawn::spawn_fill;
+use super::task::FillJob;
 use crate::cache::fill::{HeadOutcome, Joined};
 use crate::cache::key::variant_of;
 use crate::cache::{CacheKey, CachedObject, StoreKey};

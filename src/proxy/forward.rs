@@ -13,8 +13,8 @@ use hyper::body::Incoming;
 
 use super::admit::reference_key;
 use super::cache_status::CacheStatus;
+use super::context::{Proxy, Runtime};
 use super::headers::{VIA, stored_headers};
-use super::{Proxy, Runtime};
 use crate::cache::CacheKey;
 use crate::cache::fill::Lease;
 use crate::error::EdgeError;

@@ -7,12 +7,13 @@ use std::time::Duration;
 use http::header;
 use tokio::time::Instant;
 
-use super::Ctx;
 use super::cache_status::CacheStatus;
+use super::context::Ctx;
 use super::fill::{FillRequest, Mode};
 use super::log::{CacheResult, Outcome};
 use super::respond::Answer;
-use super::task::{FillJob, spawn_fill};
+use super::spawn::spawn_fill;
+use super::task::FillJob;
 use crate::cache::fill::Joined;
 use crate::cache::policy::CacheControl;
 use crate::cache::{CacheKey, CachedObject, Lookup, StoreKey};

@@ -1,5 +1,6 @@
 //! The request path, phase by phase: target → admit → sign → key → CMCD → LL-HLS → lookup →
-//! fill → respond → log. `serve` below is the table of contents.
+//! fill → respond → log. `serve` below is the table of contents; each phase lives in a module
+//! of its own, and the state they share in `context`.
 //!
 //! Every phase is a function whose doc says when it runs and what it does by default. The
 //! handler is infallible: each error becomes a response in `respond::respond_error`, and every
@@ -8,84 +9,32 @@
 mod admit;
 mod body;
 mod cache_status;
+mod context;
 mod fill;
 mod forward;
 mod headers;
 mod log;
 mod lookup;
-mod prefetch;
 mod respond;
+mod spawn;
 mod task;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::sync::Semaphore;
 
-use crate::cache::fill::FillTable;
-use crate::cache::key::KeyRules;
-use crate::cache::{CacheKey, ContentKind, Store};
-use crate::config::Config;
+use crate::cache::{CacheKey, ContentKind};
 use crate::error::EdgeError;
 use crate::server::{ConnInfo, Handler, ResponseBody};
-use crate::upstream::Upstream;
+use context::Ctx;
+pub use context::{Proxy, Runtime};
 use fill::Filled;
-use headers::{ClientAddress, origin_request_headers};
 pub use log::CacheResult;
 use log::Outcome;
 use lookup::Found;
 use respond::{Answer, respond, respond_error};
-
-/// Everything a request reads that a config reload may replace.
-pub struct Runtime {
-    pub config: Arc<Config>,
-    pub upstream: Arc<Upstream>,
-    pub keys: KeyRules,
-    /// Prefetches in flight at once.
-    pub prefetch_slots: Arc<Semaphore>,
-}
-
-impl Runtime {
-    pub fn new(config: Config) -> Result<Runtime, String> {
-        let upstream = Arc::new(Upstream::new(&config)?);
-        Ok(Runtime {
-            keys: KeyRules::new(config.key_rules.clone()),
-            prefetch_slots: Arc::new(Semaphore::new(config.prefetch.concurrency)),
-            upstream,
-            config: Arc::new(config),
-        })
-    }
-}
-
-/// The shared state of the request path: the cache, the in-flight table, the runtime.
-pub struct Proxy {
-    pub store: Store,
-    pub fills: Arc<FillTable>,
-    runtime: ArcSwap<Runtime>,
-}
-
-impl Proxy {
-    pub fn new(runtime: Runtime) -> Proxy {
-        Proxy {
-            store: Store::new(&runtime.config.cache),
-            fills: FillTable::new(runtime.config.cache.max_in_flight),
-            runtime: ArcSwap::from_pointee(runtime),
-        }
-    }
-
-    /// The current runtime; a request keeps the one it started with.
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.load_full()
-    }
-
-    /// Swaps in a new runtime (config reload); requests in flight finish on the old one.
-    pub fn replace_runtime(&self, runtime: Runtime) -> Arc<Runtime> {
-        self.runtime.swap(Arc::new(runtime))
-    }
-}
 
 /// The hyper-facing handler.
 #[derive(Clone)]
@@ -99,32 +48,6 @@ impl Handler for ProxyHandler {
     ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
         let proxy = self.0.clone();
         async move { handle(proxy, req, conn).await }
-    }
-}
-
-/// One request's view of the edge: the proxy and the runtime it started with.
-#[derive(Clone)]
-struct Ctx {
-    proxy: Arc<Proxy>,
-    rt: Arc<Runtime>,
-    /// The address the request came from (a proxy's, when one is in front).
-    peer: std::net::IpAddr,
-}
-
-impl Ctx {
-    /// Headers for an origin fetch on behalf of this request.
-    fn origin_headers(&self, parts: &http::request::Parts, private: bool) -> http::HeaderMap {
-        let address = ClientAddress::new(
-            &parts.headers,
-            self.peer,
-            &self.rt.config.server.trusted_proxies,
-        );
-        origin_request_headers(
-            &parts.headers,
-            private,
-            &self.rt.config.fetch,
-            Some(&address),
-        )
     }
 }
 
@@ -161,7 +84,9 @@ async fn serve(
     admit::sign(ctx, &mut target)?;
     let key = admit::key(&ctx.rt, &target);
     out.kind = ContentKind::from_path(&target.path);
-    admit::cmcd(ctx, parts, &target, out);
+    if let Some(next) = admit::cmcd(ctx, parts, &target, out) {
+        spawn::prefetch(&ctx.proxy, &ctx.rt, next);
+    }
     if forward {
         out.cache = CacheResult::Pass;
         let headers = ctx.origin_headers(parts, true);

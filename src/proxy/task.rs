@@ -11,9 +11,8 @@ use http::{Method, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::context::{Proxy, Runtime};
 use super::headers::{merge_304, stored_headers, varies_on, vary_names, with_origin_age};
-use super::prefetch::prefetch_from_playlist;
-use super::{Proxy, Runtime};
 use crate::cache::fill::{FillHead, FillWriter, Push};
 use crate::cache::key::variant_of;
 use crate::cache::policy::{self, Decision, Exchange, MediaTiming, Refusal};
@@ -129,35 +128,39 @@ enum Ending {
     FinishWith(Bytes),
 }
 
-/// Starts the fill task for `job`; `writer` is its fill's writing end.
-pub fn spawn_fill(proxy: Arc<Proxy>, rt: Arc<Runtime>, mut writer: FillWriter, job: FillJob) {
-    crate::metrics::fill_started();
-    tokio::spawn(async move {
-        let result = steps(&proxy, &rt, &mut writer, &job).await;
-        let failure = match result {
-            Ok(Ending::Finish) => {
-                writer.finish();
-                None
-            }
-            Ok(Ending::FinishWith(body)) => {
-                writer.finish_with(body);
-                None
-            }
-            Err(Failed { error, failure }) => {
-                writer.fail(error);
-                Some(failure)
-            }
-        };
-        if job.prefetch.is_some() {
-            crate::metrics::prefetch(if failure.is_some() {
-                "failed"
-            } else {
-                "fetched"
-            });
+/// How a fill task ended: why it failed, if it did, and a live media playlist it read (whose
+/// newest segments are worth prefetching).
+pub struct Ran {
+    pub failure: Option<FillFailure>,
+    pub live_playlist: Option<ManifestInfo>,
+}
+
+/// Runs the fill task to its end, which `writer` announces to the readers.
+pub async fn run(
+    proxy: &Arc<Proxy>,
+    rt: &Arc<Runtime>,
+    mut writer: FillWriter,
+    job: &FillJob,
+) -> Ran {
+    let mut live_playlist = None;
+    let failure = match steps(proxy, rt, &mut writer, job, &mut live_playlist).await {
+        Ok(Ending::Finish) => {
+            writer.finish();
+            None
         }
-        crate::metrics::fill_ended(failure.map(FillFailure::label));
-        drop(job);
-    });
+        Ok(Ending::FinishWith(body)) => {
+            writer.finish_with(body);
+            None
+        }
+        Err(Failed { error, failure }) => {
+            writer.fail(error);
+            Some(failure)
+        }
+    };
+    Ran {
+        failure,
+        live_playlist,
+    }
 }
 
 /// The fill task, step by step.
@@ -166,13 +169,23 @@ async fn steps(
     rt: &Arc<Runtime>,
     writer: &mut FillWriter,
     job: &FillJob,
+    live_playlist: &mut Option<ManifestInfo>,
 ) -> Result<Ending, Failed> {
     if let Some(obj) = stored_meanwhile(proxy, job).await {
         writer.set_head(FillHead::from_object(&obj, true, false));
         return Ok(Ending::FinishWith(obj.body.clone()));
     }
     let (mut resp, conditional) = fetch(rt, job).await?;
-    let result = answered(proxy, rt, writer, job, &mut resp, conditional).await;
+    let result = answered(
+        proxy,
+        rt,
+        writer,
+        job,
+        &mut resp,
+        conditional,
+        live_playlist,
+    )
+    .await;
     resp.finished(result.is_ok());
     result
 }
@@ -185,6 +198,7 @@ async fn answered(
     job: &FillJob,
     resp: &mut OriginResponse,
     conditional: bool,
+    live_playlist: &mut Option<ManifestInfo>,
 ) -> Result<Ending, Failed> {
     check_status(job, resp, conditional)?;
     if let Some(stale) = &job.stale
@@ -201,7 +215,15 @@ async fn answered(
     let plan = decide(proxy, rt, job, &mut answer, manifest.as_ref()).await;
     writer.set_head(plan.head(job, &answer));
     match manifest {
-        Some(m) => Ok(store_manifest(proxy, rt, job, answer, plan, m).await),
+        Some(m) => {
+            if let Some(info) = &m.info
+                && info.format == Format::HlsMedia
+                && info.live
+            {
+                *live_playlist = Some(info.clone());
+            }
+            Ok(store_manifest(proxy, job, answer, plan, m).await)
+        }
         None => stream_body(proxy, rt, writer, job, resp, answer, plan).await,
     }
 }
@@ -595,11 +617,9 @@ async fn decide(
 }
 
 /// A manifest read whole: stored (and, once it shows ENDLIST, under its plain key too, so
-/// later LL-HLS directives go there), its readers answered, and a live playlist's newest
-/// segments prefetched.
+/// later LL-HLS directives go there), and its readers answered.
 async fn store_manifest(
-    proxy: &Arc<Proxy>,
-    rt: &Arc<Runtime>,
+    proxy: &Proxy,
     job: &FillJob,
     answer: Answer,
     plan: Plan,
@@ -618,12 +638,6 @@ async fn store_manifest(
             .store
             .insert(&job.key, &job.request_headers, obj)
             .await;
-    }
-    if let Some(info) = &manifest.info
-        && info.format == Format::HlsMedia
-        && info.live
-    {
-        prefetch_from_playlist(proxy, rt, &job.key, info);
     }
     Ending::FinishWith(manifest.body)
 }
@@ -660,6 +674,14 @@ async fn stream_body(
             storable = false;
             too_large(proxy, rt, writer, job).await;
         }
+        if answer.content_length == Some(received) && storable && !writer.is_streaming() {
+            // Stored before its last bytes go out: a client that has them all (and asks again
+            // at once) finds the object.
+            let body = writer.body_with(&chunk);
+            let ending = store(proxy, job, &plan, answer, body).await;
+            let _ = writer.push(chunk).await;
+            return Ok(ending);
+        }
         if writer.push(chunk).await == Push::Stop {
             let error = EdgeError::Internal("no readers left".into());
             return Err(Failed::new(error, FillFailure::Abandoned));
@@ -670,15 +692,20 @@ async fn stream_body(
         return Ok(Ending::Finish);
     }
     let body = writer.body();
+    Ok(store(proxy, job, &plan, answer, body).await)
+}
+
+/// Stores a complete body when the plan allows; readers still on their way then read the
+/// stored copy and the fill's own chunks go.
+async fn store(proxy: &Proxy, job: &FillJob, plan: &Plan, answer: Answer, body: Bytes) -> Ending {
     let Some(obj) = plan.object(answer, body.clone()) else {
-        return Ok(Ending::Finish);
+        return Ending::Finish;
     };
     proxy
         .store
         .insert(&job.key, &job.request_headers, obj)
         .await;
-    // Readers still on their way read the stored copy; the fill's own chunks go.
-    Ok(Ending::FinishWith(body))
+    Ending::FinishWith(body)
 }
 
 /// An object over the size limit: the fill streams without keeping it, and requests for the

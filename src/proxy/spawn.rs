@@ -1,5 +1,6 @@
-//! Prefetch: the newest segments (LL-HLS: parts and the preload hint) of a live playlist, and
-//! a player's CMCD `nor`, fetched ahead of the players through the in-flight table — so a
+//! Starting fill tasks: for a request's miss or revalidation, and prefetches — the newest
+//! segments (LL-HLS: parts and the preload hint) of a live playlist a fill just read, and a
+//! player's CMCD `nor` — fetched ahead of the players through the in-flight table, so a
 //! player asking meanwhile joins the prefetch.
 
 use std::sync::Arc;
@@ -8,15 +9,36 @@ use http::HeaderMap;
 use tokio::time::Instant;
 
 use super::admit::reference_key;
+use super::context::{Proxy, Runtime};
 use super::headers::origin_request_headers;
-use super::task::{FillJob, spawn_fill};
-use super::{Proxy, Runtime};
-use crate::cache::fill::Joined;
+use super::task::{self, FillJob};
+use crate::cache::fill::{FillWriter, Joined};
 use crate::cache::{CacheKey, StoreKey};
 use crate::media;
 
+/// Starts the fill task for `job`; `writer` is its fill's writing end.
+pub fn spawn_fill(proxy: Arc<Proxy>, rt: Arc<Runtime>, writer: FillWriter, job: FillJob) {
+    crate::metrics::fill_started();
+    tokio::spawn(async move {
+        let ran = task::run(&proxy, &rt, writer, &job).await;
+        if let Some(info) = &ran.live_playlist {
+            prefetch_from_playlist(&proxy, &rt, &job.key, info);
+        }
+        let failure = ran.failure;
+        if job.prefetch.is_some() {
+            crate::metrics::prefetch(if failure.is_some() {
+                "failed"
+            } else {
+                "fetched"
+            });
+        }
+        crate::metrics::fill_ended(failure.map(task::FillFailure::label));
+        drop(job);
+    });
+}
+
 /// Prefetches the newest segments (LL-HLS: parts and the preload hint) of a live playlist.
-pub fn prefetch_from_playlist(
+fn prefetch_from_playlist(
     proxy: &Arc<Proxy>,
     rt: &Arc<Runtime>,
     playlist: &CacheKey,
