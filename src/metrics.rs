@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Unit, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const REQUESTS: &str = "streamedge_requests_total";
@@ -68,109 +68,204 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
+/// How each metric is described in the exposition: name, type, unit, help.
+const HELP: &[(&str, Type, Option<Unit>, &str)] = &[
+    (
         REQUESTS,
-        "Client requests by method, status class and cache result."
-    );
-    describe_counter!(
+        Type::Counter,
+        None,
+        "Client requests by method, status class and cache result.",
+    ),
+    (
         RESPONSE_BYTES,
-        Unit::Bytes,
-        "Body bytes sent to clients by media kind."
-    );
-    describe_histogram!(
+        Type::Counter,
+        Some(Unit::Bytes),
+        "Body bytes sent to clients by media kind.",
+    ),
+    (
         REQUEST_DURATION,
-        Unit::Seconds,
-        "Time from request to the last body byte."
-    );
-    describe_histogram!(
+        Type::Histogram,
+        Some(Unit::Seconds),
+        "Time from request to the last body byte.",
+    ),
+    (
         TTFB,
-        Unit::Seconds,
-        "Time from request to the response head."
-    );
-    describe_counter!(ORIGIN_REQUESTS, "Requests sent to each origin.");
-    describe_counter!(
+        Type::Histogram,
+        Some(Unit::Seconds),
+        "Time from request to the response head.",
+    ),
+    (
+        ORIGIN_REQUESTS,
+        Type::Counter,
+        None,
+        "Requests sent to each origin.",
+    ),
+    (
         ORIGIN_ERRORS,
-        "Origin requests that failed before a response head."
-    );
-    describe_counter!(
+        Type::Counter,
+        None,
+        "Origin requests that failed before a response head.",
+    ),
+    (
         ORIGIN_RETRIES,
-        "Origin attempts retried on the next origin."
-    );
-    describe_histogram!(
+        Type::Counter,
+        None,
+        "Origin attempts retried on the next origin.",
+    ),
+    (
         ORIGIN_FETCH_DURATION,
-        Unit::Seconds,
-        "Origin fetch time, request to last byte."
-    );
-    describe_gauge!(ORIGIN_UP, "1 when the origin is considered healthy.");
-    describe_counter!(
+        Type::Histogram,
+        Some(Unit::Seconds),
+        "Origin fetch time, request to last byte.",
+    ),
+    (
+        ORIGIN_UP,
+        Type::Gauge,
+        None,
+        "1 when the origin is considered healthy.",
+    ),
+    (
         ORIGIN_RESENDS,
-        "Requests sent again on a new connection after a reused one failed before any response byte."
-    );
-    describe_counter!(
+        Type::Counter,
+        None,
+        "Requests sent again on a new connection after a reused one failed before any response byte.",
+    ),
+    (
         ORIGIN_ALL_DOWN,
-        "Origin requests sent while every origin was out (passive: all tried anyway; active: trials)."
-    );
-    describe_counter!(HEALTH_PROBES, "Active health probes by result.");
-    describe_counter!(
+        Type::Counter,
+        None,
+        "Origin requests sent while every origin was out (passive: all tried anyway; active: trials).",
+    ),
+    (
+        HEALTH_PROBES,
+        Type::Counter,
+        None,
+        "Active health probes by result.",
+    ),
+    (
         COLLAPSED,
-        "Requests that joined another request's origin fetch."
-    );
-    describe_gauge!(
+        Type::Counter,
+        None,
+        "Requests that joined another request's origin fetch.",
+    ),
+    (
         FILLS_IN_FLIGHT,
-        "Origin fetches in flight that requests can join."
-    );
-    describe_counter!(FILL_FAILURES, "Origin fetches that failed, by reason.");
-    describe_gauge!(
+        Type::Gauge,
+        None,
+        "Origin fetches in flight that requests can join.",
+    ),
+    (
+        FILL_FAILURES,
+        Type::Counter,
+        None,
+        "Origin fetches that failed, by reason.",
+    ),
+    (
         FILL_BUFFERED,
-        Unit::Bytes,
-        "Body bytes held in flight (fills for their readers and for storing, manifests read whole, request bodies): counted against cache.max_in_flight."
-    );
-    describe_counter!(
+        Type::Gauge,
+        Some(Unit::Bytes),
+        "Body bytes held in flight (fills for their readers and for storing, manifests read whole, request bodies): counted against cache.max_in_flight.",
+    ),
+    (
         FILL_SHED,
-        "Fills that gave up keeping their whole body (not stored) because cache.max_in_flight was exhausted."
-    );
-    describe_gauge!(CACHE_BYTES, Unit::Bytes, "Weighted size of the cache.");
-    describe_gauge!(CACHE_OBJECTS, "Entries in the cache.");
-    describe_counter!(CACHE_EVICTIONS, "Entries evicted for space or expiry.");
-    describe_gauge!(
+        Type::Counter,
+        None,
+        "Fills that gave up keeping their whole body (not stored) because cache.max_in_flight was exhausted.",
+    ),
+    (
+        CACHE_BYTES,
+        Type::Gauge,
+        Some(Unit::Bytes),
+        "Weighted size of the cache.",
+    ),
+    (CACHE_OBJECTS, Type::Gauge, None, "Entries in the cache."),
+    (
+        CACHE_EVICTIONS,
+        Type::Counter,
+        None,
+        "Entries evicted for space or expiry.",
+    ),
+    (
         CLIENT_CONNECTIONS_OPEN,
-        "Open client connections by protocol."
-    );
-    describe_counter!(
+        Type::Gauge,
+        None,
+        "Open client connections by protocol.",
+    ),
+    (
         CLIENT_CONNECTIONS,
-        "Accepted client connections by protocol."
-    );
-    describe_counter!(
+        Type::Counter,
+        None,
+        "Accepted client connections by protocol.",
+    ),
+    (
         CLIENT_SEND_TIMEOUTS,
-        "Client connections closed because a response went untaken for server.send_timeout."
-    );
-    describe_counter!(
+        Type::Counter,
+        None,
+        "Client connections closed because a response went untaken for server.send_timeout.",
+    ),
+    (
         ACCEPT_ERRORS,
-        "Failed accepts (e.g. out of file descriptors); the listener backs off."
-    );
-    describe_counter!(
+        Type::Counter,
+        None,
+        "Failed accepts (e.g. out of file descriptors); the listener backs off.",
+    ),
+    (
         TLS_HANDSHAKES,
-        "Completed TLS handshakes by version and ALPN."
-    );
-    describe_counter!(TLS_HANDSHAKE_ERRORS, "Failed or timed-out TLS handshakes.");
-    describe_counter!(
+        Type::Counter,
+        None,
+        "Completed TLS handshakes by version and ALPN.",
+    ),
+    (
+        TLS_HANDSHAKE_ERRORS,
+        Type::Counter,
+        None,
+        "Failed or timed-out TLS handshakes.",
+    ),
+    (
         PREFETCHES,
-        "Prefetch decisions by result: fetched, already_cached, in_flight, skipped, failed."
-    );
-    describe_counter!(
+        Type::Counter,
+        None,
+        "Prefetch decisions by result: fetched, already_cached, in_flight, skipped, failed.",
+    ),
+    (
         COMPRESSED,
-        "Responses sent with an encoding the edge made, by encoding."
-    );
-    describe_counter!(
+        Type::Counter,
+        None,
+        "Responses sent with an encoding the edge made, by encoding.",
+    ),
+    (
         CMCD_REQUESTS,
-        "Requests that carried CMCD data, by object type."
-    );
-    describe_counter!(
+        Type::Counter,
+        None,
+        "Requests that carried CMCD data, by object type.",
+    ),
+    (
         CMCD_STARVATION,
-        "Requests whose CMCD reported buffer starvation (bs)."
-    );
+        Type::Counter,
+        None,
+        "Requests whose CMCD reported buffer starvation (bs).",
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Type {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    for &(name, kind, unit, help) in HELP {
+        match (kind, unit) {
+            (Type::Counter, Some(u)) => describe_counter!(name, u, help),
+            (Type::Counter, None) => describe_counter!(name, help),
+            (Type::Gauge, Some(u)) => describe_gauge!(name, u, help),
+            (Type::Gauge, None) => describe_gauge!(name, help),
+            (Type::Histogram, Some(u)) => describe_histogram!(name, u, help),
+            (Type::Histogram, None) => describe_histogram!(name, help),
+        }
+    }
 }
 
 pub fn render() -> String {

@@ -225,31 +225,7 @@ impl Server {
         H: Handler,
     {
         let activity = Arc::new(Activity::new(accepted));
-        let service = {
-            let activity = activity.clone();
-            let info_cell = info.clone();
-            hyper::service::service_fn(move |req: Request<Incoming>| {
-                let handler = handler.clone();
-                let activity = activity.clone();
-                let mut info = info_cell.clone();
-                if req.version() == http::Version::HTTP_2 && info.protocol != "h2" {
-                    // Cleartext HTTP/2 (prior knowledge) detected by the auto builder.
-                    Arc::make_mut(&mut info).protocol = "h2";
-                }
-                activity.begin();
-                async move {
-                    let resp = handler.call(req, info).await;
-                    Ok::<_, Infallible>(resp.map(|b| {
-                        let sending = activity.track(&b);
-                        UnsyncBoxBody::new(TrackedBody {
-                            inner: b,
-                            guard: Some(ActivityGuard(activity)),
-                            sending,
-                        })
-                    }))
-                }
-            })
-        };
+        let service = tracked_service(handler, info.clone(), activity.clone());
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
         let protocol = info.protocol;
@@ -260,21 +236,8 @@ impl Server {
         let stall_tick = (limits.send_timeout / 4).max(Duration::from_millis(25));
         let mut closing = false;
         loop {
-            // While requests are in flight, look again every half idle time: the first look after
-            // the last one ended sets the exact deadline (no wake-up per request needed).
-            let idle_at = if activity.active.load(Ordering::Relaxed) > 0 {
-                Instant::now() + (limits.idle_timeout / 2).max(Duration::from_millis(100))
-            } else if activity.requests.load(Ordering::Relaxed) == 0 {
-                accepted + limits.header_read_timeout
-            } else {
-                activity.last_busy() + limits.idle_timeout
-            };
             let watching = activity.sending_count.load(Ordering::Relaxed) > 0;
-            let wake = if watching {
-                idle_at.min(Instant::now() + stall_tick)
-            } else {
-                idle_at
-            };
+            let wake = activity.next_look(limits, stall_tick);
             tokio::select! {
                 _ = activity.watch.notified() => {}
                 res = conn.as_mut() => {
@@ -288,29 +251,73 @@ impl Server {
                     closing = true;
                 }
                 _ = tokio::time::sleep_until(wake), if !closing || watching => {
-                    if watching && activity.stalled(limits.send_timeout) {
-                        tracing::debug!(peer = %info.peer, "client took no response bytes for send_timeout: closing");
-                        crate::metrics::client_send_timeout();
-                        break;
-                    }
-                    let now = Instant::now();
-                    if closing || activity.active.load(Ordering::Relaxed) > 0 {
-                        continue;
-                    }
-                    if activity.requests.load(Ordering::Relaxed) == 0 {
-                        if now >= accepted + limits.header_read_timeout {
-                            // Not a single request since accept: nothing to be graceful about.
+                    match activity.verdict(limits, watching, closing) {
+                        Verdict::Stalled => {
+                            tracing::debug!(peer = %info.peer, "client took no response bytes for send_timeout: closing");
+                            crate::metrics::client_send_timeout();
                             break;
                         }
-                    } else if activity.last_busy() + limits.idle_timeout <= now {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
+                        // Not a single request since accept: nothing to be graceful about.
+                        Verdict::NeverAsked => break,
+                        Verdict::Idle => {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        Verdict::Busy => {}
                     }
                 }
             }
         }
         crate::metrics::client_connection(protocol, false);
     }
+}
+
+/// The connection's service: hands each request to `handler` and wraps the response body so
+/// the connection knows it is busy and can see a client that stops reading.
+fn tracked_service<H: Handler>(
+    handler: H,
+    conn: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<ResponseBody>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let handler = handler.clone();
+        let activity = activity.clone();
+        let mut info = conn.clone();
+        if req.version() == http::Version::HTTP_2 && info.protocol != "h2" {
+            // Cleartext HTTP/2 (prior knowledge) detected by the auto builder.
+            Arc::make_mut(&mut info).protocol = "h2";
+        }
+        activity.begin();
+        async move {
+            let resp = handler.call(req, info).await;
+            Ok::<_, Infallible>(resp.map(|b| {
+                let sending = activity.track(&b);
+                UnsyncBoxBody::new(TrackedBody {
+                    inner: b,
+                    guard: Some(ActivityGuard(activity)),
+                    sending,
+                })
+            }))
+        }
+    })
+}
+
+/// What the watchdog found when it looked at a connection.
+enum Verdict {
+    /// A response went untaken for `send_timeout`.
+    Stalled,
+    /// No request since accept, for `header_read_timeout`.
+    NeverAsked,
+    /// No request in flight for `idle_timeout`.
+    Idle,
+    Busy,
 }
 
 /// Accept failures (EMFILE, ENFILE, ENOBUFS...): a growing pause, and a warning at most every
@@ -439,6 +446,44 @@ impl Activity {
 
     fn last_busy(&self) -> Instant {
         self.opened + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+
+    /// When the watchdog should look next. While requests are in flight, every half idle
+    /// time: the first look after the last one ended sets the exact deadline (no wake-up per
+    /// request is needed); while a body is watched, every `stall_tick`.
+    fn next_look(&self, limits: &ServerConfig, stall_tick: Duration) -> Instant {
+        let idle_at = if self.active.load(Ordering::Relaxed) > 0 {
+            Instant::now() + (limits.idle_timeout / 2).max(Duration::from_millis(100))
+        } else if self.requests.load(Ordering::Relaxed) == 0 {
+            self.opened + limits.header_read_timeout
+        } else {
+            self.last_busy() + limits.idle_timeout
+        };
+        if self.sending_count.load(Ordering::Relaxed) > 0 {
+            idle_at.min(Instant::now() + stall_tick)
+        } else {
+            idle_at
+        }
+    }
+
+    fn verdict(&self, limits: &ServerConfig, watching: bool, closing: bool) -> Verdict {
+        if watching && self.stalled(limits.send_timeout) {
+            return Verdict::Stalled;
+        }
+        let now = Instant::now();
+        if closing || self.active.load(Ordering::Relaxed) > 0 {
+            Verdict::Busy
+        } else if self.requests.load(Ordering::Relaxed) == 0 {
+            if now >= self.opened + limits.header_read_timeout {
+                Verdict::NeverAsked
+            } else {
+                Verdict::Busy
+            }
+        } else if self.last_busy() + limits.idle_timeout <= now {
+            Verdict::Idle
+        } else {
+            Verdict::Busy
+        }
     }
 
     /// Starts watching a response body for a client that stops taking it.

@@ -1,7 +1,7 @@
 //! TLS termination: PEM (or self-signed) certificates → rustls ServerConfig with ALPN h2 and
 //! http/1.1, behind a resolver whose certificate can be swapped on reload.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -11,6 +11,33 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::config::TlsConfig;
+
+/// Why a certificate could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("tls.cert {}: {source}", path.display())]
+    Cert {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("tls.cert {}: no certificate found", .0.display())]
+    NoCert(PathBuf),
+    #[error("tls.key {}: {source}", path.display())]
+    Key {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("tls: {} and {}: {source}", cert.display(), key.display())]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("tls.self_signed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("tls.self_signed: {0}")]
+    SelfSigned(#[source] rustls::Error),
+}
 
 /// Installs the ring crypto provider for the process (idempotent). Call before building any
 /// rustls config or reqwest client.
@@ -32,24 +59,22 @@ impl ResolvesServerCert for CertResolver {
 
 impl CertResolver {
     /// Re-reads the certificate; on error the old one stays in use.
-    pub fn reload(&self, tls: &TlsConfig) -> Result<(), String> {
-        let (key, _) = load(tls)?;
+    pub fn reload(&self, tls: &TlsConfig) -> Result<(), TlsError> {
+        let key = load(tls)?;
         self.current.store(Arc::new(key));
         Ok(())
     }
 }
 
-/// A loaded TLS setup: the acceptor config, its resolver (for reload), and for self-signed
-/// certificates the PEM of the certificate (so the demo can print where it is trusted).
+/// A loaded TLS setup: the acceptor config and its resolver (for reload).
 pub struct Tls {
     pub config: Arc<rustls::ServerConfig>,
     pub resolver: Arc<CertResolver>,
-    pub self_signed_pem: Option<String>,
 }
 
-pub fn build(tls: &TlsConfig) -> Result<Tls, String> {
+pub fn build(tls: &TlsConfig) -> Result<Tls, TlsError> {
     install_provider();
-    let (key, self_signed_pem) = load(tls)?;
+    let key = load(tls)?;
     let resolver = Arc::new(CertResolver {
         current: ArcSwap::from_pointee(key),
     });
@@ -61,7 +86,6 @@ pub fn build(tls: &TlsConfig) -> Result<Tls, String> {
     Ok(Tls {
         config: Arc::new(config),
         resolver,
-        self_signed_pem,
     })
 }
 
@@ -71,38 +95,42 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
         .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
 }
 
-fn load(tls: &TlsConfig) -> Result<(CertifiedKey, Option<String>), String> {
+fn load(tls: &TlsConfig) -> Result<CertifiedKey, TlsError> {
     match tls {
         TlsConfig::Pem { cert, key } => {
             let chain = read_certs(cert)?;
-            let key_der = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("tls.key {}: {e}", key.display()))?;
-            let ck = CertifiedKey::from_der(chain, key_der, &provider())
-                .map_err(|e| format!("tls: {} and {}: {e}", cert.display(), key.display()))?;
-            Ok((ck, None))
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
+                path: key.clone(),
+                source,
+            })?;
+            CertifiedKey::from_der(chain, key_der, &provider()).map_err(|source| TlsError::Pair {
+                cert: cert.clone(),
+                key: key.clone(),
+                source,
+            })
         }
         TlsConfig::SelfSigned { names } => {
-            let generated = rcgen::generate_simple_self_signed(names.clone())
-                .map_err(|e| format!("tls.self_signed: {e}"))?;
-            let pem = generated.cert.pem();
+            let generated = rcgen::generate_simple_self_signed(names.clone())?;
             let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
                 generated.signing_key.serialize_der(),
             ));
-            let ck =
-                CertifiedKey::from_der(vec![generated.cert.der().clone()], key_der, &provider())
-                    .map_err(|e| format!("tls.self_signed: {e}"))?;
-            Ok((ck, Some(pem)))
+            CertifiedKey::from_der(vec![generated.cert.der().clone()], key_der, &provider())
+                .map_err(TlsError::SelfSigned)
         }
     }
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bad = |source| TlsError::Cert {
+        path: path.to_owned(),
+        source,
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("tls.cert {}: {e}", path.display()))?
+        .map_err(bad)?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls.cert {}: {e}", path.display()))?;
+        .map_err(bad)?;
     if certs.is_empty() {
-        return Err(format!("tls.cert {}: no certificate found", path.display()));
+        return Err(TlsError::NoCert(path.to_owned()));
     }
     Ok(certs)
 }

@@ -11,7 +11,7 @@ use crate::cache::Store;
 use crate::cache::fill::FillTable;
 use crate::cache::key::KeyRules;
 use crate::config::Config;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// Everything a request reads that a config reload may replace.
 pub struct Runtime {
@@ -23,7 +23,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(config: Config) -> Result<Runtime, String> {
+    pub fn new(config: Config) -> Result<Runtime, UpstreamError> {
         let upstream = Arc::new(Upstream::new(&config)?);
         Ok(Runtime {
             keys: KeyRules::new(config.key_rules.clone()),

@@ -95,6 +95,25 @@ impl OriginResponse {
     }
 }
 
+/// Why the origin client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("fetch.ca_file {}: {source}", path.display())]
+    ReadCa {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("fetch.ca_file {}: {source}", path.display())]
+    ParseCa {
+        path: std::path::PathBuf,
+        source: reqwest::Error,
+    },
+    #[error("fetch.ca_file {}: no certificates", .0.display())]
+    NoCa(std::path::PathBuf),
+    #[error("origin client: {}", error_chain(.0))]
+    Client(#[source] reqwest::Error),
+}
+
 /// How an origin exchange failed, for health and for a resend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
@@ -125,18 +144,24 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &Config) -> Result<Upstream, String> {
+    pub fn new(config: &Config) -> Result<Upstream, UpstreamError> {
         let fetch = config.fetch.clone();
         let connections = Arc::new(AtomicU64::new(0));
         let ca = match &fetch.ca_file {
             None => None,
             Some(ca) => {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| format!("fetch.ca_file {}: {e}", ca.display()))?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| format!("fetch.ca_file {}: {e}", ca.display()))?;
+                let pem = std::fs::read(ca).map_err(|source| UpstreamError::ReadCa {
+                    path: ca.clone(),
+                    source,
+                })?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                    UpstreamError::ParseCa {
+                        path: ca.clone(),
+                        source,
+                    }
+                })?;
                 if certs.is_empty() {
-                    return Err(format!("fetch.ca_file {}: no certificates", ca.display()));
+                    return Err(UpstreamError::NoCa(ca.clone()));
                 }
                 Some(certs)
             }
@@ -154,9 +179,7 @@ impl Upstream {
             if let Some(certs) = &ca {
                 builder = builder.tls_certs_only(certs.clone());
             }
-            builder
-                .build()
-                .map_err(|e| format!("origin client: {}", error_chain(&e)))
+            builder.build().map_err(UpstreamError::Client)
         };
         let client = build(fetch.pool_max_idle_per_host)?;
         let fresh = build(0)?;

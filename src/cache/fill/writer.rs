@@ -35,7 +35,10 @@ impl FillWriter {
         self.fill.update(|st| st.head = Some(head));
     }
 
-    fn leave_table(&mut self) {
+    /// No more requests join this fill (they look in the store or start their own). Called
+    /// before the last bytes of a body go out: a client that has them all and asks again must
+    /// not find this fill still open.
+    pub fn leave_table(&mut self) {
         if std::mem::take(&mut self.in_table)
             && let Some(table) = self.fill.table.upgrade()
         {

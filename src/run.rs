@@ -1,0 +1,292 @@
+//! Running one edge: bound listeners, the proxy behind them, the admin listener, health
+//! probes and upkeep; live reloads; and a graceful stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ServerConfig};
+use crate::proxy::{Proxy, ProxyHandler, Runtime};
+use crate::server::Server;
+use crate::tls::{self, TlsError};
+use crate::upstream::UpstreamError;
+use crate::{admin, metrics, server};
+
+/// The bound sockets of one edge; bind first (port 0 in tests), then `run`.
+pub struct Listeners {
+    pub http: Option<TcpListener>,
+    pub https: Option<TcpListener>,
+    pub admin: Option<TcpListener>,
+}
+
+/// Where an edge listens, after binding.
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        async fn bind(
+            addr: Option<SocketAddr>,
+            what: &str,
+        ) -> std::io::Result<Option<TcpListener>> {
+            match addr {
+                None => Ok(None),
+                Some(a) => TcpListener::bind(a).await.map(Some).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot listen on {a} ({what}): {e}"))
+                }),
+            }
+        }
+        Ok(Listeners {
+            http: bind(config.listen.http, "listen.http").await?,
+            https: bind(config.listen.https, "listen.https").await?,
+            admin: bind(config.admin.as_ref().map(|a| a.listen), "admin.listen").await?,
+        })
+    }
+
+    pub fn addrs(&self) -> Addrs {
+        let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        Addrs {
+            http: addr(&self.http),
+            https: addr(&self.https),
+            admin: addr(&self.admin),
+        }
+    }
+}
+
+/// Why an edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("origins: {0}")]
+    Origins(#[from] UpstreamError),
+}
+
+/// Why a reload could not be applied (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("origins: {0}")]
+    Origins(#[from] UpstreamError),
+}
+
+/// Runs an edge on bound listeners until `shutdown` resolves, then stops accepting, lets
+/// requests in flight finish (up to `server.drain_timeout`) and returns.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    run_with_reload(listeners, config, shutdown, None).await
+}
+
+/// `run`, plus live reconfiguration: every config received on `reloads` (already validated)
+/// replaces origins, fetch and cache policy, key and signing rules, compression and prefetch
+/// settings, the admin token and the TLS certificate. Listener addresses and cache sizes need
+/// a restart; a reload that changes them says so in the log. A reload that cannot be applied
+/// (e.g. an unreadable certificate) leaves the running configuration in place.
+pub async fn run_with_reload(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    reloads: Option<mpsc::Receiver<Config>>,
+) -> Result<(), StartError> {
+    let mut edge = Edge::start(listeners, config)?;
+    edge.serve_until(shutdown, reloads).await;
+    edge.stop().await;
+    Ok(())
+}
+
+/// A running edge and everything that has to be stopped with it.
+struct Edge {
+    proxy: Arc<Proxy>,
+    tls: Option<tls::Tls>,
+    limits: ServerConfig,
+    server: Arc<Server>,
+    admin_server: Arc<Server>,
+    stop: watch::Sender<bool>,
+    listening: Arc<AtomicBool>,
+    accept_loops: Vec<JoinHandle<()>>,
+    probes: Vec<JoinHandle<()>>,
+    upkeep: JoinHandle<()>,
+}
+
+impl Edge {
+    /// Builds the proxy and starts accepting on every listener.
+    fn start(listeners: Listeners, config: Config) -> Result<Edge, StartError> {
+        tls::install_provider();
+        metrics::install();
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
+        let tls = config.tls.as_ref().map(tls::build).transpose()?;
+        let mut limits = config.server.clone();
+        limits.max_connections = server::fit_connection_limit(limits.max_connections);
+        let proxy = Arc::new(Proxy::new(Runtime::new(config)?));
+        let (stop, stop_rx) = watch::channel(false);
+        let server = Server::new(&limits, stop_rx.clone());
+        // The admin listener has its own connection budget: a saturated edge must still answer
+        // /metrics and /healthz.
+        let admin_limits = ServerConfig {
+            max_connections: 256,
+            ..limits.clone()
+        };
+        let mut edge = Edge {
+            admin_server: Server::new(&admin_limits, stop_rx),
+            listening: Arc::new(AtomicBool::new(false)),
+            accept_loops: Vec::new(),
+            probes: proxy.runtime().upstream.spawn_probes(),
+            upkeep: spawn_upkeep(proxy.clone()),
+            proxy,
+            tls,
+            limits,
+            server,
+            stop,
+        };
+        edge.accept(listeners);
+        Ok(edge)
+    }
+
+    fn accept(&mut self, listeners: Listeners) {
+        let handler = ProxyHandler(self.proxy.clone());
+        if let Some(l) = listeners.http {
+            let serving = self.server.clone().serve(l, None, handler.clone());
+            self.accept_loops.push(tokio::spawn(serving));
+        }
+        if let (Some(l), Some(t)) = (listeners.https, self.tls.as_ref()) {
+            let acceptor = tokio_rustls::TlsAcceptor::from(t.config.clone());
+            let serving = self.server.clone().serve(l, Some(acceptor), handler);
+            self.accept_loops.push(tokio::spawn(serving));
+        }
+        if let Some(l) = listeners.admin {
+            let admin = admin::AdminHandler {
+                proxy: self.proxy.clone(),
+                listening: self.listening.clone(),
+            };
+            let serving = self.admin_server.clone().serve(l, None, admin);
+            self.accept_loops.push(tokio::spawn(serving));
+        }
+        self.listening.store(true, Ordering::Relaxed);
+    }
+
+    /// Applies reloads until `shutdown` resolves.
+    async fn serve_until(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        mut reloads: Option<mpsc::Receiver<Config>>,
+    ) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                Some(new) = next_reload(&mut reloads) => {
+                    match reload(&self.proxy, self.tls.as_ref(), new) {
+                        Ok(()) => {
+                            for p in self.probes.drain(..) {
+                                p.abort();
+                            }
+                            self.probes = self.proxy.runtime().upstream.spawn_probes();
+                            tracing::info!("configuration reloaded");
+                        }
+                        Err(e) => tracing::error!(error = %e, "reload failed; the running configuration stays"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops accepting, drains requests in flight (up to `server.drain_timeout`), stops the
+    /// background tasks.
+    async fn stop(self) {
+        tracing::info!("shutting down: no new connections, draining requests in flight");
+        self.listening.store(false, Ordering::Relaxed);
+        let _ = self.stop.send(true);
+        for l in self.accept_loops {
+            let _ = l.await;
+        }
+        let drain = self.limits.drain_timeout;
+        let (clients, _) =
+            tokio::join!(self.server.drained(drain), self.admin_server.drained(drain));
+        if !clients {
+            tracing::warn!("drain timeout reached with requests still in flight");
+        }
+        for p in self.probes {
+            p.abort();
+        }
+        self.upkeep.abort();
+    }
+}
+
+/// Cache maintenance and metric upkeep every few seconds.
+fn spawn_upkeep(proxy: Arc<Proxy>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            proxy.store.run_pending_tasks().await;
+            metrics::upkeep(proxy.store.weighted_size(), proxy.store.entry_count());
+        }
+    })
+}
+
+async fn next_reload(reloads: &mut Option<mpsc::Receiver<Config>>) -> Option<Config> {
+    match reloads {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies a new configuration: everything is built first, then swapped in at once.
+fn reload(proxy: &Proxy, tls: Option<&tls::Tls>, new: Config) -> Result<(), ReloadError> {
+    let old = proxy.runtime();
+    let old = &old.config;
+    let restart_needed = [
+        ("listen.http", old.listen.http != new.listen.http),
+        ("listen.https", old.listen.https != new.listen.https),
+        (
+            "admin.listen",
+            old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
+        ),
+        ("cache.max_size", old.cache.max_size != new.cache.max_size),
+        (
+            "cache.max_object_size",
+            old.cache.max_object_size != new.cache.max_object_size,
+        ),
+        (
+            "server.max_connections",
+            old.server.max_connections != new.server.max_connections,
+        ),
+        (
+            "tls (added or removed)",
+            old.tls.is_some() != new.tls.is_some(),
+        ),
+    ];
+    for (field, changed) in restart_needed {
+        if changed {
+            tracing::warn!(
+                field,
+                "changed in the config file: takes effect after a restart"
+            );
+        }
+    }
+    for w in new.warnings() {
+        tracing::warn!("{w}");
+    }
+    let runtime = Runtime::new(new)?;
+    if let (Some(tls), Some(cfg)) = (tls, runtime.config.tls.as_ref()) {
+        tls.resolver.reload(cfg)?;
+    }
+    proxy.replace_runtime(runtime);
+    Ok(())
+}
