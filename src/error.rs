@@ -44,14 +44,8 @@ pub enum EdgeError {
     NotImplemented(String),
     #[error("host {0:?} is not served here")]
     UnknownHost(String),
-    #[error("not found")]
-    NotFound,
-    #[error("unauthorized")]
-    Unauthorized,
     #[error("forbidden: {0}")]
     Forbidden(String),
-    #[error("range not satisfiable")]
-    RangeNotSatisfiable { length: u64 },
     #[error("precondition failed")]
     PreconditionFailed,
     #[error("request body larger than {limit} bytes")]
@@ -87,10 +81,7 @@ impl EdgeError {
             | EdgeError::NotImplemented(_)
             | EdgeError::MethodNotAllowed { .. }
             | EdgeError::UnknownHost(_)
-            | EdgeError::NotFound
-            | EdgeError::Unauthorized
             | EdgeError::Forbidden(_)
-            | EdgeError::RangeNotSatisfiable { .. }
             | EdgeError::PreconditionFailed
             | EdgeError::PayloadTooLarge { .. }
             | EdgeError::NotCached => ErrorSource::Client,
@@ -110,10 +101,7 @@ impl EdgeError {
             EdgeError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             EdgeError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             EdgeError::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
-            EdgeError::NotFound => StatusCode::NOT_FOUND,
-            EdgeError::Unauthorized => StatusCode::UNAUTHORIZED,
             EdgeError::Forbidden(_) => StatusCode::FORBIDDEN,
-            EdgeError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             EdgeError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             EdgeError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             // RFC 9111 §5.2.1.7: only-if-cached without a stored response gets 504.
@@ -137,10 +125,7 @@ impl EdgeError {
             EdgeError::NotImplemented(_) => "not implemented",
             EdgeError::MethodNotAllowed { .. } => "method not allowed",
             EdgeError::UnknownHost(_) => "misdirected request",
-            EdgeError::NotFound => "not found",
-            EdgeError::Unauthorized => "unauthorized",
             EdgeError::Forbidden(_) => "forbidden",
-            EdgeError::RangeNotSatisfiable { .. } => "range not satisfiable",
             EdgeError::PreconditionFailed => "precondition failed",
             EdgeError::PayloadTooLarge { .. } => "payload too large",
             EdgeError::NotCached => "not cached",

@@ -22,21 +22,21 @@
 //! [`proxy`] (the phases), [`cache`] (store, policy, in-flight table), [`upstream`] (origins,
 //! ring, health), [`compress`], [`metrics`], [`admin`], [`origin`] (the synthetic origin).
 
-pub mod admin;
+mod admin;
 pub mod cache;
 pub mod cmcd;
-pub mod compress;
+mod compress;
 pub mod config;
-pub mod error;
+mod error;
 pub mod llhls;
 pub mod logging;
 pub mod media;
-pub mod metrics;
+mod metrics;
 pub mod origin;
-pub mod percent;
-pub mod proxy;
+mod percent;
+mod proxy;
 mod run;
-pub mod server;
+mod server;
 pub mod signing;
 pub mod target;
 pub mod tls;

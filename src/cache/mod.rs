@@ -5,7 +5,7 @@
 //! while). Freshness is decided by `policy` from stored instants; moka's expiry is a backstop.
 
 pub mod conditional;
-pub mod fill;
+pub(crate) mod fill;
 pub mod key;
 pub mod policy;
 
@@ -29,7 +29,7 @@ const ENTRY_OVERHEAD: u64 = 256;
 
 /// A stored response. Immutable: revalidation stores a new one sharing the same body.
 #[derive(Debug, Clone)]
-pub struct CachedObject {
+pub(crate) struct CachedObject {
     pub status: StatusCode,
     /// End-to-end headers as the origin sent them (minus hop-by-hop, Age, Content-Length).
     pub headers: HeaderMap,
@@ -48,7 +48,7 @@ pub struct CachedObject {
 
 /// Brotli and gzip variants of one stored body.
 #[derive(Debug, Default)]
-pub struct Encodings {
+pub(crate) struct Encodings {
     pub br: Option<Bytes>,
     pub gzip: Option<Bytes>,
 }
@@ -70,7 +70,7 @@ impl Encodings {
 
 /// The timing facts of a stored manifest, for LL-HLS requests against it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MediaSummary {
+pub(crate) struct MediaSummary {
     pub live: bool,
     pub target_duration: Option<Duration>,
     pub part_target: Option<Duration>,
@@ -97,7 +97,7 @@ impl CachedObject {
 }
 
 #[derive(Clone, Debug)]
-pub enum Slot {
+pub(crate) enum Slot {
     Object(Arc<CachedObject>),
     Vary(Arc<[HeaderName]>),
     HitForMiss { until: Instant },
@@ -105,7 +105,7 @@ pub enum Slot {
 
 /// What a lookup found for a request.
 #[derive(Debug)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// A stored object (fresh or not: the caller asks `policy`).
     Found(StoreKey, Arc<CachedObject>),
     /// Nothing stored; `bool` is true when a `Vary` index exists but not this variant.
@@ -158,7 +158,7 @@ impl SlotExpiry {
 
 /// The cache of complete objects.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     cache: Cache<StoreKey, Slot>,
     pub max_object_size: u64,
     /// Bytes inserted since moka last ran its maintenance (where evictions happen).

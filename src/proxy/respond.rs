@@ -379,11 +379,6 @@ fn error_response(e: &EdgeError) -> Response<ResponseBody> {
         EdgeError::MethodNotAllowed { allow, .. } => {
             h.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
-        EdgeError::RangeNotSatisfiable { length } => {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{length}")) {
-                h.insert(header::CONTENT_RANGE, v);
-            }
-        }
         EdgeError::NoHealthyOrigin { .. } | EdgeError::Overloaded { .. } => {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -1,7 +1,7 @@
 //! Origins: one pooled HTTP client, ring-ordered origin choice with health and failover, and
 //! fetches bounded by connect, first-byte and idle timeouts.
 
-pub mod health;
+pub(crate) mod health;
 pub mod ring;
 
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use health::Health;
 use ring::OriginRing;
 
 /// One configured origin.
-pub struct Origin {
+pub(crate) struct Origin {
     pub name: Arc<str>,
     pub base: reqwest::Url,
     /// `host[:port]` of the base URL, for the Host header.
@@ -48,7 +48,7 @@ impl Origin {
 }
 
 /// A request to send to the origin that owns a key.
-pub struct OriginRequest {
+pub(crate) struct OriginRequest {
     pub key: CacheKey,
     pub method: Method,
     /// End-to-end request headers to forward (already filtered).
@@ -62,7 +62,7 @@ pub struct OriginRequest {
 }
 
 /// An origin response whose head has arrived.
-pub struct OriginResponse {
+pub(crate) struct OriginResponse {
     pub origin: Arc<Origin>,
     pub response: reqwest::Response,
     pub request_time: SystemTime,
@@ -130,7 +130,7 @@ enum Failure {
 }
 
 /// The origin fleet.
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: reqwest::Client,
     /// Same settings without a connection pool: every request on a new connection (resends).
     fresh: reqwest::Client,
@@ -218,10 +218,6 @@ impl Upstream {
         })
     }
 
-    pub fn origins(&self) -> &[Arc<Origin>] {
-        &self.origins
-    }
-
     /// New TCP connections opened to origins so far.
     pub fn connections_opened(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
@@ -234,13 +230,6 @@ impl Upstream {
 
     pub fn any_up(&self) -> bool {
         self.origins.iter().any(|o| o.health.is_up())
-    }
-
-    /// The name of the origin that owns a key (for logs and tests).
-    pub fn owner(&self, key: &CacheKey) -> Option<&str> {
-        self.ring
-            .owner(key.as_str())
-            .map(|i| &*self.origins[i].name)
     }
 
     /// Sends the request to the owner of its key, failing over in ring order to healthy origins
@@ -516,7 +505,7 @@ fn classify(e: &reqwest::Error) -> Failure {
 }
 
 /// The error and its causes on one line (reqwest's top-level message alone says little).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(cause) = src {

@@ -15,7 +15,7 @@ mod writer;
 mod tests;
 
 pub use budget::{Budget, Lease};
-pub use reader::{BodyError, FillBody, FillReader, HeadOutcome};
+pub use reader::{FillReader, HeadOutcome};
 pub use writer::{FillWriter, Push};
 
 use std::collections::HashMap;
@@ -417,10 +417,12 @@ impl FillTable {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -32,10 +32,6 @@ pub enum HeadOutcome {
 }
 
 impl FillReader {
-    pub fn fill(&self) -> &Arc<Fill> {
-        &self.fill
-    }
-
     /// Waits for the response head (or the fill's failure). Never polls: woken by the writer.
     pub async fn head(&mut self) -> Result<HeadOutcome, EdgeError> {
         loop {

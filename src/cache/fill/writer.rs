@@ -26,6 +26,7 @@ pub struct FillWriter {
 }
 
 impl FillWriter {
+    #[cfg(test)]
     pub fn fill(&self) -> &Arc<Fill> {
         &self.fill
     }
