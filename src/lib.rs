@@ -42,4 +42,4 @@ pub mod target;
 pub mod tls;
 pub mod upstream;
 
-pub use run::{Addrs, Listeners, ReloadError, StartError, run, run_with_reload};
+pub use run::{Addrs, Listeners, StartError, run, run_with_reload};

@@ -63,18 +63,10 @@ impl Listeners {
     }
 }
 
-/// Why an edge could not start.
+/// Why an edge could not start, or a reload could not be applied (then the running
+/// configuration stays).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("origins: {0}")]
-    Origins(#[from] UpstreamError),
-}
-
-/// Why a reload could not be applied (the running configuration stays).
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("origins: {0}")]
@@ -248,7 +240,7 @@ async fn next_reload(reloads: &mut Option<mpsc::Receiver<Config>>) -> Option<Con
 }
 
 /// Applies a new configuration: everything is built first, then swapped in at once.
-fn reload(proxy: &Proxy, tls: Option<&tls::Tls>, new: Config) -> Result<(), ReloadError> {
+fn reload(proxy: &Proxy, tls: Option<&tls::Tls>, new: Config) -> Result<(), StartError> {
     let old = proxy.runtime();
     let old = &old.config;
     let restart_needed = [

@@ -299,11 +299,8 @@ fn tracked_service<H: Handler>(
             let resp = handler.call(req, info).await;
             Ok::<_, Infallible>(resp.map(|b| {
                 let sending = activity.track(&b);
-                UnsyncBoxBody::new(TrackedBody {
-                    inner: b,
-                    guard: Some(ActivityGuard(activity)),
-                    sending,
-                })
+                let guard = Some(ActivityGuard(activity));
+                Watched::boxed(b, Tracked { guard, sending })
             }))
         }
     })
@@ -531,15 +528,29 @@ impl Drop for ActivityGuard {
     }
 }
 
-/// A response body that marks the connection busy until it is finished or dropped, and notes
-/// when it has handed out data the client has not come back for.
-struct TrackedBody {
-    inner: ResponseBody,
-    guard: Option<ActivityGuard>,
-    sending: Option<Arc<AtomicU64>>,
+/// What a wrapper learns of a response body as it is sent.
+pub trait BodyWatch: Send + Unpin + 'static {
+    /// The connection asks for more (it has room for it).
+    fn polled(&mut self) {}
+    /// A frame went out; `data` is its length for a data frame.
+    fn sent(&mut self, _data: Option<usize>) {}
+    /// The body ended: cleanly, or with this error.
+    fn ended(&mut self, _error: Option<&BoxError>) {}
 }
 
-impl Body for TrackedBody {
+/// A response body observed by a [`BodyWatch`].
+pub struct Watched<W> {
+    inner: ResponseBody,
+    watch: W,
+}
+
+impl<W: BodyWatch> Watched<W> {
+    pub fn boxed(inner: ResponseBody, watch: W) -> ResponseBody {
+        UnsyncBoxBody::new(Watched { inner, watch })
+    }
+}
+
+impl<W: BodyWatch> Body for Watched<W> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -547,21 +558,15 @@ impl Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(s) = &self.sending {
-            s.store(0, Ordering::Relaxed);
-        }
+        self.watch.polled();
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         match &r {
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
-                self.guard = None;
-                self.sending = None;
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map(Bytes::len);
+                self.watch.sent(len);
             }
-            Poll::Ready(Some(Ok(_))) => {
-                // Until the next poll, the client has data to take.
-                if let (Some(s), Some(g)) = (&self.sending, &self.guard) {
-                    s.store(g.0.now_ms() + 1, Ordering::Relaxed);
-                }
-            }
+            Poll::Ready(Some(Err(e))) => self.watch.ended(Some(e)),
+            Poll::Ready(None) => self.watch.ended(None),
             Poll::Pending => {}
         }
         r
@@ -573,6 +578,33 @@ impl Body for TrackedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Marks the connection busy until the body is finished or dropped, and notes when it has
+/// handed out data the client has not come back for.
+struct Tracked {
+    guard: Option<ActivityGuard>,
+    sending: Option<Arc<AtomicU64>>,
+}
+
+impl BodyWatch for Tracked {
+    fn polled(&mut self) {
+        if let Some(s) = &self.sending {
+            s.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn sent(&mut self, _data: Option<usize>) {
+        // Until the next poll, the client has data to take.
+        if let (Some(s), Some(g)) = (&self.sending, &self.guard) {
+            s.store(g.0.now_ms() + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn ended(&mut self, _error: Option<&BoxError>) {
+        self.guard = None;
+        self.sending = None;
     }
 }
 

@@ -271,6 +271,11 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    /// The precondition of a GET with `req` headers against a 200 with `resp` headers.
+    fn get_ok(req: &[(&str, &str)], resp: &HeaderMap) -> Precondition {
+        evaluate(&Method::GET, &h(req), StatusCode::OK, resp)
+    }
+
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
@@ -285,45 +290,24 @@ mod tests {
     #[test]
     fn if_none_match() {
         let resp = h(&[("etag", "\"abc\"")]);
-        let get = Method::GET;
         assert_eq!(
-            evaluate(
-                &get,
-                &h(&[("if-none-match", "\"abc\"")]),
-                StatusCode::OK,
-                &resp
-            ),
+            get_ok(&[("if-none-match", "\"abc\"")], &resp),
             Precondition::NotModified
         );
         assert_eq!(
-            evaluate(
-                &get,
-                &h(&[("if-none-match", "W/\"abc\"")]),
-                StatusCode::OK,
-                &resp
-            ),
+            get_ok(&[("if-none-match", "W/\"abc\"")], &resp),
             Precondition::NotModified
         );
         assert_eq!(
-            evaluate(
-                &get,
-                &h(&[("if-none-match", "\"x\", \"abc\"")]),
-                StatusCode::OK,
-                &resp
-            ),
+            get_ok(&[("if-none-match", "\"x\", \"abc\"")], &resp),
             Precondition::NotModified
         );
         assert_eq!(
-            evaluate(
-                &get,
-                &h(&[("if-none-match", "\"x\"")]),
-                StatusCode::OK,
-                &resp
-            ),
+            get_ok(&[("if-none-match", "\"x\"")], &resp),
             Precondition::Proceed
         );
         assert_eq!(
-            evaluate(&get, &h(&[("if-none-match", "*")]), StatusCode::OK, &resp),
+            get_ok(&[("if-none-match", "*")], &resp),
             Precondition::NotModified
         );
     }
@@ -334,28 +318,19 @@ mod tests {
         let resp = h(&[("last-modified", lm)]);
         let get = Method::GET;
         assert_eq!(
-            evaluate(
-                &get,
-                &h(&[("if-modified-since", lm)]),
-                StatusCode::OK,
-                &resp
-            ),
+            get_ok(&[("if-modified-since", lm)], &resp),
             Precondition::NotModified
         );
         assert_eq!(
-            evaluate(
-                &get,
-                &h(&[("if-modified-since", "Mon, 31 Dec 2029 00:00:00 GMT")]),
-                StatusCode::OK,
+            get_ok(
+                &[("if-modified-since", "Mon, 31 Dec 2029 00:00:00 GMT")],
                 &resp
             ),
             Precondition::Proceed
         );
         assert_eq!(
-            evaluate(
-                &get,
-                &h(&[("if-unmodified-since", "Mon, 31 Dec 2029 00:00:00 GMT")]),
-                StatusCode::OK,
+            get_ok(
+                &[("if-unmodified-since", "Mon, 31 Dec 2029 00:00:00 GMT")],
                 &resp
             ),
             Precondition::Failed
@@ -371,41 +346,20 @@ mod tests {
 
     #[test]
     fn if_match_is_strong() {
-        let get = Method::GET;
         assert_eq!(
-            evaluate(
-                &get,
-                &h(&[("if-match", "\"abc\"")]),
-                StatusCode::OK,
-                &h(&[("etag", "\"abc\"")])
-            ),
+            get_ok(&[("if-match", "\"abc\"")], &h(&[("etag", "\"abc\"")])),
             Precondition::Proceed
         );
         assert_eq!(
-            evaluate(
-                &get,
-                &h(&[("if-match", "\"abc\"")]),
-                StatusCode::OK,
-                &h(&[("etag", "W/\"abc\"")])
-            ),
+            get_ok(&[("if-match", "\"abc\"")], &h(&[("etag", "W/\"abc\"")])),
             Precondition::Failed
         );
         assert_eq!(
-            evaluate(
-                &get,
-                &h(&[("if-match", "\"x\"")]),
-                StatusCode::OK,
-                &h(&[("etag", "\"abc\"")])
-            ),
+            get_ok(&[("if-match", "\"x\"")], &h(&[("etag", "\"abc\"")])),
             Precondition::Failed
         );
         assert_eq!(
-            evaluate(
-                &get,
-                &h(&[("if-match", "*")]),
-                StatusCode::OK,
-                &h(&[("etag", "\"abc\"")])
-            ),
+            get_ok(&[("if-match", "*")], &h(&[("etag", "\"abc\"")])),
             Precondition::Proceed
         );
     }
@@ -413,42 +367,19 @@ mod tests {
     #[test]
     fn ranges() {
         let p = |v: &str| parse_range(&h(&[("range", v)]));
+        let r = |v: &str| resolve(&p(v).unwrap(), 100);
+        assert_eq!(r("bytes=0-9"), RangeRequest::Single(0, 10));
+        assert_eq!(r("bytes=90-"), RangeRequest::Single(90, 100));
+        assert_eq!(r("bytes=-10"), RangeRequest::Single(90, 100));
+        assert_eq!(r("bytes=-1000"), RangeRequest::Single(0, 100));
+        assert_eq!(r("bytes=50-1000"), RangeRequest::Single(50, 100));
+        assert_eq!(r("bytes=100-"), RangeRequest::Unsatisfiable);
+        assert_eq!(r("bytes=-0"), RangeRequest::Unsatisfiable);
         assert_eq!(
-            resolve(&p("bytes=0-9").unwrap(), 100),
-            RangeRequest::Single(0, 10)
-        );
-        assert_eq!(
-            resolve(&p("bytes=90-").unwrap(), 100),
-            RangeRequest::Single(90, 100)
-        );
-        assert_eq!(
-            resolve(&p("bytes=-10").unwrap(), 100),
-            RangeRequest::Single(90, 100)
-        );
-        assert_eq!(
-            resolve(&p("bytes=-1000").unwrap(), 100),
-            RangeRequest::Single(0, 100)
-        );
-        assert_eq!(
-            resolve(&p("bytes=50-1000").unwrap(), 100),
-            RangeRequest::Single(50, 100)
-        );
-        assert_eq!(
-            resolve(&p("bytes=100-").unwrap(), 100),
-            RangeRequest::Unsatisfiable
-        );
-        assert_eq!(
-            resolve(&p("bytes=-0").unwrap(), 100),
-            RangeRequest::Unsatisfiable
-        );
-        assert_eq!(
-            resolve(&p("bytes=0-1,5-6").unwrap(), 100),
+            r("bytes=0-1,5-6"),
             RangeRequest::Multi(vec![(0, 2), (5, 7)])
         );
-        assert_eq!(
-            resolve(&p("bytes=0-5,3-9").unwrap(), 100),
-            RangeRequest::Single(0, 10)
-        );
+        assert_eq!(r("bytes=0-5,3-9"), RangeRequest::Single(0, 10));
         assert_eq!(p("bytes=5-1"), None);
         assert_eq!(p("items=0-1"), None);
         assert_eq!(p("bytes=a-b"), None);

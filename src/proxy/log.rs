@@ -1,21 +1,17 @@
 //! Phase `log`: one access-log line and the request's metrics, written when its body ends,
 //! fails or is dropped (so bytes and duration are what the client really got).
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Method, Response, header};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::UnsyncBoxBody;
+use http_body::Body;
 use tokio::time::Instant;
 
 use super::body::empty;
 use crate::cache::ContentKind;
 use crate::cmcd::Cmcd;
-use crate::server::{BoxError, ConnInfo, ResponseBody};
+use crate::server::{BodyWatch, BoxError, ConnInfo, ResponseBody, Watched};
 
 /// How a request was answered, for metrics, logs and `Cache-Status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,12 +94,15 @@ pub fn log(mut response: Response<ResponseBody>, mut out: Outcome) -> Response<R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let body = std::mem::replace(response.body_mut(), empty());
-    *response.body_mut() = UnsyncBoxBody::new(LoggedBody {
-        inner: body,
-        bytes: 0,
-        expected,
-        log: Some((out, status)),
-    });
+    let log = Some((out, status));
+    *response.body_mut() = Watched::boxed(
+        body,
+        Logged {
+            bytes: 0,
+            expected,
+            log,
+        },
+    );
     response
 }
 
@@ -141,54 +140,27 @@ fn emit(out: &Outcome, status: u16, bytes: u64, body_error: Option<&str>) {
 }
 
 /// Counts body bytes and writes the access line when the body ends, fails or is dropped.
-struct LoggedBody {
-    inner: ResponseBody,
+struct Logged {
     bytes: u64,
     /// The declared length: hyper may drop a body as soon as it has sent that many bytes.
     expected: Option<u64>,
     log: Option<(Outcome, u16)>,
 }
 
-impl Body for LoggedBody {
-    type Data = Bytes;
-    type Error = BoxError;
+impl BodyWatch for Logged {
+    fn sent(&mut self, data: Option<usize>) {
+        self.bytes += data.unwrap_or(0) as u64;
+    }
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(d) = frame.data_ref() {
-                    self.bytes += d.len() as u64;
-                }
-            }
-            Poll::Ready(Some(Err(e))) => {
-                if let Some((out, status)) = self.log.take() {
-                    emit(&out, status, self.bytes, Some(&e.to_string()));
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some((out, status)) = self.log.take() {
-                    emit(&out, status, self.bytes, None);
-                }
-            }
-            Poll::Pending => {}
+    fn ended(&mut self, error: Option<&BoxError>) {
+        if let Some((out, status)) = self.log.take() {
+            let error = error.map(ToString::to_string);
+            emit(&out, status, self.bytes, error.as_deref());
         }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
-impl Drop for LoggedBody {
+impl Drop for Logged {
     fn drop(&mut self) {
         if let Some((out, status)) = self.log.take() {
             let complete = self.expected.is_some_and(|e| self.bytes >= e);

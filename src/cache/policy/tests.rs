@@ -20,24 +20,56 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     h
 }
 
-fn decide_for(status: u16, resp: &[(&str, &str)], kind: ContentKind) -> Result<Freshness, Refusal> {
+/// One exchange to decide on: a response to a request without credentials, received now,
+/// unless a test says otherwise.
+struct Case {
+    req: HeaderMap,
+    resp: HeaderMap,
+    status: u16,
+    kind: ContentKind,
+    request_time: SystemTime,
+    response_time: SystemTime,
+    media: Option<MediaTiming>,
+}
+
+fn case(resp: &[(&str, &str)], kind: ContentKind) -> Case {
     let now = SystemTime::now();
-    let req = HeaderMap::new();
-    let h = headers(resp);
-    decide(
-        &Exchange {
-            request_headers: &req,
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: &h,
-            kind,
-            request_time: now,
-            response_time: now,
-            received_at: Instant::now(),
-            media: None,
-        },
-        &cfg(),
-    )
-    .store
+    Case {
+        req: HeaderMap::new(),
+        resp: headers(resp),
+        status: 200,
+        kind,
+        request_time: now,
+        response_time: now,
+        media: None,
+    }
+}
+
+impl Case {
+    fn decide(&self) -> Result<Freshness, Refusal> {
+        decide(
+            &Exchange {
+                request_headers: &self.req,
+                status: StatusCode::from_u16(self.status).unwrap(),
+                headers: &self.resp,
+                kind: self.kind,
+                request_time: self.request_time,
+                response_time: self.response_time,
+                received_at: Instant::now(),
+                media: self.media,
+            },
+            &cfg(),
+        )
+        .store
+    }
+}
+
+fn decide_for(status: u16, resp: &[(&str, &str)], kind: ContentKind) -> Result<Freshness, Refusal> {
+    Case {
+        status,
+        ..case(resp, kind)
+    }
+    .decide()
 }
 
 #[test]
@@ -223,29 +255,18 @@ fn heuristic_from_last_modified() {
 #[test]
 fn age_arithmetic() {
     let now = SystemTime::now();
-    let req = HeaderMap::new();
-    let h = headers(&[
+    let date = httpdate::fmt_http_date(now - Duration::from_secs(10));
+    let resp = [
         ("cache-control", "max-age=100"),
         ("age", "30"),
-        (
-            "date",
-            &httpdate::fmt_http_date(now - Duration::from_secs(10)),
-        ),
-    ]);
-    let f = decide(
-        &Exchange {
-            request_headers: &req,
-            status: StatusCode::OK,
-            headers: &h,
-            kind: ContentKind::Other,
-            request_time: now - Duration::from_secs(2),
-            response_time: now,
-            received_at: Instant::now(),
-            media: None,
-        },
-        &cfg(),
-    )
-    .store
+        ("date", &date),
+    ];
+    let f = Case {
+        request_time: now - Duration::from_secs(2),
+        response_time: now,
+        ..case(&resp, ContentKind::Other)
+    }
+    .decide()
     .unwrap();
     // max(apparent 10, age 30 + delay 2) = 32
     assert_eq!(f.initial_age.as_secs(), 32);
@@ -262,25 +283,14 @@ fn date_resolution_is_not_age() {
     // Received 0.9 s into the second the origin stamped: not 0.9 s old.
     let date = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let response_time = date + Duration::from_millis(900);
-    let req = HeaderMap::new();
-    let h = headers(&[
-        ("cache-control", "max-age=1"),
-        ("date", &httpdate::fmt_http_date(date)),
-    ]);
-    let f = decide(
-        &Exchange {
-            request_headers: &req,
-            status: StatusCode::OK,
-            headers: &h,
-            kind: ContentKind::Manifest,
-            request_time: response_time,
-            response_time,
-            received_at: Instant::now(),
-            media: None,
-        },
-        &cfg(),
-    )
-    .store
+    let date = httpdate::fmt_http_date(date);
+    let resp = [("cache-control", "max-age=1"), ("date", &date)];
+    let f = Case {
+        request_time: response_time,
+        response_time,
+        ..case(&resp, ContentKind::Manifest)
+    }
+    .decide()
     .unwrap();
     assert_eq!(f.initial_age, Duration::ZERO);
     assert!(f.is_fresh(f.stored_at + Duration::from_millis(900)));
@@ -288,24 +298,12 @@ fn date_resolution_is_not_age() {
 
 #[test]
 fn authorization_needs_explicit_permission() {
-    let now = SystemTime::now();
-    let req = headers(&[("authorization", "Bearer x")]);
     let run = |cc: &str| {
-        let h = headers(&[("cache-control", cc)]);
-        decide(
-            &Exchange {
-                request_headers: &req,
-                status: StatusCode::OK,
-                headers: &h,
-                kind: ContentKind::Segment,
-                request_time: now,
-                response_time: now,
-                received_at: Instant::now(),
-                media: None,
-            },
-            &cfg(),
-        )
-        .store
+        Case {
+            req: headers(&[("authorization", "Bearer x")]),
+            ..case(&[("cache-control", cc)], ContentKind::Segment)
+        }
+        .decide()
     };
     assert_eq!(run("max-age=60"), Err(Refusal::Authorization));
     assert!(run("max-age=60, public").is_ok());
@@ -348,29 +346,15 @@ fn stale_defaults_by_kind() {
 
 #[test]
 fn live_manifest_cap() {
-    let now = SystemTime::now();
-    let req = HeaderMap::new();
-    let h = headers(&[(
-        "cache-control",
-        "max-age=60, stale-while-revalidate=60, stale-if-error=600",
-    )]);
-    let f = decide(
-        &Exchange {
-            request_headers: &req,
-            status: StatusCode::OK,
-            headers: &h,
-            kind: ContentKind::Manifest,
-            request_time: now,
-            response_time: now,
-            received_at: Instant::now(),
-            media: Some(MediaTiming {
-                lifetime: Some(Duration::from_secs(1)),
-                cap: Some(Duration::from_secs(2)),
-            }),
-        },
-        &cfg(),
-    )
-    .store
+    let cc = "max-age=60, stale-while-revalidate=60, stale-if-error=600";
+    let f = Case {
+        media: Some(MediaTiming {
+            lifetime: Some(Duration::from_secs(1)),
+            cap: Some(Duration::from_secs(2)),
+        }),
+        ..case(&[("cache-control", cc)], ContentKind::Manifest)
+    }
+    .decide()
     .unwrap();
     assert_eq!(
         f.lifetime,
