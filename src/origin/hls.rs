@@ -18,6 +18,7 @@
 use std::fmt::Write as _;
 
 use super::clock::{self, Micros};
+use crate::syntax::hls_attr;
 
 /// Playlist-level tags that stay in a live playlist.
 const KEPT_HEADER_TAGS: &[&str] = &[
@@ -230,13 +231,16 @@ impl MediaPlaylist {
                 if seg.lines.iter().any(|l| l.starts_with("#EXT-X-BYTERANGE")) {
                     return None;
                 }
-                let map = seg.state.iter().find(|l| l.starts_with("#EXT-X-MAP:"))?;
-                if attribute(map, "BYTERANGE").is_some() {
+                let map = seg
+                    .state
+                    .iter()
+                    .find_map(|l| l.strip_prefix("#EXT-X-MAP:"))?;
+                if hls_attr(map, "BYTERANGE").is_some() {
                     return None;
                 }
                 Some(Fmp4Segment {
                     uri: uri.clone(),
-                    init: attribute(map, "URI")?.to_owned(),
+                    init: hls_attr(map, "URI")?.to_owned(),
                 })
             })
             .collect()
@@ -377,30 +381,6 @@ impl MediaPlaylist {
             changed_at,
         }
     }
-}
-
-/// The value of `name` in an attribute list (`#EXT-X-MAP:URI="a",BYTERANGE="1@0"`),
-/// quotes removed.
-fn attribute<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    let (_, list) = line.split_once(':')?;
-    let mut rest = list;
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once('=')?;
-        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
-            let end = quoted.find('"')?;
-            (
-                &quoted[..end],
-                quoted[end + 1..].strip_prefix(',').unwrap_or(""),
-            )
-        } else {
-            after.split_once(',').unwrap_or((after, ""))
-        };
-        if key.trim() == name {
-            return Some(value);
-        }
-        rest = next;
-    }
-    None
 }
 
 #[cfg(test)]
@@ -671,17 +651,6 @@ mod tests {
             MediaPlaylist::parse(ranged_map).unwrap().fmp4_segments(),
             None
         );
-    }
-
-    #[test]
-    fn attribute_lists() {
-        let l = "#EXT-X-KEY:METHOD=AES-128,URI=\"k,1\",IV=0x1";
-        assert_eq!(attribute(l, "METHOD"), Some("AES-128"));
-        assert_eq!(attribute(l, "URI"), Some("k,1"));
-        assert_eq!(attribute(l, "IV"), Some("0x1"));
-        assert_eq!(attribute(l, "KEYFORMAT"), None);
-        assert_eq!(attribute("#EXT-X-MAP:URI=\"unterminated", "URI"), None);
-        assert_eq!(attribute("#EXT-X-MAP", "URI"), None);
     }
 
     #[test]
