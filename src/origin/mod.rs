@@ -93,8 +93,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_RANGES, ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
+    ACCEPT_RANGES, ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -106,6 +105,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::cache::conditional::{self, RangeRequest};
 use clock::{LiveClock, Micros};
 use files::Entity;
 
@@ -513,44 +513,40 @@ impl Origin {
     }
 }
 
+/// The response to a GET or HEAD for `e`: 304 when the client's validators match, 206 for a
+/// single satisfiable range, 416 for an unsatisfiable one, else the whole entity. Several
+/// ranges get the whole entity too, which RFC 9110 allows.
 fn entity_response(e: Entity, head: bool, req: &HeaderMap) -> Response<Full<Bytes>> {
-    let not_modified = match req.get(IF_NONE_MATCH) {
-        Some(inm) => etag_matches(inm, &e.etag),
-        None => req
-            .get(IF_MODIFIED_SINCE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok())
-            .is_some_and(|since| e.modified <= since),
-    };
+    let mut validators = HeaderMap::with_capacity(2);
+    validators.insert(ETAG, e.etag.clone());
+    validators.insert(LAST_MODIFIED, e.last_modified.clone());
     let total = e.body.len() as u64;
-    let mut status = StatusCode::OK;
-    let mut body = e.body;
-    let mut content_range = None;
-    if not_modified {
-        status = StatusCode::NOT_MODIFIED;
-        body = Bytes::new();
-    } else if let Some(range) = req
-        .get(RANGE)
-        .filter(|_| {
-            req.get(IF_RANGE)
-                .is_none_or(|v| v.as_bytes() == e.etag.as_bytes())
-        })
-        .and_then(|r| byte_range(r, total))
-    {
-        match range {
-            Some((first, last)) => {
-                status = StatusCode::PARTIAL_CONTENT;
-                // Both are below `total`, which is a usize.
-                body = body.slice(first as usize..=last as usize);
-                content_range = Some(format!("bytes {first}-{last}/{total}"));
-            }
-            None => {
-                status = StatusCode::RANGE_NOT_SATISFIABLE;
-                body = Bytes::new();
-                content_range = Some(format!("bytes */{total}"));
-            }
-        }
-    }
+    let range = if conditional::not_modified(req, &validators) {
+        None
+    } else {
+        Some(
+            conditional::parse_range(req)
+                .filter(|specs| specs.len() == 1 && conditional::if_range_allows(req, &validators))
+                .map_or(RangeRequest::Full, |specs| {
+                    conditional::resolve(&specs, total)
+                }),
+        )
+    };
+    let (status, mut body, content_range) = match range {
+        None => (StatusCode::NOT_MODIFIED, Bytes::new(), None),
+        // Both ends are within the body, whose length is a usize.
+        Some(RangeRequest::Single(start, end)) => (
+            StatusCode::PARTIAL_CONTENT,
+            e.body.slice(start as usize..end as usize),
+            Some(format!("bytes {start}-{}/{total}", end - 1)),
+        ),
+        Some(RangeRequest::Unsatisfiable) => (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            Bytes::new(),
+            Some(format!("bytes */{total}")),
+        ),
+        Some(RangeRequest::Full | RangeRequest::Multi(_)) => (StatusCode::OK, e.body, None),
+    };
     let len = body.len() as u64;
     if head {
         body = Bytes::new();
@@ -568,55 +564,8 @@ fn entity_response(e: Entity, head: bool, req: &HeaderMap) -> Response<Full<Byte
     if let Some(v) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
         h.insert(CONTENT_RANGE, v);
     }
-    h.insert(ETAG, e.etag);
-    h.insert(LAST_MODIFIED, e.last_modified);
+    h.extend(validators);
     r
-}
-
-/// A single `bytes=` range of an entity `total` bytes long:
-/// `Some(Some((first, last)))` to serve, `Some(None)` when it cannot be
-/// satisfied (416), `None` to ignore the header and serve everything (what
-/// RFC 9110 asks for syntax it does not understand; multiple ranges are
-/// answered whole too, which is allowed).
-fn byte_range(header: &HeaderValue, total: u64) -> Option<Option<(u64, u64)>> {
-    let spec = header.to_str().ok()?.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (first, last) = spec.split_once('-')?;
-    let (first, last) = (first.trim(), last.trim());
-    let number = |s: &str| -> Option<u64> {
-        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        s.parse().ok()
-    };
-    Some(if first.is_empty() {
-        let suffix = number(last)?;
-        (suffix > 0 && total > 0).then(|| (total.saturating_sub(suffix), total - 1))
-    } else {
-        let first = number(first)?;
-        let last = if last.is_empty() {
-            u64::MAX
-        } else {
-            number(last)?
-        };
-        if last < first {
-            return None;
-        }
-        (first < total).then(|| (first, last.min(total - 1)))
-    })
-}
-
-/// `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2).
-fn etag_matches(header: &HeaderValue, etag: &HeaderValue) -> bool {
-    let Ok(list) = header.to_str() else {
-        return false;
-    };
-    let ours = etag.as_bytes();
-    list.split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours)
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
@@ -631,6 +580,8 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
+    use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, RANGE};
+
     use super::*;
 
     fn origin(window: usize) -> Origin {
@@ -763,14 +714,29 @@ mod tests {
         ] {
             assert_eq!(ask(ignored).status(), StatusCode::OK, "{ignored}");
         }
-        assert_eq!(
-            byte_range(&HeaderValue::from_static("bytes=-0"), 10),
-            Some(None)
-        );
-        assert_eq!(
-            byte_range(&HeaderValue::from_static("bytes=0-"), 0),
-            Some(None)
-        );
+        let resolved = |range: &'static str, len| {
+            let mut h = HeaderMap::new();
+            h.insert(RANGE, HeaderValue::from_static(range));
+            conditional::resolve(&conditional::parse_range(&h).unwrap(), len)
+        };
+        assert_eq!(resolved("bytes=-0", 10), RangeRequest::Unsatisfiable);
+        assert_eq!(resolved("bytes=0-", 0), RangeRequest::Unsatisfiable);
+        // If-Range: the range applies while the entity is the one the client names.
+        let whole = get(&o, "/vod/hls/seg-1-001.m4s");
+        for (validator, status) in [
+            (whole.headers()[ETAG].clone(), StatusCode::PARTIAL_CONTENT),
+            (
+                whole.headers()[LAST_MODIFIED].clone(),
+                StatusCode::PARTIAL_CONTENT,
+            ),
+            (HeaderValue::from_static("\"other\""), StatusCode::OK),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(RANGE, HeaderValue::from_static("bytes=0-9"));
+            h.insert(IF_RANGE, validator.clone());
+            let r = o.respond(&Method::GET, "/vod/hls/seg-1-001.m4s", &h);
+            assert_eq!(r.status(), status, "{validator:?}");
+        }
     }
 
     #[test]
