@@ -22,6 +22,7 @@
 //! [`proxy`] (the phases), [`cache`] (store, policy, in-flight table), [`upstream`] (origins,
 //! ring, health), [`compress`], [`metrics`], [`admin`], [`origin`] (the synthetic origin).
 
+mod accept;
 mod admin;
 pub mod cache;
 pub mod cmcd;
@@ -38,7 +39,6 @@ mod proxy;
 mod run;
 mod server;
 pub mod signing;
-pub mod syntax;
 pub mod target;
 pub mod tls;
 pub mod upstream;

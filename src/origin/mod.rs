@@ -105,6 +105,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::accept::Acceptor;
 use crate::cache::conditional::{self, RangeRequest};
 use clock::{LiveClock, Micros};
 use files::Entity;
@@ -172,46 +173,42 @@ pub async fn serve_with_live_start(
         }
     };
     let origin = Arc::new(Origin::new(loaded, &opts, live_start));
+    serve_connections(listener, origin, shutdown).await;
+    Ok(())
+}
 
+/// Accepts and serves connections until `shutdown` resolves; then in-flight requests may finish
+/// and idle keep-alive connections close at once, and a client that holds on longer than
+/// [`SHUTDOWN_GRACE`] is cut off rather than waited for.
+async fn serve_connections(
+    listener: TcpListener,
+    origin: Arc<Origin>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
-
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    // Playlists and small segments are latency-bound; don't
-                    // let Nagle hold the last packet of a response.
-                    let _ = stream.set_nodelay(true);
-                    let origin = origin.clone();
-                    let service = service_fn(move |req| {
-                        let origin = origin.clone();
-                        async move { Ok::<_, Infallible>(origin.handle(req).await) }
-                    });
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    connections.spawn(graceful.watch(conn));
-                }
-                Err(e) => {
-                    // Typically EMFILE under load: back off instead of spinning.
-                    tracing::warn!(error = %e, "origin: accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
+    // Accept errors are logged, not counted: the edge's metrics are not the origin's.
+    let mut acceptor = Acceptor::new(listener, "origin", || {});
+    while let Some((stream, _)) = acceptor.next(shutdown.as_mut()).await {
+        // Connections that have ended are let go of as new ones come.
+        while connections.try_join_next().is_some() {}
+        let origin = origin.clone();
+        let service = service_fn(move |req| {
+            let origin = origin.clone();
+            async move { Ok::<_, Infallible>(origin.handle(req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        connections.spawn(graceful.watch(conn));
     }
-    drop(listener);
-    // In-flight requests may finish and idle keep-alive connections close at
-    // once; a client that holds on longer is cut off rather than waited for.
+    drop(acceptor);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
     connections.shutdown().await;
-    Ok(())
 }
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
