@@ -40,7 +40,6 @@ impl Origin {
         let mut inits = Inits::new();
         let mut preroll: Micros = 0;
         for key in manifests {
-            let dir = key.rfind('/').map_or("", |i| &key[..=i]).to_owned();
             let Some(text) = origin
                 .files
                 .get(&key)
@@ -49,9 +48,9 @@ impl Origin {
                 continue;
             };
             let needs = if key.to_ascii_lowercase().ends_with(".m3u8") {
-                origin.add_live_hls(key, &dir, &text, &mut inits)
+                origin.add_live_hls(key, &text, &mut inits)
             } else {
-                origin.add_live_dash(key, &dir, &text, &mut inits)
+                origin.add_live_dash(key, &text, &mut inits)
             };
             preroll = preroll.max(needs.unwrap_or(0));
         }
@@ -61,28 +60,22 @@ impl Origin {
 
     /// Makes the media playlist `key` live, in loop directories when every segment can be
     /// retimed; the pre-roll its window needs, or `None` if it is no media playlist.
-    fn add_live_hls(
-        &mut self,
-        key: String,
-        dir: &str,
-        text: &str,
-        inits: &mut Inits,
-    ) -> Option<Micros> {
+    fn add_live_hls(&mut self, key: String, text: &str, inits: &mut Inits) -> Option<Micros> {
+        let dir = directory(&key);
         let mut p = hls::MediaPlaylist::parse(text)?;
-        let segments = p.fmp4_segments().and_then(|segs| {
+        let pairs = p.fmp4_segments().and_then(|segs| {
             segs.iter()
                 .map(|s| {
-                    let init = paths::join_plain(dir, &s.init)?;
-                    let seg = paths::join_plain(dir, &s.uri)?;
-                    let sites = self.sites(&seg, &init, inits)?;
-                    Some((seg, sites))
+                    Some((
+                        paths::join_plain(&dir, &s.uri)?,
+                        paths::join_plain(&dir, &s.init)?,
+                    ))
                 })
-                .collect::<Option<Vec<_>>>()
+                .collect()
         });
-        if let Some(segments) = segments {
-            for (seg, sites) in segments {
-                self.looped.entry(seg.clone()).or_insert(p.loop_duration());
-                self.add_retimable(seg, sites);
+        if let Some(segments) = pairs.and_then(|pairs| self.retime_all(pairs, inits)) {
+            for seg in segments {
+                self.looped.entry(seg).or_insert(p.loop_duration());
             }
             p.use_loop_dirs();
         }
@@ -94,29 +87,20 @@ impl Origin {
 
     /// Makes the MPD `key` live, on the continuous timeline when every `$Number$` segment can
     /// be retimed; the pre-roll its time-shift buffer needs, or `None` if it cannot loop.
-    fn add_live_dash(
-        &mut self,
-        key: String,
-        dir: &str,
-        text: &str,
-        inits: &mut Inits,
-    ) -> Option<Micros> {
-        let mut m = dash::LiveMpd::parse(text, dir)?;
+    fn add_live_dash(&mut self, key: String, text: &str, inits: &mut Inits) -> Option<Micros> {
+        let dir = directory(&key);
+        let mut m = dash::LiveMpd::parse(text, &dir)?;
         let mut shift = None;
         if m.can_be_continuous() {
-            let segments = m
+            let pairs: Option<Vec<_>> = m
                 .aliases()
                 .iter()
-                .flat_map(|a| a.keys().map(move |k| (k, a.init.clone())))
-                .map(|(seg, init)| {
-                    let sites = self.sites(&seg, init.as_deref()?, inits)?;
-                    Some((seg, sites))
-                })
-                .collect::<Option<Vec<_>>>();
-            if let Some(segments) = segments {
-                for (seg, sites) in segments {
-                    self.add_retimable(seg, sites);
-                }
+                .flat_map(|a| a.keys().map(move |k| Some((k, a.init.clone()?))))
+                .collect();
+            if pairs
+                .and_then(|pairs| self.retime_all(pairs, inits))
+                .is_some()
+            {
                 m.use_continuous_timeline();
                 shift = Some(m.loop_duration());
             }
@@ -138,10 +122,29 @@ impl Origin {
         mp4::sites(&self.files.get(seg)?.body, timescales)
     }
 
-    fn add_retimable(&mut self, key: String, sites: Vec<mp4::Site>) {
-        self.retimable
-            .entry(key)
-            .or_insert_with(|| Retimable::new(sites));
+    /// Makes every (segment, initialisation segment) pair retimable, if all of them are
+    /// fragmented MP4 whose decode times can be found: the segments, or `None` and nothing
+    /// changed when one cannot.
+    fn retime_all(
+        &mut self,
+        pairs: Vec<(String, String)>,
+        inits: &mut Inits,
+    ) -> Option<Vec<String>> {
+        let found = pairs
+            .into_iter()
+            .map(|(seg, init)| {
+                let sites = self.sites(&seg, &init, inits)?;
+                Some((seg, sites))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let mut segments = Vec::with_capacity(found.len());
+        for (seg, sites) in found {
+            self.retimable
+                .entry(seg.clone())
+                .or_insert_with(|| Retimable::new(sites));
+            segments.push(seg);
+        }
+        Some(segments)
     }
 
     /// Starts the live clock `preroll` before `live_start`, so every window is full at once.
@@ -170,4 +173,9 @@ fn index(loaded: Vec<files::Loaded>) -> (HashMap<String, Entity>, Vec<String>) {
     }
     manifests.sort();
     (files, manifests)
+}
+
+/// The directory of a file key, as a key prefix (`""` or `"a/b/"`) that relative URIs join.
+fn directory(key: &str) -> String {
+    key.rfind('/').map_or("", |i| &key[..=i]).to_owned()
 }
