@@ -74,6 +74,18 @@
 //! keep-alive, and HTTP/2 with prior knowledge, over plain TCP) with
 //! `TCP_NODELAY`. The only locks on the request path guard a live rendering
 //! or a retimed segment for the moment it takes to clone it.
+//!
+//! What the edge also needs is the edge's own code, not a copy: the accept
+//! loop (`crate::accept`), preconditions and ranges (`cache::conditional`),
+//! percent-decoding (`crate::percent`), HLS attributes and ISO 8601 durations
+//! (`crate::syntax`).
+//!
+//! # Files
+//!
+//! Here: options, `serve` and the connection loop. `setup` builds the origin
+//! from the files (`files`, the embedded demo in `media`); `respond` answers a
+//! request (`paths` says which file it names); `live` renders the live views
+//! (`hls`, `dash`) on the `clock` and retimes segments (`mp4`).
 
 mod clock;
 mod dash;
