@@ -14,7 +14,7 @@ pub fn decode_form(s: &str) -> String {
 
 /// Decodes `%XX` escapes exactly: `None` for an invalid escape or bytes that are not UTF-8,
 /// where a guess would name another file than the one asked for.
-pub fn decode_strict(s: &str) -> Option<String> {
+pub(crate) fn decode_strict(s: &str) -> Option<String> {
     String::from_utf8(decode_bytes(s, false, true)?).ok()
 }
 

@@ -27,17 +27,17 @@ pub fn hls_attr<'a>(list: &'a str, key: &str) -> Option<&'a str> {
 
 /// An ISO 8601 duration as DASH writes them: `PT2S`, `PT0.5S`, `PT1M30S`, `P1DT2H`, `P1W`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct IsoDuration {
+pub(crate) struct IsoDuration {
     /// The length in seconds, unrounded, so each reader picks its own precision.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// No component is written (`P`, `PT`): xs:duration forbids that, a lenient reader takes
     /// it as zero.
-    pub empty: bool,
+    pub(crate) empty: bool,
 }
 
 /// Parses an ISO 8601 duration. Years and months have no fixed length, so they are refused
 /// rather than guessed.
-pub fn parse_iso8601(s: &str) -> Option<IsoDuration> {
+pub(crate) fn parse_iso8601(s: &str) -> Option<IsoDuration> {
     let rest = s.trim().strip_prefix('P')?;
     let (date, time) = rest.split_once('T').unwrap_or((rest, ""));
     let mut d = IsoDuration {

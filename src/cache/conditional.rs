@@ -1,5 +1,5 @@
 //! Client preconditions (RFC 9110 §13) and byte ranges (§14), evaluated against the response
-//! the edge is about to send.
+//! the edge (or the synthetic origin) is about to send.
 
 use std::time::SystemTime;
 
@@ -139,7 +139,7 @@ pub fn evaluate(
 /// Whether a GET or HEAD gets 304 for the representation `headers` describe (its `ETag` and
 /// `Last-Modified`): what [`evaluate`] decides once `If-Match` and `If-Unmodified-Since` have
 /// passed, for a server (the synthetic origin) that does not evaluate those.
-pub fn not_modified(request: &HeaderMap, headers: &HeaderMap) -> bool {
+pub(crate) fn not_modified(request: &HeaderMap, headers: &HeaderMap) -> bool {
     let etag = headers.get(ETAG).and_then(|v| v.to_str().ok());
     client_has(request, etag, http_date(headers, LAST_MODIFIED))
 }
