@@ -22,6 +22,7 @@
 //! [`proxy`] (the phases), [`cache`] (store, policy, in-flight table), [`upstream`] (origins,
 //! ring, health), [`compress`], [`metrics`], [`admin`], [`origin`] (the synthetic origin).
 
+mod accept;
 mod admin;
 pub mod cache;
 pub mod cmcd;

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::syntax::{hls_attr, iso8601_duration};
+
 /// What a playlist or MPD tells the cache.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ManifestInfo {
@@ -88,28 +90,6 @@ pub fn parse(body: &[u8]) -> Option<ManifestInfo> {
 fn secs(s: &str) -> Option<Duration> {
     let v: f64 = s.trim().parse().ok()?;
     (0.0..1e7).contains(&v).then(|| Duration::from_secs_f64(v))
-}
-
-/// Attribute value from an HLS attribute list (`KEY=VALUE,KEY="quoted"`).
-pub fn hls_attr<'a>(list: &'a str, key: &str) -> Option<&'a str> {
-    let mut rest = list;
-    while !rest.is_empty() {
-        let eq = rest.find('=')?;
-        let name = rest[..eq].trim().trim_start_matches(',').trim();
-        let after = &rest[eq + 1..];
-        let (value, next) = if let Some(q) = after.strip_prefix('"') {
-            let end = q.find('"')?;
-            (&q[..end], &q[end + 1..])
-        } else {
-            let end = after.find(',').unwrap_or(after.len());
-            (&after[..end], &after[end..])
-        };
-        if name == key {
-            return Some(value);
-        }
-        rest = next.trim_start_matches(',');
-    }
-    None
 }
 
 fn parse_hls(text: &str) -> ManifestInfo {
@@ -222,57 +202,6 @@ fn parse_mpd(text: &str) -> ManifestInfo {
     info
 }
 
-/// ISO 8601 durations as used by DASH: `PT2S`, `PT0.5S`, `PT1M30S`, `P1DT2H`.
-pub fn iso8601_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let rest = s.strip_prefix('P')?;
-    let (date, time) = match rest.split_once('T') {
-        Some((d, t)) => (d, t),
-        None => (rest, ""),
-    };
-    let mut total = 0f64;
-    let mut num = String::new();
-    for c in date.chars() {
-        match c {
-            '0'..='9' | '.' => num.push(c),
-            'D' => {
-                total += num.parse::<f64>().ok()? * 86400.0;
-                num.clear();
-            }
-            'W' => {
-                total += num.parse::<f64>().ok()? * 7.0 * 86400.0;
-                num.clear();
-            }
-            _ => return None,
-        }
-    }
-    if !num.is_empty() {
-        return None;
-    }
-    for c in time.chars() {
-        match c {
-            '0'..='9' | '.' => num.push(c),
-            'H' => {
-                total += num.parse::<f64>().ok()? * 3600.0;
-                num.clear();
-            }
-            'M' => {
-                total += num.parse::<f64>().ok()? * 60.0;
-                num.clear();
-            }
-            'S' => {
-                total += num.parse::<f64>().ok()?;
-                num.clear();
-            }
-            _ => return None,
-        }
-    }
-    if !num.is_empty() || !(0.0..=1e9).contains(&total) {
-        return None;
-    }
-    Some(Duration::from_secs_f64(total))
-}
-
 /// Resolves a URI from a manifest against the manifest's path (origin-relative only:
 /// absolute URLs to other hosts are not ours to prefetch).
 pub fn resolve(base_path: &str, uri: &str) -> Option<String> {
@@ -377,17 +306,6 @@ mod tests {
             i.lifetime(Duration::from_secs(600), Duration::from_secs(2)),
             Some(Duration::from_secs(600))
         );
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(iso8601_duration("PT2S"), Some(Duration::from_secs(2)));
-        assert_eq!(iso8601_duration("PT0.5S"), Some(Duration::from_millis(500)));
-        assert_eq!(iso8601_duration("PT1M30S"), Some(Duration::from_secs(90)));
-        assert_eq!(iso8601_duration("P1DT1H"), Some(Duration::from_secs(90000)));
-        assert_eq!(iso8601_duration("2S"), None);
-        assert_eq!(iso8601_duration("PT2X"), None);
-        assert_eq!(iso8601_duration("PT"), Some(Duration::ZERO));
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::accept::Acceptor;
 use crate::config::ServerConfig;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -97,27 +98,8 @@ impl Server {
         handler: H,
     ) {
         let mut shutdown = self.shutdown.clone();
-        let mut errors = AcceptErrors::default();
-        loop {
-            let (stream, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(x) => {
-                        errors.recovered();
-                        x
-                    }
-                    Err(e) => {
-                        // EMFILE and friends: back off (up to a second) instead of spinning,
-                        // and say so once in a while instead of every time.
-                        let pause = errors.failed(&e);
-                        tokio::select! {
-                            _ = tokio::time::sleep(pause) => {}
-                            _ = stopped(&mut shutdown) => return,
-                        }
-                        continue;
-                    }
-                },
-                _ = stopped(&mut shutdown) => return,
-            };
+        let mut acceptor = Acceptor::new(listener, "client", crate::metrics::accept_error);
+        while let Some((stream, peer)) = acceptor.next(stopped(&mut shutdown)).await {
             let accepted = Instant::now();
             // The permit is taken after accept: the listeners share the limit, and one idle
             // in accept must not hold a permit (with a limit below the number of listeners,
@@ -130,7 +112,6 @@ impl Server {
                 },
                 _ = stopped(&mut shutdown) => return,
             };
-            let _ = stream.set_nodelay(true);
             let server = self.clone();
             let tls = tls.clone();
             let handler = handler.clone();
@@ -315,36 +296,6 @@ enum Verdict {
     /// No request in flight for `idle_timeout`.
     Idle,
     Busy,
-}
-
-/// Accept failures (EMFILE, ENFILE, ENOBUFS...): a growing pause, and a warning at most every
-/// ten seconds with the count since the last one.
-#[derive(Default)]
-struct AcceptErrors {
-    streak: u32,
-    unreported: u64,
-    last_warning: Option<Instant>,
-}
-
-impl AcceptErrors {
-    fn failed(&mut self, e: &std::io::Error) -> Duration {
-        self.streak = self.streak.saturating_add(1);
-        self.unreported += 1;
-        if self
-            .last_warning
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-        {
-            tracing::warn!(error = %e, failures = self.unreported, "accept failed (at the file-descriptor limit?); backing off");
-            self.unreported = 0;
-            self.last_warning = Some(Instant::now());
-        }
-        crate::metrics::accept_error();
-        Duration::from_millis(10 << self.streak.min(7)).min(Duration::from_secs(1))
-    }
-
-    fn recovered(&mut self) {
-        self.streak = 0;
-    }
 }
 
 /// Raises the soft limit on open files (RLIMIT_NOFILE) to the hard limit and returns how many
@@ -611,25 +562,4 @@ impl BodyWatch for Tracked {
 /// Resolves once shutdown has been signalled.
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn accept_errors_back_off_and_warn_now_and_then() {
-        let mut errors = AcceptErrors::default();
-        let e = std::io::Error::from_raw_os_error(libc::EMFILE);
-        let pauses: Vec<Duration> = (0..10).map(|_| errors.failed(&e)).collect();
-        assert_eq!(pauses[0], Duration::from_millis(20));
-        assert!(pauses.windows(2).all(|w| w[0] <= w[1]), "{pauses:?}");
-        assert_eq!(pauses[9], Duration::from_secs(1));
-        assert_eq!(errors.unreported, 9, "one warning for ten failures");
-        tokio::time::advance(Duration::from_secs(10)).await;
-        errors.failed(&e);
-        assert_eq!(errors.unreported, 0, "a warning again after ten seconds");
-        errors.recovered();
-        assert_eq!(errors.failed(&e), Duration::from_millis(20));
-    }
 }

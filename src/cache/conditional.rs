@@ -1,5 +1,5 @@
 //! Client preconditions (RFC 9110 §13) and byte ranges (§14), evaluated against the response
-//! the edge is about to send.
+//! the edge (or the synthetic origin) is about to send.
 
 use std::time::SystemTime;
 
@@ -126,21 +126,41 @@ pub fn evaluate(
     }
 
     let safe = method == Method::GET || method == Method::HEAD;
-    if let Some(inm) = header_str(request, IF_NONE_MATCH) {
-        if etag.is_some_and(|e| weak_match(&inm, e)) || (inm.trim() == "*") {
-            return if safe {
-                Precondition::NotModified
-            } else {
-                Precondition::Failed
-            };
+    if safe {
+        if client_has(request, etag, last_modified) {
+            return Precondition::NotModified;
         }
-    } else if safe
-        && let (Some(ims), Some(lm)) = (http_date(request, IF_MODIFIED_SINCE), last_modified)
-        && lm <= ims
-    {
-        return Precondition::NotModified;
+    } else if none_match(request, etag) == Some(true) {
+        return Precondition::Failed;
     }
     Precondition::Proceed
+}
+
+/// Whether a GET or HEAD gets 304 for the representation `headers` describe (its `ETag` and
+/// `Last-Modified`): what [`evaluate`] decides once `If-Match` and `If-Unmodified-Since` have
+/// passed, for a server (the synthetic origin) that does not evaluate those.
+pub(crate) fn not_modified(request: &HeaderMap, headers: &HeaderMap) -> bool {
+    let etag = headers.get(ETAG).and_then(|v| v.to_str().ok());
+    client_has(request, etag, http_date(headers, LAST_MODIFIED))
+}
+
+/// `If-None-Match`, or without it `If-Modified-Since`, says the client already has the
+/// representation (RFC 9110 §13.2.2 steps 3 and 4).
+fn client_has(request: &HeaderMap, etag: Option<&str>, last_modified: Option<SystemTime>) -> bool {
+    match none_match(request, etag) {
+        Some(matched) => matched,
+        None => matches!(
+            (http_date(request, IF_MODIFIED_SINCE), last_modified),
+            (Some(ims), Some(lm)) if lm <= ims
+        ),
+    }
+}
+
+/// Whether `If-None-Match` matches `etag` by weak comparison (`*` matches anything); `None`
+/// without the header.
+fn none_match(request: &HeaderMap, etag: Option<&str>) -> Option<bool> {
+    let inm = header_str(request, IF_NONE_MATCH)?;
+    Some(etag.is_some_and(|e| weak_match(&inm, e)) || (inm.trim() == "*"))
 }
 
 /// A request's byte range, resolved against a known length.
@@ -310,6 +330,28 @@ mod tests {
             get_ok(&[("if-none-match", "*")], &resp),
             Precondition::NotModified
         );
+    }
+
+    #[test]
+    fn not_modified_for_a_server_without_if_match() {
+        let resp = h(&[
+            ("etag", "\"abc\""),
+            ("last-modified", "Tue, 01 Jan 2030 00:00:00 GMT"),
+        ]);
+        assert!(not_modified(&h(&[("if-none-match", "W/\"abc\"")]), &resp));
+        assert!(!not_modified(&h(&[("if-none-match", "\"x\"")]), &resp));
+        assert!(not_modified(
+            &h(&[("if-modified-since", "Tue, 01 Jan 2030 00:00:00 GMT")]),
+            &resp
+        ));
+        // If-None-Match decides alone when it is there; If-Match is not looked at.
+        let both = h(&[
+            ("if-none-match", "\"x\""),
+            ("if-modified-since", "Tue, 01 Jan 2030 00:00:00 GMT"),
+            ("if-match", "\"other\""),
+        ]);
+        assert!(!not_modified(&both, &resp));
+        assert!(!not_modified(&h(&[]), &resp));
     }
 
     #[test]

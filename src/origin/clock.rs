@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::syntax;
+
 /// Microseconds since the live epoch. Every live view is a pure function of
 /// this number, so tests can pick any instant without sleeping.
 pub(crate) type Micros = u64;
@@ -111,37 +113,11 @@ pub(crate) fn format_duration(us: Micros) -> String {
     }
 }
 
-/// Parses the `PnDTnHnMnS` subset of xs:duration that MPDs use. Years and
-/// months have no fixed length, so they are refused rather than guessed.
+/// An MPD's xs:duration in microseconds. Unlike the edge, which takes `PT` as zero, the origin
+/// refuses a duration that names no component: it would loop nothing.
 pub(crate) fn parse_duration(text: &str) -> Option<Micros> {
-    let rest = text.trim().strip_prefix('P')?;
-    let mut total: f64 = 0.0;
-    let mut in_time = false;
-    let mut number = String::new();
-    let mut seen_any = false;
-    for c in rest.chars() {
-        match c {
-            'T' if number.is_empty() && !in_time => in_time = true,
-            '0'..='9' | '.' => number.push(c),
-            unit => {
-                let value: f64 = number.parse().ok()?;
-                number.clear();
-                let scale = match (unit, in_time) {
-                    ('D', false) => 86_400.0,
-                    ('H', true) => 3600.0,
-                    ('M', true) => 60.0,
-                    ('S', true) => 1.0,
-                    _ => return None,
-                };
-                total += value * scale;
-                seen_any = true;
-            }
-        }
-    }
-    if !number.is_empty() || !seen_any || !total.is_finite() {
-        return None;
-    }
-    seconds_to_micros(total)
+    let d = syntax::parse_iso8601(text).filter(|d| !d.empty)?;
+    seconds_to_micros(d.seconds)
 }
 
 /// Seconds as written in a playlist (`2.000000`) to whole microseconds,

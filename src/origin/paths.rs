@@ -5,6 +5,8 @@
 //! segments (also percent-encoded), backslashes and NULs here keeps it that
 //! way even if lookups change, and gives clients a clear 400.
 
+use crate::percent;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum View {
     Vod,
@@ -23,8 +25,7 @@ pub(crate) enum Rejection {
 /// view and the file key (`hls/master.m3u8`).
 pub(crate) fn parse(path: &str) -> Result<(View, String), Rejection> {
     let rest = path.strip_prefix('/').ok_or(Rejection::BadRequest)?;
-    let decoded = percent_decode(rest).ok_or(Rejection::BadRequest)?;
-    let decoded = String::from_utf8(decoded).map_err(|_| Rejection::BadRequest)?;
+    let decoded = percent::decode_strict(rest).ok_or(Rejection::BadRequest)?;
     if decoded.contains(['\\', '\0']) {
         return Err(Rejection::BadRequest);
     }
@@ -65,7 +66,7 @@ pub(crate) fn join_plain(dir: &str, uri: &str) -> Option<String> {
     {
         return None;
     }
-    let decoded = String::from_utf8(percent_decode(uri)?).ok()?;
+    let decoded = percent::decode_strict(uri)?;
     if decoded.contains('\0') || decoded.split('/').any(|s| matches!(s, "" | "." | "..")) {
         return None;
     }
@@ -86,33 +87,6 @@ pub(crate) fn split_loop(key: &str) -> Option<(String, u64)> {
     }
     let n = parts.remove(at).strip_prefix("loop-")?.parse().ok()?;
     Some((parts.join("/"), n))
-}
-
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hi = hex(*b.get(i + 1)?)?;
-            let lo = hex(*b.get(i + 2)?)?;
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

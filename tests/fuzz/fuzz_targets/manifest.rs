@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use streamedge::llhls::Directives;
 use streamedge::media::{self, Format};
+use streamedge::syntax;
 
 const BASE: &str = "/live/channel1/720p/index.m3u8";
 
@@ -60,13 +61,13 @@ pub fn run(data: &[u8]) {
     let mut lines = text.lines();
     let base = lines.next().unwrap_or("");
     for line in text.lines() {
-        if let Some(d) = media::iso8601_duration(line) {
+        if let Some(d) = syntax::iso8601_duration(line) {
             assert!(d <= Duration::from_secs(1_000_000_000), "{line:?} → {d:?}");
         }
         let d = Directives::from_query(Some(line));
         assert!(!d.is_blocking() || d.any());
-        let _ = media::hls_attr(line, "URI");
-        let _ = media::hls_attr(line, "PART-TARGET");
+        let _ = syntax::hls_attr(line, "URI");
+        let _ = syntax::hls_attr(line, "PART-TARGET");
         resolve_checked(base, line);
         resolve_checked(BASE, line);
     }

@@ -1,0 +1,124 @@
+//! Requests to responses: the method and path pick an entity (a file, a live rendering or a
+//! retimed segment), and the entity answers with 200, 206, 304 or 416 through the edge's own
+//! precondition and Range code (`cache::conditional`).
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT_RANGES, ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::files::Entity;
+use super::{Origin, paths};
+use crate::cache::conditional::{self, RangeRequest};
+
+impl Origin {
+    /// Answers one request, after the configured delay (errors included).
+    pub(super) async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let mut resp = self.respond(req.method(), req.uri().path(), req.headers());
+        // Browser players (hls.js, dash.js) on any page may fetch the demo media.
+        resp.headers_mut().insert(
+            http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        resp
+    }
+
+    /// The response to `method` on `path`, before the delay and CORS.
+    pub(super) fn respond(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Response<Full<Bytes>> {
+        let head = method == Method::HEAD;
+        if method != Method::GET && !head {
+            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        let entity = match paths::parse(path) {
+            Err(paths::Rejection::BadRequest) => {
+                return plain(StatusCode::BAD_REQUEST, "bad request\n");
+            }
+            Err(paths::Rejection::NotFound) => None,
+            Ok((paths::View::Vod, key)) => self.files.get(&key).cloned(),
+            Ok((paths::View::Live, key)) => self.live(&key),
+        };
+        match entity {
+            Some(e) => entity_response(e, head, headers),
+            None => plain(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+/// The response to a GET or HEAD for `e`: 304 when the client's validators match, 206 for a
+/// single satisfiable range, 416 for an unsatisfiable one, else the whole entity. Several
+/// ranges get the whole entity too, which RFC 9110 allows.
+fn entity_response(e: Entity, head: bool, req: &HeaderMap) -> Response<Full<Bytes>> {
+    let mut validators = HeaderMap::with_capacity(2);
+    validators.insert(ETAG, e.etag.clone());
+    validators.insert(LAST_MODIFIED, e.last_modified.clone());
+    let total = e.body.len() as u64;
+    let range = if conditional::not_modified(req, &validators) {
+        None
+    } else {
+        Some(
+            conditional::parse_range(req)
+                .filter(|specs| specs.len() == 1 && conditional::if_range_allows(req, &validators))
+                .map_or(RangeRequest::Full, |specs| {
+                    conditional::resolve(&specs, total)
+                }),
+        )
+    };
+    let (status, mut body, content_range) = match range {
+        None => (StatusCode::NOT_MODIFIED, Bytes::new(), None),
+        // Both ends are within the body, whose length is a usize.
+        Some(RangeRequest::Single(start, end)) => (
+            StatusCode::PARTIAL_CONTENT,
+            e.body.slice(start as usize..end as usize),
+            Some(format!("bytes {start}-{}/{total}", end - 1)),
+        ),
+        Some(RangeRequest::Unsatisfiable) => (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            Bytes::new(),
+            Some(format!("bytes */{total}")),
+        ),
+        Some(RangeRequest::Full | RangeRequest::Multi(_)) => (StatusCode::OK, e.body, None),
+    };
+    let len = body.len() as u64;
+    if head {
+        body = Bytes::new();
+    }
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    if status != StatusCode::NOT_MODIFIED {
+        if status != StatusCode::RANGE_NOT_SATISFIABLE {
+            h.insert(CONTENT_TYPE, e.content_type);
+        }
+        h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    if let Some(v) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        h.insert(CONTENT_RANGE, v);
+    }
+    h.extend(validators);
+    r
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,312 @@
+//! The origin as a whole, without sockets: the demo media going live, retimed segments,
+//! responses, and damaged input through every parser.
+
+use bytes::Bytes;
+use http::header::{
+    ALLOW, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    LAST_MODIFIED, RANGE,
+};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body_util::Full;
+
+use super::live::HLS_TYPE;
+use super::*;
+use crate::cache::conditional::{self, RangeRequest};
+
+fn origin(window: usize) -> Origin {
+    let opts = OriginOptions {
+        live_window: window,
+        ..OriginOptions::default()
+    };
+    Origin::new(files::embedded(SystemTime::now()), &opts, SystemTime::now())
+}
+
+fn get(o: &Origin, path: &str) -> Response<Full<Bytes>> {
+    o.respond(&Method::GET, path, &HeaderMap::new())
+}
+
+#[test]
+fn demo_paths_resolve() {
+    let o = origin(6);
+    for (label, path) in demo_paths() {
+        let r = get(&o, path);
+        assert_eq!(r.status(), StatusCode::OK, "{label} {path}");
+    }
+}
+
+#[test]
+fn demo_media_goes_live_with_a_full_window() {
+    let o = origin(6);
+    assert_eq!(o.live_hls.len(), 2);
+    assert_eq!(o.live_dash.len(), 1);
+    assert!(o.live_dash["dash/manifest.mpd"].source.is_continuous());
+    assert_eq!(o.numbered.len(), 2);
+    assert!(
+        o.numbered
+            .iter()
+            .all(|(_, shift)| *shift == Some(12_000_000))
+    );
+    assert_eq!(o.looped.len(), 12);
+    assert_eq!(o.retimable.len(), 24);
+    // One 12 s loop of pre-roll fills six 2 s segments.
+    for (playlist, prefix) in [
+        ("hls/media_0.m3u8", "seg-0-"),
+        ("hls/media_1.m3u8", "seg-1-"),
+    ] {
+        let e = o.live(playlist).unwrap();
+        let text = std::str::from_utf8(&e.body).unwrap();
+        let uris: Vec<_> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(uris.len(), 6, "{text}");
+        assert!(
+            uris.iter()
+                .all(|u| u.starts_with("loop-") && u.contains(prefix)),
+            "{text}"
+        );
+    }
+    assert!(o.live("hls/master.m3u8").is_some());
+    assert_eq!(o.epoch_text.len(), "2024-01-01T00:00:00.000Z".len());
+    assert!(o.epoch_text.ends_with(".000Z"));
+}
+
+#[test]
+fn live_segments_carry_their_loops_timestamps() {
+    let o = origin(6);
+    let file = &o.files["hls/seg-0-002.m4s"].body;
+    // Loop 0 (plain or loop-0) is the file itself.
+    assert_eq!(&o.live("hls/seg-0-002.m4s").unwrap().body, file);
+    assert_eq!(&o.live("hls/loop-0/seg-0-002.m4s").unwrap().body, file);
+    // Loop 5 through HLS's loop directory and DASH's number 5 * 6 + 2
+    // are the same bytes: the file shifted by 60 s.
+    let hls = o.live("hls/loop-5/seg-0-002.m4s").unwrap();
+    let dash = o.live("dash/seg-0-032.m4s").unwrap();
+    assert_eq!(hls.body, dash.body);
+    assert_eq!(hls.etag, dash.etag);
+    assert_ne!(&hls.body, file);
+    assert_ne!(hls.etag, o.files["hls/seg-0-002.m4s"].etag);
+    let ts = mp4::timescales(&o.files["hls/init-0.m4s"].body).unwrap();
+    let sites = mp4::sites(file, &ts).unwrap();
+    assert_eq!(mp4::shift(file, &sites, 5, 12_000_000), hls.body.to_vec());
+    // Cached: the second request is the same allocation.
+    let again = o.live("hls/loop-5/seg-0-002.m4s").unwrap();
+    assert_eq!(again.body.as_ptr(), hls.body.as_ptr());
+    // Not a segment, or not one of these.
+    assert!(o.live("hls/loop-5/init-0.m4s").is_none());
+    assert!(o.live("hls/loop-5/nope.m4s").is_none());
+    assert!(o.live("dash/seg-0-000.m4s").is_none());
+    assert!(!o.files.contains_key("hls/loop-5/seg-0-002.m4s"));
+}
+
+#[test]
+fn ranges() {
+    let o = origin(6);
+    let full = o.files["hls/seg-1-001.m4s"].body.clone();
+    let ask = |range: &'static str| {
+        let mut h = HeaderMap::new();
+        h.insert(RANGE, HeaderValue::from_static(range));
+        o.respond(&Method::GET, "/vod/hls/seg-1-001.m4s", &h)
+    };
+    let header = |r: &Response<Full<Bytes>>, name| {
+        r.headers()
+            .get(name)
+            .map(|v: &HeaderValue| v.to_str().unwrap().to_owned())
+    };
+    let total = full.len();
+    let r = ask("bytes=0-99");
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        header(&r, CONTENT_RANGE),
+        Some(format!("bytes 0-99/{total}"))
+    );
+    assert_eq!(header(&r, CONTENT_LENGTH).as_deref(), Some("100"));
+    let r = ask("bytes=100-");
+    assert_eq!(
+        header(&r, CONTENT_RANGE),
+        Some(format!("bytes 100-{}/{total}", total - 1))
+    );
+    let r = ask("bytes=-10");
+    assert_eq!(
+        header(&r, CONTENT_RANGE),
+        Some(format!("bytes {}-{}/{total}", total - 10, total - 1))
+    );
+    let r = ask("bytes=0-999999999");
+    assert_eq!(header(&r, CONTENT_LENGTH), Some(total.to_string()));
+    let r = ask("bytes=999999999-");
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(header(&r, CONTENT_RANGE), Some(format!("bytes */{total}")));
+    for ignored in [
+        "bytes=5-2",
+        "bytes=0-1,4-5",
+        "items=0-1",
+        "bytes=a-b",
+        "bytes=-",
+        "bytes=+1-2",
+    ] {
+        assert_eq!(ask(ignored).status(), StatusCode::OK, "{ignored}");
+    }
+    let resolved = |range: &'static str, len| {
+        let mut h = HeaderMap::new();
+        h.insert(RANGE, HeaderValue::from_static(range));
+        conditional::resolve(&conditional::parse_range(&h).unwrap(), len)
+    };
+    assert_eq!(resolved("bytes=-0", 10), RangeRequest::Unsatisfiable);
+    assert_eq!(resolved("bytes=0-", 0), RangeRequest::Unsatisfiable);
+    // If-Range: the range applies while the entity is the one the client names.
+    let whole = get(&o, "/vod/hls/seg-1-001.m4s");
+    for (validator, status) in [
+        (whole.headers()[ETAG].clone(), StatusCode::PARTIAL_CONTENT),
+        (
+            whole.headers()[LAST_MODIFIED].clone(),
+            StatusCode::PARTIAL_CONTENT,
+        ),
+        (HeaderValue::from_static("\"other\""), StatusCode::OK),
+    ] {
+        let mut h = HeaderMap::new();
+        h.insert(RANGE, HeaderValue::from_static("bytes=0-9"));
+        h.insert(IF_RANGE, validator.clone());
+        let r = o.respond(&Method::GET, "/vod/hls/seg-1-001.m4s", &h);
+        assert_eq!(r.status(), status, "{validator:?}");
+    }
+}
+
+#[test]
+fn conditional_requests() {
+    let o = origin(6);
+    let r = get(&o, "/vod/hls/init-0.m4s");
+    let etag = r.headers()[ETAG].clone();
+    let lm = r.headers()[LAST_MODIFIED].clone();
+    let ask = |name, value: &HeaderValue| {
+        let mut h = HeaderMap::new();
+        h.insert(name, value.clone());
+        o.respond(&Method::GET, "/vod/hls/init-0.m4s", &h).status()
+    };
+    assert_eq!(ask(IF_NONE_MATCH, &etag), StatusCode::NOT_MODIFIED);
+    let weak_list =
+        HeaderValue::from_str(&format!("\"nope\", W/{}", etag.to_str().unwrap())).unwrap();
+    assert_eq!(ask(IF_NONE_MATCH, &weak_list), StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        ask(IF_NONE_MATCH, &HeaderValue::from_static("\"other\"")),
+        StatusCode::OK
+    );
+    assert_eq!(ask(IF_MODIFIED_SINCE, &lm), StatusCode::NOT_MODIFIED);
+    let old = HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT");
+    assert_eq!(ask(IF_MODIFIED_SINCE, &old), StatusCode::OK);
+    assert_eq!(
+        ask(IF_MODIFIED_SINCE, &HeaderValue::from_static("garbage")),
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn methods_and_errors() {
+    let o = origin(6);
+    for m in [
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::PATCH,
+    ] {
+        let r = o.respond(&m, "/vod/hls/master.m3u8", &HeaderMap::new());
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[ALLOW], "GET, HEAD");
+    }
+    assert_eq!(get(&o, "/vod/hls/nope.m4s").status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&o, "/vod/../Cargo.toml").status(),
+        StatusCode::BAD_REQUEST
+    );
+    let r = o.respond(&Method::HEAD, "/vod/hls/seg-0-001.m4s", &HeaderMap::new());
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()[CONTENT_LENGTH].to_str().unwrap(),
+        o.files["hls/seg-0-001.m4s"].body.len().to_string()
+    );
+}
+
+/// Truncated, bit-flipped and spliced versions of the demo files through
+/// every parser, renderer and the whole origin: nothing may panic.
+#[test]
+fn malformed_input_never_panics() {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let video = mp4::timescales(&origin(6).files["hls/init-0.m4s"].body).unwrap();
+    let times = [0, 1, 12_345_678, 3_600_000_000, u64::MAX / 2, u64::MAX];
+    for (i, (key, original)) in media::FILES.iter().enumerate() {
+        for round in 0..150 {
+            let mut b = original.to_vec();
+            let len = b.len() as u64;
+            match round % 3 {
+                0 => b.truncate((next() % len) as usize),
+                1 => {
+                    for _ in 0..1 + next() % 4 {
+                        let at = (next() % len) as usize;
+                        b[at] ^= 1 << (next() % 8);
+                    }
+                }
+                _ => {
+                    let at = (next() % len) as usize;
+                    let other = media::FILES[(next() as usize) % media::FILES.len()].1;
+                    b.splice(at.., other.iter().copied());
+                }
+            }
+            let text = String::from_utf8_lossy(&b);
+            if let Some(p) = hls::MediaPlaylist::parse(&text) {
+                let _ = p.fmp4_segments();
+                for t in times {
+                    p.live(t, 6, |_| String::new());
+                }
+            }
+            if let Some(m) = dash::LiveMpd::parse(&text, "dash/") {
+                let _ = m.can_be_continuous();
+                for t in times {
+                    m.live(t, 6, "E", |_| String::new());
+                }
+                for a in m.aliases() {
+                    let _ = a.resolve("dash/seg-0-123456.m4s");
+                    let _ = a.keys().take(10).count();
+                }
+            }
+            let _ = mp4::timescales(&b);
+            if let Some(s) = mp4::sites(&b, &video) {
+                mp4::shift(&b, &s, u64::MAX, u64::MAX);
+            }
+            let _ = paths::parse(&format!(
+                "/live/{}",
+                text.chars().take(40).collect::<String>()
+            ));
+
+            // The whole origin with this one file damaged.
+            if round % 10 == 0 {
+                let mut files = files::embedded(SystemTime::now());
+                files[i].body = Bytes::from(b.clone());
+                let o = Origin::new(files, &OriginOptions::default(), SystemTime::now());
+                for (k, _) in media::FILES {
+                    let _ = o.live(k);
+                    let name = k.rsplit('/').next().unwrap_or(k);
+                    let _ = o.live(&format!("hls/loop-3/{name}"));
+                }
+                let _ = o.live("dash/seg-1-099.m4s");
+                assert!(o.files.contains_key(*key));
+            }
+        }
+    }
+}
+
+#[test]
+fn live_renderings_are_cached_until_the_window_moves() {
+    let live = Live::new(());
+    let mut renders = 0;
+    let mut render = |_: &()| {
+        renders += 1;
+        Entity::new(Bytes::from_static(b"x"), HLS_TYPE, SystemTime::now())
+    };
+    live.get(1u64, &mut render);
+    live.get(1u64, &mut render);
+    live.get(2u64, &mut render);
+    assert_eq!(renders, 2);
+}
