@@ -39,6 +39,7 @@ mod proxy;
 mod run;
 mod server;
 pub mod signing;
+pub mod syntax;
 pub mod target;
 pub mod tls;
 pub mod upstream;
