@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode};
+use streamedge::config::Config;
 use tokio::task::JoinSet;
 
 use super::common::*;
@@ -19,13 +20,23 @@ pub(crate) struct Bench {
 }
 
 impl Bench {
-    /// `extra` is appended to the edge's YAML (whole top-level sections).
+    /// An edge with the default config.
     pub(crate) async fn new(
         script: impl Fn(&http::request::Parts) -> Reply + Send + Sync + 'static,
-        extra: &str,
+    ) -> Bench {
+        Bench::with(script, |_| {}).await
+    }
+
+    /// An edge whose config is edited by `edit` first.
+    pub(crate) async fn with(
+        script: impl Fn(&http::request::Parts) -> Reply + Send + Sync + 'static,
+        edit: impl FnOnce(&mut Config) + Send,
     ) -> Bench {
         let origin = TestOrigin::start(script).await;
-        let edge = TestEdge::start_with(&[origin.url()], extra).await;
+        let edge = TestEdge::builder(&[origin.url()])
+            .config(edit)
+            .start()
+            .await;
         let client = edge.http_client();
         Bench {
             origin,

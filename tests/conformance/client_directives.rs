@@ -8,11 +8,7 @@ use super::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_if_cached_is_504_unless_stored() {
-    let b = Bench::new(
-        |_| Reply::ok("cached").header("cache-control", "max-age=60"),
-        "",
-    )
-    .await;
+    let b = Bench::new(|_| Reply::ok("cached").header("cache-control", "max-age=60")).await;
     let oic = [("cache-control", "only-if-cached")];
     let r = b.get_with("/oic", &oic).await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
@@ -27,7 +23,7 @@ async fn only_if_cached_is_504_unless_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_no_cache_is_ignored_by_default() {
-    let b = Bench::new(validating_origin(Some("\"n\""), None, "max-age=600"), "").await;
+    let b = Bench::new(validating_origin(Some("\"n\""), None, "max-age=600")).await;
     b.get("/cnc").await;
     for h in [
         ("cache-control", "no-cache"),
@@ -42,10 +38,9 @@ async fn client_no_cache_is_ignored_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_no_cache_revalidates_when_honoured() {
-    let b = Bench::new(
-        validating_origin(Some("\"n\""), None, "max-age=600"),
-        "cache:\n  honor_client_no_cache: true\n",
-    )
+    let b = Bench::with(validating_origin(Some("\"n\""), None, "max-age=600"), |c| {
+        c.cache.honor_client_no_cache = true
+    })
     .await;
     b.get("/cnc").await;
     for (i, h) in [

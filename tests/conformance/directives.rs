@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -12,18 +13,15 @@ use super::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_cache_revalidates_every_time() {
-    let b = Bench::new(
-        |p| {
-            if p.headers.get("if-none-match").is_some() {
-                Reply::ok("").status(304).header("etag", "\"nc\"")
-            } else {
-                Reply::ok("no-cache body")
-                    .header("cache-control", "max-age=3600, no-cache")
-                    .header("etag", "\"nc\"")
-            }
-        },
-        "",
-    )
+    let b = Bench::new(|p| {
+        if p.headers.get("if-none-match").is_some() {
+            Reply::ok("").status(304).header("etag", "\"nc\"")
+        } else {
+            Reply::ok("no-cache body")
+                .header("cache-control", "max-age=3600, no-cache")
+                .header("etag", "\"nc\"")
+        }
+    })
     .await;
     b.get("/nc").await;
     for _ in 0..2 {
@@ -46,7 +44,7 @@ async fn no_cache_revalidates_every_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn must_revalidate_proxy_revalidate_and_s_maxage_forbid_stale_on_error() {
-    let mut b = Bench::new(
+    let mut b = Bench::with(
         |p| {
             let cc = match p.uri.path() {
                 "/must" => "max-age=1, must-revalidate, stale-if-error=60",
@@ -56,7 +54,10 @@ async fn must_revalidate_proxy_revalidate_and_s_maxage_forbid_stale_on_error() {
             };
             Reply::ok(format!("body of {}", p.uri.path())).header("cache-control", cc)
         },
-        "fetch:\n  passive_fall: 100\n  connect_timeout: 500ms\n",
+        |c| {
+            c.fetch.passive_fall = 100;
+            c.fetch.connect_timeout = Duration::from_millis(500);
+        },
     )
     .await;
     let paths = ["/must", "/proxy", "/smax", "/allowed"];
@@ -83,13 +84,10 @@ async fn must_revalidate_proxy_revalidate_and_s_maxage_forbid_stale_on_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_store_in_the_response_or_the_request_prevents_storing() {
-    let b = Bench::new(
-        |p| match p.uri.path() {
-            "/ns" => Reply::ok("ns").header("cache-control", "no-store, max-age=60"),
-            _ => Reply::ok("ok").header("cache-control", "max-age=60"),
-        },
-        "",
-    )
+    let b = Bench::new(|p| match p.uri.path() {
+        "/ns" => Reply::ok("ns").header("cache-control", "no-store, max-age=60"),
+        _ => Reply::ok("ok").header("cache-control", "max-age=60"),
+    })
     .await;
     b.get("/ns").await;
     assert_not_stored(&b.get("/ns").await, "response no-store");
@@ -114,16 +112,13 @@ async fn no_store_in_the_response_or_the_request_prevents_storing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_is_not_stored_and_public_is() {
-    let b = Bench::new(
-        |p| match p.uri.path() {
-            "/private" => Reply::ok("p").header("cache-control", "private, max-age=60"),
-            "/private-field" => {
-                Reply::ok("pf").header("cache-control", "private=\"x-user\", max-age=60")
-            }
-            _ => Reply::ok("pub").header("cache-control", "public, max-age=60"),
-        },
-        "",
-    )
+    let b = Bench::new(|p| match p.uri.path() {
+        "/private" => Reply::ok("p").header("cache-control", "private, max-age=60"),
+        "/private-field" => {
+            Reply::ok("pf").header("cache-control", "private=\"x-user\", max-age=60")
+        }
+        _ => Reply::ok("pub").header("cache-control", "public, max-age=60"),
+    })
     .await;
     for path in ["/private", "/private-field"] {
         b.get(path).await;
@@ -137,18 +132,15 @@ async fn private_is_not_stored_and_public_is() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_requests_are_stored_only_when_the_response_allows_it() {
-    let b = Bench::new(
-        |p| {
-            let cc = match p.uri.path() {
-                "/auth/public" => "public, max-age=60",
-                "/auth/smaxage" => "s-maxage=60",
-                "/auth/must" => "max-age=60, must-revalidate",
-                _ => "max-age=60",
-            };
-            Reply::ok("secret").header("cache-control", cc)
-        },
-        "",
-    )
+    let b = Bench::new(|p| {
+        let cc = match p.uri.path() {
+            "/auth/public" => "public, max-age=60",
+            "/auth/smaxage" => "s-maxage=60",
+            "/auth/must" => "max-age=60, must-revalidate",
+            _ => "max-age=60",
+        };
+        Reply::ok("secret").header("cache-control", cc)
+    })
     .await;
     let auth = [("authorization", "Bearer user-1")];
     b.get_with("/auth/plain", &auth).await;
@@ -170,15 +162,12 @@ async fn authorization_requests_are_stored_only_when_the_response_allows_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_cookie_responses_are_not_stored_by_default() {
     let n = Arc::new(AtomicUsize::new(0));
-    let b = Bench::new(
-        move |_| {
-            let i = n.fetch_add(1, Ordering::SeqCst);
-            Reply::ok(format!("for {i}"))
-                .header("cache-control", "max-age=60")
-                .header("set-cookie", &format!("session={i}"))
-        },
-        "",
-    )
+    let b = Bench::new(move |_| {
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        Reply::ok(format!("for {i}"))
+            .header("cache-control", "max-age=60")
+            .header("set-cookie", &format!("session={i}"))
+    })
     .await;
     let a = b.get("/cookie").await;
     let c = b.get("/cookie").await;
@@ -195,13 +184,13 @@ async fn set_cookie_responses_are_not_stored_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_set_cookie_stores_without_the_cookie() {
-    let b = Bench::new(
+    let b = Bench::with(
         |_| {
             Reply::ok("shared")
                 .header("cache-control", "max-age=60")
                 .header("set-cookie", "session=abc")
         },
-        "cache:\n  store_set_cookie: true\n",
+        |c| c.cache.store_set_cookie = true,
     )
     .await;
     b.get("/cookie").await;
@@ -223,19 +212,16 @@ async fn no_transform_stops_edge_compression() {
     playlist.push_str("#EXT-X-ENDLIST\n");
     let body = Bytes::from(playlist);
     let served = body.clone();
-    let b = Bench::new(
-        move |p| {
-            let cc = if p.uri.path() == "/m/nt.m3u8" {
-                "max-age=60, no-transform"
-            } else {
-                "max-age=60"
-            };
-            Reply::ok(served.clone())
-                .header("content-type", "application/vnd.apple.mpegurl")
-                .header("cache-control", cc)
-        },
-        "",
-    )
+    let b = Bench::new(move |p| {
+        let cc = if p.uri.path() == "/m/nt.m3u8" {
+            "max-age=60, no-transform"
+        } else {
+            "max-age=60"
+        };
+        Reply::ok(served.clone())
+            .header("content-type", "application/vnd.apple.mpegurl")
+            .header("cache-control", cc)
+    })
     .await;
     let ae = [("accept-encoding", "br, gzip")];
     let r = b.get_with("/m/plain.m3u8", &ae).await;

@@ -7,7 +7,7 @@ use super::bench::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn age_date_and_cache_status_on_every_response() {
-    let b = Bench::new(validated_object(), "").await;
+    let b = Bench::new(validated_object()).await;
     let mut answers = vec![("miss", b.get("/all").await)];
     answers.push(("hit", b.get("/all").await));
     answers.push((

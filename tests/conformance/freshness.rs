@@ -1,18 +1,19 @@
 //! Freshness: which field decides (s-maxage, max-age, Expires, CDN-Cache-Control and the
 //! targeted header, the config's default TTLs), and Age (RFC 9111 §4.2, RFC 9213).
 
+use std::time::Duration;
+
+use http::HeaderName;
+
 use super::bench::*;
 use super::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s_maxage_wins_over_max_age() {
-    let b = Bench::new(
-        |p| match p.uri.path() {
-            "/short" => Reply::ok("s").header("cache-control", "max-age=3600, s-maxage=1"),
-            _ => Reply::ok("l").header("cache-control", "max-age=0, s-maxage=60"),
-        },
-        "",
-    )
+    let b = Bench::new(|p| match p.uri.path() {
+        "/short" => Reply::ok("s").header("cache-control", "max-age=3600, s-maxage=1"),
+        _ => Reply::ok("l").header("cache-control", "max-age=0, s-maxage=60"),
+    })
     .await;
     b.get("/short").await;
     b.get("/long").await;
@@ -34,17 +35,14 @@ async fn s_maxage_wins_over_max_age() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_age_wins_over_expires() {
-    let b = Bench::new(
-        |p| match p.uri.path() {
-            "/future" => Reply::ok("f")
-                .header("cache-control", "max-age=1")
-                .header("expires", &http_date(3600)),
-            _ => Reply::ok("p")
-                .header("cache-control", "max-age=60")
-                .header("expires", &http_date(-3600)),
-        },
-        "",
-    )
+    let b = Bench::new(|p| match p.uri.path() {
+        "/future" => Reply::ok("f")
+            .header("cache-control", "max-age=1")
+            .header("expires", &http_date(3600)),
+        _ => Reply::ok("p")
+            .header("cache-control", "max-age=60")
+            .header("expires", &http_date(-3600)),
+    })
     .await;
     b.get("/future").await;
     b.get("/past").await;
@@ -65,16 +63,13 @@ async fn max_age_wins_over_expires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expires_alone_gives_freshness_and_invalid_expires_is_stale() {
-    let b = Bench::new(
-        |p| match p.uri.path() {
-            "/in-a-minute" => Reply::ok("e")
-                .header("date", &http_date(0))
-                .header("expires", &http_date(60)),
-            "/zero" => Reply::ok("z").header("expires", "0"),
-            _ => Reply::ok("p").header("expires", &http_date(-60)),
-        },
-        "",
-    )
+    let b = Bench::new(|p| match p.uri.path() {
+        "/in-a-minute" => Reply::ok("e")
+            .header("date", &http_date(0))
+            .header("expires", &http_date(60)),
+        "/zero" => Reply::ok("z").header("expires", "0"),
+        _ => Reply::ok("p").header("expires", &http_date(-60)),
+    })
     .await;
     b.get("/in-a-minute").await;
     let r = b.get("/in-a-minute").await;
@@ -91,24 +86,21 @@ async fn expires_alone_gives_freshness_and_invalid_expires_is_stale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdn_cache_control_wins_over_cache_control_and_expires() {
-    let b = Bench::new(
-        |p| match p.uri.path() {
-            "/cdn-allows" => Reply::ok("a")
-                .header("cache-control", "no-store")
-                .header("cdn-cache-control", "max-age=60"),
-            "/cdn-forbids" => Reply::ok("f")
-                .header("cache-control", "max-age=60")
-                .header("cdn-cache-control", "no-store"),
-            "/cdn-shorter" => Reply::ok("s")
-                .header("cache-control", "max-age=3600")
-                .header("cdn-cache-control", "max-age=1"),
-            // RFC 9213 §2.2: with a targeted field, Expires is ignored too.
-            _ => Reply::ok("x")
-                .header("cdn-cache-control", "public")
-                .header("expires", &http_date(3600)),
-        },
-        "",
-    )
+    let b = Bench::new(|p| match p.uri.path() {
+        "/cdn-allows" => Reply::ok("a")
+            .header("cache-control", "no-store")
+            .header("cdn-cache-control", "max-age=60"),
+        "/cdn-forbids" => Reply::ok("f")
+            .header("cache-control", "max-age=60")
+            .header("cdn-cache-control", "no-store"),
+        "/cdn-shorter" => Reply::ok("s")
+            .header("cache-control", "max-age=3600")
+            .header("cdn-cache-control", "max-age=1"),
+        // RFC 9213 §2.2: with a targeted field, Expires is ignored too.
+        _ => Reply::ok("x")
+            .header("cdn-cache-control", "public")
+            .header("expires", &http_date(3600)),
+    })
     .await;
     for path in [
         "/cdn-allows",
@@ -141,15 +133,12 @@ async fn cdn_cache_control_wins_over_cache_control_and_expires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_header_wins_over_cdn_cache_control() {
-    let b = Bench::new(
-        |_| {
-            Reply::ok("edge")
-                .header("cache-control", "no-store")
-                .header("cdn-cache-control", "no-store")
-                .header("streamedge-cache-control", "max-age=60")
-        },
-        "",
-    )
+    let b = Bench::new(|_| {
+        Reply::ok("edge")
+            .header("cache-control", "no-store")
+            .header("cdn-cache-control", "no-store")
+            .header("streamedge-cache-control", "max-age=60")
+    })
     .await;
     b.get("/edge").await;
     assert_hit(&b.get("/edge").await, "streamedge-cache-control first");
@@ -167,7 +156,10 @@ async fn targeted_header_is_configurable_and_can_be_disabled() {
             .header("cache-control", "no-store")
             .header("streamedge-cache-control", "max-age=60"),
     };
-    let b = Bench::new(script, "cache:\n  targeted_header: x-edge-cc\n").await;
+    let b = Bench::with(script, |c| {
+        c.cache.targeted_header = Some(HeaderName::from_static("x-edge-cc"))
+    })
+    .await;
     b.get("/custom").await;
     assert_hit(&b.get("/custom").await, "the configured header");
     b.get("/default").await;
@@ -177,7 +169,7 @@ async fn targeted_header_is_configurable_and_can_be_disabled() {
     );
     b.stop().await;
 
-    let b = Bench::new(script, "cache:\n  targeted_header: \"\"\n").await;
+    let b = Bench::with(script, |c| c.cache.targeted_header = None).await;
     b.get("/default").await;
     assert_not_stored(&b.get("/default").await, "disabled: Cache-Control decides");
     assert_eq!(b.origin.count(), 2);
@@ -186,14 +178,11 @@ async fn targeted_header_is_configurable_and_can_be_disabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_age_is_served_and_shortens_freshness() {
-    let b = Bench::new(
-        |_| {
-            Reply::ok("aged")
-                .header("cache-control", "max-age=31")
-                .header("age", "30")
-        },
-        "",
-    )
+    let b = Bench::new(|_| {
+        Reply::ok("aged")
+            .header("cache-control", "max-age=31")
+            .header("age", "30")
+    })
     .await;
     let first = b.get("/aged").await;
     let age: u64 = first.header("age").unwrap().parse().unwrap();
@@ -219,14 +208,11 @@ async fn origin_age_is_served_and_shortens_freshness() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn date_in_the_past_counts_as_age() {
-    let b = Bench::new(
-        |_| {
-            Reply::ok("dated")
-                .header("cache-control", "max-age=31")
-                .header("date", &http_date(-30))
-        },
-        "",
-    )
+    let b = Bench::new(|_| {
+        Reply::ok("dated")
+            .header("cache-control", "max-age=31")
+            .header("date", &http_date(-30))
+    })
     .await;
     let first = b.get("/dated").await;
     let age: u64 = first.header("age").unwrap().parse().unwrap();
@@ -240,7 +226,7 @@ async fn date_in_the_past_counts_as_age() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_default_ttls_apply_only_when_the_origin_is_silent() {
-    let b = Bench::new(
+    let b = Bench::with(
         |p| match p.uri.path() {
             "/s/told.ts" => Reply::ok("told").header("cache-control", "max-age=5"),
             "/m/list.m3u8" => {
@@ -248,7 +234,11 @@ async fn config_default_ttls_apply_only_when_the_origin_is_silent() {
             }
             _ => Reply::ok("silent"),
         },
-        "cache:\n  ttl:\n    segment: 1h\n    manifest: 7s\n    other: 0\n",
+        |c| {
+            c.cache.ttl.segment = Duration::from_secs(3600);
+            c.cache.ttl.manifest = Duration::from_secs(7);
+            c.cache.ttl.other = Duration::ZERO;
+        },
     )
     .await;
     b.get("/s/silent.ts").await;

@@ -3,17 +3,15 @@
 
 use super::bench::*;
 use super::common::*;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heuristic_freshness_from_last_modified() {
-    let b = Bench::new(
-        |p| match p.uri.path() {
-            "/old" => Reply::ok("old").header("last-modified", &http_date(-10 * 86_400)),
-            "/recent" => Reply::ok("recent").header("last-modified", &http_date(-100)),
-            _ => Reply::ok("no validator"),
-        },
-        "",
-    )
+    let b = Bench::new(|p| match p.uri.path() {
+        "/old" => Reply::ok("old").header("last-modified", &http_date(-10 * 86_400)),
+        "/recent" => Reply::ok("recent").header("last-modified", &http_date(-100)),
+        _ => Reply::ok("no validator"),
+    })
     .await;
     b.get("/old").await;
     let r = b.get("/old").await;
@@ -38,19 +36,16 @@ async fn heuristic_freshness_from_last_modified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heuristics_only_for_heuristically_cacheable_statuses() {
-    let b = Bench::new(
-        |p| {
-            let status: u16 = p.uri.path()[1..].parse().unwrap();
-            let r = Reply::ok(if status == 204 { "" } else { "body" }).status(status);
-            let r = if (300..400).contains(&status) {
-                r.header("location", "/elsewhere")
-            } else {
-                r
-            };
-            r.header("last-modified", &http_date(-86_400))
-        },
-        "",
-    )
+    let b = Bench::new(|p| {
+        let status: u16 = p.uri.path()[1..].parse().unwrap();
+        let r = Reply::ok(if status == 204 { "" } else { "body" }).status(status);
+        let r = if (300..400).contains(&status) {
+            r.header("location", "/elsewhere")
+        } else {
+            r
+        };
+        r.header("last-modified", &http_date(-86_400))
+    })
     .await;
     for status in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
         let path = format!("/{status}");
@@ -74,19 +69,16 @@ async fn heuristics_only_for_heuristically_cacheable_statuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_statuses_are_stored_only_with_explicit_freshness() {
-    let b = Bench::new(
-        |p| match p.uri.path() {
-            "/302-max-age" => Reply::ok("moved")
-                .status(302)
-                .header("location", "/x")
-                .header("cache-control", "max-age=60"),
-            "/500-max-age" => Reply::ok("broken but says so")
-                .status(500)
-                .header("cache-control", "max-age=60"),
-            _ => Reply::ok("broken").status(500),
-        },
-        "",
-    )
+    let b = Bench::new(|p| match p.uri.path() {
+        "/302-max-age" => Reply::ok("moved")
+            .status(302)
+            .header("location", "/x")
+            .header("cache-control", "max-age=60"),
+        "/500-max-age" => Reply::ok("broken but says so")
+            .status(500)
+            .header("cache-control", "max-age=60"),
+        _ => Reply::ok("broken").status(500),
+    })
     .await;
     for path in ["/302-max-age", "/500-max-age"] {
         b.get(path).await;
@@ -100,7 +92,7 @@ async fn other_statuses_are_stored_only_with_explicit_freshness() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_found_and_gone_are_cached_for_the_negative_ttl() {
-    let b = Bench::new(
+    let b = Bench::with(
         |p| match p.uri.path() {
             "/s/gone.ts" => Reply::ok("gone").status(410),
             "/s/nostore.ts" => Reply::ok("no")
@@ -111,7 +103,7 @@ async fn not_found_and_gone_are_cached_for_the_negative_ttl() {
                 .header("cache-control", "max-age=60"),
             _ => Reply::ok("missing").status(404),
         },
-        "cache:\n  ttl:\n    negative: 1s\n",
+        |c| c.cache.ttl.negative = Duration::from_secs(1),
     )
     .await;
     for path in ["/s/missing.ts", "/s/gone.ts", "/s/told.ts"] {

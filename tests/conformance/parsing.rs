@@ -6,13 +6,10 @@ use super::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directives_are_case_insensitive_and_values_may_be_quoted() {
-    let b = Bench::new(
-        |p| match p.uri.path() {
-            "/upper" => Reply::ok("upper").header("cache-control", "PUBLIC, MAX-AGE=60"),
-            _ => Reply::ok("quoted").header("cache-control", "max-age=\"60\""),
-        },
-        "",
-    )
+    let b = Bench::new(|p| match p.uri.path() {
+        "/upper" => Reply::ok("upper").header("cache-control", "PUBLIC, MAX-AGE=60"),
+        _ => Reply::ok("quoted").header("cache-control", "max-age=\"60\""),
+    })
     .await;
     for path in ["/upper", "/quoted"] {
         let first = b.get(path).await;
@@ -32,14 +29,11 @@ async fn directives_are_case_insensitive_and_values_may_be_quoted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_control_over_several_lines_is_one_list() {
-    let b = Bench::new(
-        |_| {
-            Reply::ok("two lines")
-                .header("cache-control", "public")
-                .header("cache-control", "max-age=60")
-        },
-        "",
-    )
+    let b = Bench::new(|_| {
+        Reply::ok("two lines")
+            .header("cache-control", "public")
+            .header("cache-control", "max-age=60")
+    })
     .await;
     b.get("/lines").await;
     assert_hit(&b.get("/lines").await, "second line's max-age applies");
@@ -49,19 +43,16 @@ async fn cache_control_over_several_lines_is_one_list() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_duplicate_max_age_makes_the_response_stale() {
-    let b = Bench::new(
-        |p| {
-            let r = Reply::ok("dup").header("cache-control", "max-age=60, max-age=120");
-            match p.uri.path() {
-                "/dup-etag" if p.headers.get("if-none-match").is_some() => {
-                    Reply::ok("").status(304).header("etag", "\"d1\"")
-                }
-                "/dup-etag" => r.header("etag", "\"d1\""),
-                _ => r,
+    let b = Bench::new(|p| {
+        let r = Reply::ok("dup").header("cache-control", "max-age=60, max-age=120");
+        match p.uri.path() {
+            "/dup-etag" if p.headers.get("if-none-match").is_some() => {
+                Reply::ok("").status(304).header("etag", "\"d1\"")
             }
-        },
-        "",
-    )
+            "/dup-etag" => r.header("etag", "\"d1\""),
+            _ => r,
+        }
+    })
     .await;
     // Without a validator: not stored at all.
     for _ in 0..2 {
@@ -88,14 +79,11 @@ async fn conflicting_duplicate_max_age_makes_the_response_stale() {
 async fn invalid_max_age_is_stale_and_not_replaced_by_a_default() {
     // A segment would get the 1-day default if the origin said nothing; an invalid max-age is
     // not nothing: the response is stale.
-    let b = Bench::new(
-        |p| match p.uri.path() {
-            "/s/bad.ts" => Reply::ok("bad").header("cache-control", "max-age=abc"),
-            "/s/empty.ts" => Reply::ok("empty").header("cache-control", "max-age="),
-            _ => Reply::ok("negative").header("cache-control", "max-age=-5"),
-        },
-        "",
-    )
+    let b = Bench::new(|p| match p.uri.path() {
+        "/s/bad.ts" => Reply::ok("bad").header("cache-control", "max-age=abc"),
+        "/s/empty.ts" => Reply::ok("empty").header("cache-control", "max-age="),
+        _ => Reply::ok("negative").header("cache-control", "max-age=-5"),
+    })
     .await;
     for path in ["/s/bad.ts", "/s/empty.ts", "/s/negative.ts"] {
         for _ in 0..2 {

@@ -7,7 +7,7 @@ use super::bench::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_none_match_is_answered_304_from_the_cache() {
-    let b = Bench::new(validated_object(), "").await;
+    let b = Bench::new(validated_object()).await;
     b.get("/obj").await;
     for inm in ["\"obj-1\"", "W/\"obj-1\"", "\"x\", \"obj-1\"", "*"] {
         let r = b.get_with("/obj", &[("if-none-match", inm)]).await;
@@ -25,7 +25,7 @@ async fn if_none_match_is_answered_304_from_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preconditions_on_a_miss_are_evaluated_on_the_fetched_response() {
-    let b = Bench::new(validated_object(), "").await;
+    let b = Bench::new(validated_object()).await;
     let r = b.get_with("/cold", &[("if-none-match", "\"obj-1\"")]).await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
     assert_eq!(r.cache_status().fwd.as_deref(), Some("uri-miss"));
@@ -47,7 +47,7 @@ async fn preconditions_on_a_miss_are_evaluated_on_the_fetched_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_modified_since_is_answered_304_and_if_none_match_takes_precedence() {
-    let b = Bench::new(validated_object(), "").await;
+    let b = Bench::new(validated_object()).await;
     b.get("/obj").await;
     let same = [("if-modified-since", "Tue, 01 Oct 2024 10:00:00 GMT")];
     assert_eq!(
@@ -76,7 +76,7 @@ async fn if_modified_since_is_answered_304_and_if_none_match_takes_precedence() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_match_and_if_unmodified_since_fail_with_412() {
-    let b = Bench::new(validated_object(), "").await;
+    let b = Bench::new(validated_object()).await;
     b.get("/obj").await;
     let cases: [(&str, &str, StatusCode); 6] = [
         ("if-match", "\"obj-1\"", StatusCode::OK),
@@ -104,7 +104,7 @@ async fn if_match_and_if_unmodified_since_fail_with_412() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_range_applies_the_range_only_to_the_same_representation() {
-    let b = Bench::new(validated_object(), "").await;
+    let b = Bench::new(validated_object()).await;
     b.get("/obj").await;
     let range = ("range", "bytes=0-9");
     for (value, want) in [

@@ -8,7 +8,7 @@ use super::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsafe_methods_invalidate_the_target_on_success() {
-    let b = Bench::new(
+    let b = Bench::with(
         |p| match (p.method.as_str(), p.uri.path()) {
             ("GET", path) => Reply::ok(format!("GET {path}")).header("cache-control", "max-age=60"),
             ("POST", "/res/fails") => Reply::ok("no").status(500),
@@ -18,7 +18,7 @@ async fn unsafe_methods_invalidate_the_target_on_success() {
                 .header("content-location", "/res/cloc"),
             _ => Reply::ok("done"),
         },
-        "server:\n  forward_unsafe_methods: true\n",
+        |c| c.server.forward_unsafe_methods = true,
     )
     .await;
     let gets = |path: &str| b.origin_gets(path).len();
@@ -71,7 +71,7 @@ async fn unsafe_methods_invalidate_the_target_on_success() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsafe_methods_are_405_unless_forwarding_is_on() {
-    let b = Bench::new(|_| Reply::ok("x").header("cache-control", "max-age=60"), "").await;
+    let b = Bench::new(|_| Reply::ok("x").header("cache-control", "max-age=60")).await;
     b.get("/res").await;
     let r = b.send(Method::POST, "/res", &[]).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);

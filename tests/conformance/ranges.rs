@@ -13,11 +13,8 @@ use super::common::*;
 async fn single_ranges_are_served_206_from_a_stored_object() {
     let body = payload(1000, 11);
     let served = body.clone();
-    let b = Bench::new(
-        move |_| Reply::ok(served.clone()).header("cache-control", "max-age=60"),
-        "",
-    )
-    .await;
+    let b =
+        Bench::new(move |_| Reply::ok(served.clone()).header("cache-control", "max-age=60")).await;
     b.get("/bytes").await;
     for (spec, a, e) in [
         ("bytes=0-99", 0, 100),
@@ -53,11 +50,8 @@ async fn single_ranges_are_served_206_from_a_stored_object() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsatisfiable_ranges_are_416_with_the_length() {
-    let b = Bench::new(
-        |_| Reply::ok(payload(1000, 12)).header("cache-control", "max-age=60"),
-        "",
-    )
-    .await;
+    let b =
+        Bench::new(|_| Reply::ok(payload(1000, 12)).header("cache-control", "max-age=60")).await;
     // On a miss (answered from the fill's head) and from the store.
     for path in ["/u1", "/u1", "/u2"] {
         for spec in ["bytes=1000-", "bytes=5000-6000", "bytes=-0"] {
@@ -119,14 +113,11 @@ fn multipart_parts(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
 async fn multiple_ranges_are_multipart_from_the_store_and_whole_on_a_miss() {
     let body = Bytes::from("abcdefghijklmnopqrstuvwxyz".repeat(40));
     let served = body.clone();
-    let b = Bench::new(
-        move |_| {
-            Reply::ok(served.clone())
-                .header("cache-control", "max-age=60")
-                .header("content-type", "text/plain")
-        },
-        "",
-    )
+    let b = Bench::new(move |_| {
+        Reply::ok(served.clone())
+            .header("cache-control", "max-age=60")
+            .header("content-type", "text/plain")
+    })
     .await;
     let ranges = [("range", "bytes=0-9,500-509,-5")];
     let miss = b.get_with("/multi", &ranges).await;
@@ -171,14 +162,11 @@ async fn range_on_a_miss_streams_the_slice_as_its_bytes_arrive() {
     const LEN: usize = 256 << 10;
     let body = payload(LEN, 13);
     let served = body.clone();
-    let b = Bench::new(
-        move |_| {
-            Reply::ok(served.clone())
-                .header("cache-control", "max-age=60")
-                .trickle(LEN / 2, Duration::from_secs(2))
-        },
-        "",
-    )
+    let b = Bench::new(move |_| {
+        Reply::ok(served.clone())
+            .header("cache-control", "max-age=60")
+            .trickle(LEN / 2, Duration::from_secs(2))
+    })
     .await;
     let ranged = |spec: &str| {
         send(
@@ -238,15 +226,12 @@ async fn range_on_a_miss_streams_the_slice_as_its_bytes_arrive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_206_is_never_stored_as_the_whole_object() {
-    let b = Bench::new(
-        |_| {
-            Reply::ok("0123456789")
-                .status(206)
-                .header("content-range", "bytes 0-9/100")
-                .header("cache-control", "max-age=60")
-        },
-        "",
-    )
+    let b = Bench::new(|_| {
+        Reply::ok("0123456789")
+            .status(206)
+            .header("content-range", "bytes 0-9/100")
+            .header("cache-control", "max-age=60")
+    })
     .await;
     for _ in 0..2 {
         let r = b.get("/partial").await;

@@ -12,7 +12,7 @@ use super::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_entry_with_etag_is_revalidated_with_if_none_match() {
-    let b = Bench::new(validating_origin(Some("\"v1\""), None, "max-age=1"), "").await;
+    let b = Bench::new(validating_origin(Some("\"v1\""), None, "max-age=1")).await;
     assert_eq!(b.get("/rv").await.header("x-gen"), Some("1"));
     tokio::time::sleep(PAST_ONE_SECOND).await;
     let r = b.get("/rv").await;
@@ -37,7 +37,7 @@ async fn stale_entry_with_etag_is_revalidated_with_if_none_match() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_entry_with_last_modified_is_revalidated_with_if_modified_since() {
     let lm = http_date(-3600);
-    let b = Bench::new(validating_origin(None, Some(lm.clone()), "max-age=1"), "").await;
+    let b = Bench::new(validating_origin(None, Some(lm.clone()), "max-age=1")).await;
     b.get("/lm").await;
     tokio::time::sleep(PAST_ONE_SECOND).await;
     let r = b.get("/lm").await;
@@ -53,15 +53,12 @@ async fn stale_entry_with_last_modified_is_revalidated_with_if_modified_since() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revalidation_answered_with_a_new_body_replaces_the_object() {
     let n = Arc::new(AtomicUsize::new(0));
-    let b = Bench::new(
-        move |_| {
-            let i = n.fetch_add(1, Ordering::SeqCst) + 1;
-            Reply::ok(format!("version {i}"))
-                .header("cache-control", "max-age=1")
-                .header("etag", &format!("\"v{i}\""))
-        },
-        "",
-    )
+    let b = Bench::new(move |_| {
+        let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+        Reply::ok(format!("version {i}"))
+            .header("cache-control", "max-age=1")
+            .header("etag", &format!("\"v{i}\""))
+    })
     .await;
     b.get("/changes").await;
     tokio::time::sleep(PAST_ONE_SECOND).await;
@@ -84,17 +81,14 @@ async fn revalidation_answered_with_a_new_body_replaces_the_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_revalidations_collapse_into_one() {
     let validating = validating_origin(Some("\"c1\""), None, "max-age=1");
-    let b = Bench::new(
-        move |p| {
-            let r = validating(p);
-            if r.status == StatusCode::NOT_MODIFIED {
-                r.delay(Duration::from_millis(400))
-            } else {
-                r
-            }
-        },
-        "",
-    )
+    let b = Bench::new(move |p| {
+        let r = validating(p);
+        if r.status == StatusCode::NOT_MODIFIED {
+            r.delay(Duration::from_millis(400))
+        } else {
+            r
+        }
+    })
     .await;
     b.get("/herd").await;
     tokio::time::sleep(PAST_ONE_SECOND).await;
@@ -117,7 +111,7 @@ async fn concurrent_revalidations_collapse_into_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn range_and_preconditions_on_a_stale_object_apply_after_revalidation() {
-    let b = Bench::new(validating_origin(Some("\"r1\""), None, "max-age=1"), "").await;
+    let b = Bench::new(validating_origin(Some("\"r1\""), None, "max-age=1")).await;
     b.get("/stale-range").await;
     b.get("/stale-inm").await;
     tokio::time::sleep(PAST_ONE_SECOND).await;
@@ -154,28 +148,25 @@ async fn range_and_preconditions_on_a_stale_object_apply_after_revalidation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vary_variants_are_revalidated_separately() {
-    let b = Bench::new(
-        |p| {
-            let lang = p
-                .headers
-                .get("accept-language")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("none")
-                .to_owned();
-            let etag = format!("\"{lang}-1\"");
-            let r = if p.headers.get("if-none-match").and_then(|v| v.to_str().ok())
-                == Some(etag.as_str())
-            {
-                Reply::ok("")
-                    .status(304)
-                    .header("cache-control", "max-age=60")
-            } else {
-                Reply::ok(format!("text in {lang}")).header("cache-control", "max-age=1")
-            };
-            r.header("vary", "Accept-Language").header("etag", &etag)
-        },
-        "",
-    )
+    let b = Bench::new(|p| {
+        let lang = p
+            .headers
+            .get("accept-language")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        let etag = format!("\"{lang}-1\"");
+        let r = if p.headers.get("if-none-match").and_then(|v| v.to_str().ok())
+            == Some(etag.as_str())
+        {
+            Reply::ok("")
+                .status(304)
+                .header("cache-control", "max-age=60")
+        } else {
+            Reply::ok(format!("text in {lang}")).header("cache-control", "max-age=1")
+        };
+        r.header("vary", "Accept-Language").header("etag", &etag)
+    })
     .await;
     let en = [("accept-language", "en")];
     let fr = [("accept-language", "fr")];

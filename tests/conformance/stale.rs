@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::StatusCode;
+use streamedge::config::KindDurations;
 
 use super::bench::*;
 use super::common::*;
@@ -46,7 +47,7 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
         "max-age=1, stale-while-revalidate=30",
         Duration::from_millis(500),
     );
-    let b = Bench::new(script, "").await;
+    let b = Bench::new(script).await;
     assert_eq!(&b.get("/swr").await.body[..], b"gen-1");
     tokio::time::sleep(PAST_ONE_SECOND).await;
     let stale = concurrent_gets(&b, "/swr", 8).await;
@@ -75,10 +76,13 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_while_revalidate_from_the_config_default() {
     let (_, script) = generations("max-age=1", Duration::ZERO);
-    let b = Bench::new(
-        script,
-        "cache:\n  stale_while_revalidate:\n    other: 30s\n",
-    )
+    let b = Bench::with(script, |c| {
+        c.cache.stale_while_revalidate = KindDurations {
+            manifest: Duration::ZERO,
+            segment: Duration::ZERO,
+            other: Duration::from_secs(30),
+        };
+    })
     .await;
     b.get("/swr-default").await;
     tokio::time::sleep(PAST_ONE_SECOND).await;
@@ -99,7 +103,7 @@ async fn must_revalidate_forbids_stale_while_revalidate() {
         "max-age=1, must-revalidate, stale-while-revalidate=30",
         Duration::from_millis(200),
     );
-    let b = Bench::new(script, "").await;
+    let b = Bench::new(script).await;
     b.get("/mr-swr").await;
     tokio::time::sleep(PAST_ONE_SECOND).await;
     let r = b.get("/mr-swr").await;
@@ -119,9 +123,12 @@ async fn must_revalidate_forbids_stale_while_revalidate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_if_error_serves_stale_when_the_origin_is_down() {
-    let mut b = Bench::new(
+    let mut b = Bench::with(
         |_| Reply::ok("kept").header("cache-control", "max-age=1, stale-if-error=60"),
-        "fetch:\n  passive_fall: 100\n  connect_timeout: 500ms\n",
+        |c| {
+            c.fetch.passive_fall = 100;
+            c.fetch.connect_timeout = Duration::from_millis(500);
+        },
     )
     .await;
     b.get("/sie").await;
@@ -141,7 +148,7 @@ async fn stale_if_error_serves_stale_when_the_origin_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_if_error_serves_stale_when_the_origin_answers_5xx() {
     let n = Arc::new(AtomicUsize::new(0));
-    let b = Bench::new(
+    let b = Bench::with(
         move |p| {
             if n.fetch_add(1, Ordering::SeqCst) < 3 {
                 let cc = if p.uri.path() == "/no-sie" {
@@ -156,7 +163,7 @@ async fn stale_if_error_serves_stale_when_the_origin_answers_5xx() {
                 _ => Reply::ok("internal error").status(500),
             }
         },
-        "fetch:\n  passive_fall: 100\n",
+        |c| c.fetch.passive_fall = 100,
     )
     .await;
     for path in ["/e500", "/e503", "/no-sie"] {
@@ -185,7 +192,7 @@ async fn stale_if_error_serves_stale_when_the_origin_answers_5xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_if_error_serves_stale_when_the_origin_times_out() {
     let n = Arc::new(AtomicUsize::new(0));
-    let b = Bench::new(
+    let b = Bench::with(
         move |_| {
             let r = Reply::ok("before").header("cache-control", "max-age=1, stale-if-error=60");
             if n.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -194,7 +201,10 @@ async fn stale_if_error_serves_stale_when_the_origin_times_out() {
                 r.hang()
             }
         },
-        "fetch:\n  first_byte_timeout: 300ms\n  passive_fall: 100\n",
+        |c| {
+            c.fetch.first_byte_timeout = Duration::from_millis(300);
+            c.fetch.passive_fall = 100;
+        },
     )
     .await;
     b.get("/hang").await;
@@ -213,10 +223,17 @@ async fn stale_if_error_serves_stale_when_the_origin_times_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_if_error_defaults_per_media_kind() {
-    let mut b = Bench::new(
+    let mut b = Bench::with(
         |p| Reply::ok(format!("copy of {}", p.uri.path())).header("cache-control", "max-age=1"),
-        "cache:\n  stale_if_error:\n    segment: 1h\n    other: 0\n\
-         fetch:\n  passive_fall: 100\n  connect_timeout: 500ms\n",
+        |c| {
+            c.cache.stale_if_error = KindDurations {
+                manifest: Duration::ZERO,
+                segment: Duration::from_secs(3600),
+                other: Duration::ZERO,
+            };
+            c.fetch.passive_fall = 100;
+            c.fetch.connect_timeout = Duration::from_millis(500);
+        },
     )
     .await;
     b.get("/s/seg.ts").await;

@@ -6,20 +6,17 @@ use super::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vary_stores_one_variant_per_request_header_value() {
-    let b = Bench::new(
-        |p| {
-            let lang = p
-                .headers
-                .get("accept-language")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("none")
-                .to_owned();
-            Reply::ok(format!("lang={lang}"))
-                .header("cache-control", "max-age=60")
-                .header("vary", "Accept-Language")
-        },
-        "",
-    )
+    let b = Bench::new(|p| {
+        let lang = p
+            .headers
+            .get("accept-language")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        Reply::ok(format!("lang={lang}"))
+            .header("cache-control", "max-age=60")
+            .header("vary", "Accept-Language")
+    })
     .await;
     let en = [("accept-language", "en")];
     let fr = [("accept-language", "fr")];
@@ -45,20 +42,17 @@ async fn vary_stores_one_variant_per_request_header_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vary_accept_encoding_is_normalised() {
-    let b = Bench::new(
-        |p| {
-            let ae = p
-                .headers
-                .get("accept-encoding")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned();
-            Reply::ok(format!("origin saw {ae}"))
-                .header("cache-control", "max-age=60")
-                .header("vary", "Accept-Encoding")
-        },
-        "",
-    )
+    let b = Bench::new(|p| {
+        let ae = p
+            .headers
+            .get("accept-encoding")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        Reply::ok(format!("origin saw {ae}"))
+            .header("cache-control", "max-age=60")
+            .header("vary", "Accept-Encoding")
+    })
     .await;
     let r = b.get_with("/ae", &[("accept-encoding", "gzip")]).await;
     assert_eq!(&r.body[..], b"origin saw gzip");
@@ -84,14 +78,11 @@ async fn vary_accept_encoding_is_normalised() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vary_star_is_never_served_from_the_cache() {
-    let b = Bench::new(
-        |_| {
-            Reply::ok("star")
-                .header("cache-control", "max-age=60")
-                .header("vary", "*")
-        },
-        "",
-    )
+    let b = Bench::new(|_| {
+        Reply::ok("star")
+            .header("cache-control", "max-age=60")
+            .header("vary", "*")
+    })
     .await;
     for _ in 0..3 {
         assert_not_stored(&b.get("/star").await, "Vary: *");
