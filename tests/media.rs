@@ -1357,11 +1357,11 @@ fn run_ffmpeg(args: &[String], limit: Duration) -> FfmpegRun {
     };
     let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
     let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = std::time::Instant::now() + limit;
+    let deadline = Instant::now() + limit;
     let code = loop {
         match child.try_wait().expect("wait for ffmpeg") {
             Some(status) => break status.code(),
-            None if std::time::Instant::now() >= deadline => {
+            None if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;

@@ -5,10 +5,11 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
+use tokio::time::Instant;
 
 fn write_config(dir: &TempDir, name: &str, origin: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.path().join(name);

@@ -9,9 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
+use tokio::time::Instant;
 
 /// A loopback port that was free a moment ago (the server binds it itself).
 pub fn free_port() -> anyhow::Result<SocketAddr> {

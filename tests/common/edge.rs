@@ -48,6 +48,9 @@ impl Drop for TempDir {
 /// The admin token of every `TestEdge` (purge).
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123";
 
+/// One edit of the typed config, applied after parsing.
+type ConfigEdit<'a> = Box<dyn FnOnce(&mut Config) + Send + 'a>;
+
 /// An edge configuration being put together: the harness's listeners and origins, then
 /// optional YAML sections, then edits of the typed `Config`, in the order they were given.
 ///
@@ -63,7 +66,7 @@ pub struct EdgeBuilder<'a> {
     origins: String,
     /// Whole top-level YAML sections, parsed (and validated) with the rest.
     yaml: String,
-    edits: Vec<Box<dyn FnOnce(&mut Config) + Send + 'a>>,
+    edits: Vec<ConfigEdit<'a>>,
 }
 
 impl<'a> EdgeBuilder<'a> {

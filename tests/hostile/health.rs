@@ -2,10 +2,11 @@
 //! problem; a request that meets the keep-alive race is sent again on a new connection; and
 //! ejection never leaves a request with nothing to try.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::StatusCode;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::common::*;
 use crate::rawsrv::{Act, RawOrigin, ok};
