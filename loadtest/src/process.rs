@@ -1,6 +1,5 @@
 //! Child processes of the benchmarks: free ports, signals, stopping a process group, and the
 //! memory and CPU time of a process tree read from /proc.
-#![allow(dead_code)] // each benchmark uses its own part of this module
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};

@@ -2,23 +2,6 @@
 //! origin on loopback, measured in interleaved rounds with wrk, h2load and the herd clients,
 //! with each cache's peak memory. One command; see loadtest/README.md, "The comparison".
 
-#[path = "bench/client.rs"]
-mod client;
-#[path = "bench/crowd.rs"]
-mod crowd;
-#[path = "bench/edgeproc.rs"]
-mod edgeproc;
-#[path = "bench/nginx.rs"]
-mod nginx;
-#[path = "bench/origin.rs"]
-mod origin;
-#[path = "bench/process.rs"]
-mod process;
-#[path = "bench/report.rs"]
-mod report;
-#[path = "bench/varnish.rs"]
-mod varnish;
-
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use clap::Parser;
+use streamedge_loadtest::{client, crowd, edgeproc, nginx, origin, process, report, varnish};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -36,8 +20,10 @@ use client::{Checksum, Expect};
 use report::{Json, Machine, load_average, median, ms, percentile};
 
 const MIB: u64 = 1 << 20;
-const WRK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/loadtest/wrk");
-const DEMO_MEDIA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/origin/media/cmaf");
+/// The repository (the workspace root, one above this crate).
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+const WRK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/wrk");
+const DEMO_MEDIA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../src/origin/media/cmaf");
 const PATH_1K: &str = "/vod/bench/1k.m3u8";
 const PATH_1M: &str = "/vod/bench/1m.m4s";
 
@@ -107,7 +93,7 @@ struct Args {
     /// origin and the herd clients) to CPU 0, with taskset.
     #[arg(long)]
     taskset: bool,
-    /// The streamedge binary (default: target/release/streamedge next to this example,
+    /// The streamedge binary (default: target/release/streamedge next to this program,
     /// built first with `cargo build --release --bin streamedge`).
     #[arg(long, value_name = "PATH")]
     edge_bin: Option<PathBuf>,
@@ -692,17 +678,16 @@ fn run(args: Args) -> anyhow::Result<bool> {
     Ok(clean)
 }
 
-/// The streamedge binary: `--edge-bin`, or the release binary next to this example, built
+/// The streamedge binary: `--edge-bin`, or the release binary next to this program, built
 /// first (unless `--no-build`).
 fn edge_binary(args: &Args) -> anyhow::Result<PathBuf> {
     if let Some(b) = &args.edge_bin {
         return Ok(b.clone());
     }
     let exe = std::env::current_exe().context("cannot find this program's path")?;
-    // target/<profile>/examples/compare → target/release/streamedge
+    // target/<profile>/compare → target/release/streamedge
     let target_dir = exe
         .parent()
-        .and_then(Path::parent)
         .and_then(Path::parent)
         .ok_or_else(|| anyhow!("cannot find the target directory from {}", exe.display()))?;
     let bin = target_dir.join("release").join("streamedge");
@@ -714,7 +699,7 @@ fn edge_binary(args: &Args) -> anyhow::Result<PathBuf> {
         let mut build = Command::new(&cargo);
         build
             .args(["build", "--release", "--bin", "streamedge"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(REPO)
             .env("CARGO_TARGET_DIR", target_dir);
         // `cargo run` gives this process the package's variables; build scripts that watch
         // one of them (ring watches CARGO_MANIFEST_DIR) would rebuild under a nested cargo,
@@ -757,7 +742,7 @@ fn git_state() -> String {
     let git = |a: &[&str]| {
         Command::new("git")
             .args(a)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(REPO)
             .stderr(Stdio::null())
             .output()
             .ok()
@@ -1747,7 +1732,7 @@ fn print_header(
     println!("load average before: {load}");
     if cfg!(debug_assertions) {
         println!(
-            "WARNING: debug build of the load generator; run `cargo run --release --example compare`"
+            "WARNING: debug build of the load generator; run `cargo run --release --bin compare`"
         );
     }
 }
