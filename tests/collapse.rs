@@ -123,7 +123,10 @@ async fn h2_streams_on_one_connection_collapse() {
     .await;
     // One client connection at most: a second would wait for a permit and the herd would
     // time out, so passing proves the streams shared one connection.
-    let edge = TestEdge::start_with(&[origin.url()], "server:\n  max_connections: 1\n").await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| c.server.max_connections = 1)
+        .start()
+        .await;
     // h2 only in ALPN: the client pools one connection and multiplexes every request on it.
     let client = edge.h2_client();
     let warm = get(&client, &edge.https_url("/warm-up.ts")).await;
@@ -284,7 +287,10 @@ async fn origin_stalling_mid_body_is_an_error_for_every_reader() {
         }
     };
     let origin = TestOrigin::start(stall).await;
-    let edge = TestEdge::start_with(&[origin.url()], "fetch:\n  idle_timeout: 400ms\n").await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| c.fetch.idle_timeout = Duration::from_millis(400))
+        .start()
+        .await;
 
     let started = Instant::now();
     broken_fill_fails_every_reader(&origin, &edge, "/vod/seg-stall.ts", &body).await;
@@ -301,11 +307,13 @@ async fn origin_stalling_mid_body_is_an_error_for_every_reader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_byte_timeout_is_504_for_every_waiter() {
     let origin = TestOrigin::fixed(Reply::ok("never").hang()).await;
-    let edge = TestEdge::start_with(
-        &[origin.url()],
-        "fetch:\n  first_byte_timeout: 500ms\n  max_attempts: 1\n",
-    )
-    .await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| {
+            c.fetch.first_byte_timeout = Duration::from_millis(500);
+            c.fetch.max_attempts = 1;
+        })
+        .start()
+        .await;
     let client = edge.http_client();
     let url = edge.http_url("/vod/seg-hang.ts");
 
@@ -524,11 +532,13 @@ async fn oversized_objects_stream_to_every_waiter_and_are_not_stored() {
         }
     })
     .await;
-    let edge = TestEdge::start_with(
-        &[origin.url()],
-        "cache:\n  max_size: 64MiB\n  max_object_size: 1MiB\n",
-    )
-    .await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| {
+            c.cache.max_size = 64 << 20;
+            c.cache.max_object_size = 1 << 20;
+        })
+        .start()
+        .await;
     let client = edge.http_client();
 
     // With Content-Length the size is known at the head; chunked, only mid-body.

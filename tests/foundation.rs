@@ -231,11 +231,13 @@ async fn oversized_object_streams_through_and_is_not_stored() {
     let origin =
         TestOrigin::fixed(Reply::ok(body.clone()).trickle(256 << 10, Duration::from_millis(5)))
             .await;
-    let edge = TestEdge::start_with(
-        &[origin.url()],
-        "cache:\n  max_size: 64MiB\n  max_object_size: 1MiB\n",
-    )
-    .await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| {
+            c.cache.max_size = 64 << 20;
+            c.cache.max_object_size = 1 << 20;
+        })
+        .start()
+        .await;
     let client = edge.https_client();
     let url = edge.https_url("/vod/big.ts");
 
@@ -485,7 +487,10 @@ async fn shutdown_drains_a_slow_response() {
         Reply::ok(body.clone()).trickle_over(16 << 10, Duration::from_millis(1000)),
     )
     .await;
-    let mut edge = TestEdge::start_with(&[origin.url()], "server:\n  drain_timeout: 10s\n").await;
+    let mut edge = TestEdge::builder(&[origin.url()])
+        .config(|c| c.server.drain_timeout = Duration::from_secs(10))
+        .start()
+        .await;
     let client = edge.https_client();
 
     let mut resp = within(

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use common::*;
 use http::StatusCode;
+use streamedge::config::KindDurations;
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, sleep};
 
@@ -233,11 +234,19 @@ async fn live_playlist_is_never_served_older_than_one_target_duration() {
         }
     })
     .await;
-    let edge = TestEdge::start_with(
-        &[origin.url()],
-        "cache:\n  stale_while_revalidate:\n    manifest: 30s\n  stale_if_error:\n    manifest: 30s\n",
-    )
-    .await;
+    // A section names one kind; the kinds it leaves out are zero.
+    let manifests_only = KindDurations {
+        manifest: Duration::from_secs(30),
+        segment: Duration::ZERO,
+        other: Duration::ZERO,
+    };
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(move |c| {
+            c.cache.stale_while_revalidate = manifests_only;
+            c.cache.stale_if_error = manifests_only;
+        })
+        .start()
+        .await;
     let client = edge.https_client();
     let url = edge.https_url("/live/cap/index.m3u8");
 
@@ -308,8 +317,10 @@ async fn vod_playlists_and_segments_are_cached_long() {
         _ => Reply::ok(payload(2000, 4)).header("content-type", "video/mp4"),
     })
     .await;
-    let edge =
-        TestEdge::start_with(&[origin.url()], "cache:\n  ttl:\n    vod_manifest: 7m\n").await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| c.cache.ttl.vod_manifest = Duration::from_secs(7 * 60))
+        .start()
+        .await;
     let client = edge.https_client();
 
     for path in ["/vod/endlist.m3u8", "/vod/typed.m3u8"] {
@@ -364,11 +375,13 @@ async fn dynamic_and_static_mpds() {
         }
     })
     .await;
-    let edge = TestEdge::start_with(
-        &[origin.url()],
-        "cache:\n  ttl:\n    manifest: 3s\n    vod_manifest: 7m\n",
-    )
-    .await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| {
+            c.cache.ttl.manifest = Duration::from_secs(3);
+            c.cache.ttl.vod_manifest = Duration::from_secs(7 * 60);
+        })
+        .start()
+        .await;
     let client = edge.https_client();
     let cases = [
         ("/d/dynamic.mpd", 4..=4, "half minimumUpdatePeriod PT8S"),
@@ -662,11 +675,13 @@ async fn blocking_reload_may_outlast_the_first_byte_timeout() {
         }
     })
     .await;
-    let edge = TestEdge::start_with(
-        &[origin.url()],
-        "fetch:\n  first_byte_timeout: 1s\n  max_attempts: 1\n",
-    )
-    .await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| {
+            c.fetch.first_byte_timeout = Duration::from_secs(1);
+            c.fetch.max_attempts = 1;
+        })
+        .start()
+        .await;
     let client = edge.https_client();
 
     // The control: an ordinary request held as long is a 504.
@@ -866,11 +881,13 @@ async fn prefetch_concurrency_is_bounded() {
             .delay(Duration::from_millis(500)),
     })
     .await;
-    let edge = TestEdge::start_with(
-        &[origin.url()],
-        "prefetch:\n  segments: 4\n  concurrency: 1\n",
-    )
-    .await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| {
+            c.prefetch.segments = 4;
+            c.prefetch.concurrency = 1;
+        })
+        .start()
+        .await;
     let client = edge.https_client();
     get(&client, &edge.https_url("/pc/index.m3u8")).await;
     sleep(Duration::from_millis(300)).await;
@@ -1261,7 +1278,10 @@ async fn sign_command_makes_tokens_the_edge_accepts() {
 async fn cmcd_is_counted_in_metrics() {
     let origin =
         TestOrigin::fixed(Reply::ok(payload(800, 12)).header("content-type", "video/mp4")).await;
-    let edge = TestEdge::start_with(&[origin.url()], "prefetch:\n  cmcd_nor: false\n").await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| c.prefetch.cmcd_nor = false)
+        .start()
+        .await;
     let client = edge.https_client();
     let requests = |t: &str, o: &str| metric_sum(t, "streamedge_cmcd_requests_total", &[o]);
     let starved = |t: &str| metric_sum(t, "streamedge_cmcd_buffer_starvation_total", &[]);
@@ -1337,11 +1357,11 @@ fn run_ffmpeg(args: &[String], limit: Duration) -> FfmpegRun {
     };
     let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
     let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = std::time::Instant::now() + limit;
+    let deadline = Instant::now() + limit;
     let code = loop {
         match child.try_wait().expect("wait for ffmpeg") {
             Some(status) => break status.code(),
-            None if std::time::Instant::now() >= deadline => {
+            None if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;

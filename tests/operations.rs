@@ -5,10 +5,11 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
+use tokio::time::Instant;
 
 fn write_config(dir: &TempDir, name: &str, origin: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.path().join(name);
@@ -323,11 +324,14 @@ mod serde_json_lite {
 async fn client_timeouts_close_silent_connections() {
     use tokio::io::AsyncWriteExt;
     let origin = TestOrigin::fixed(Reply::ok("ok").header("cache-control", "max-age=60")).await;
-    let edge = TestEdge::start_with(
-        &[origin.url()],
-        "server:\n  tls_handshake_timeout: 300ms\n  header_read_timeout: 300ms\n  idle_timeout: 400ms\n",
-    )
-    .await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| {
+            c.server.tls_handshake_timeout = Duration::from_millis(300);
+            c.server.header_read_timeout = Duration::from_millis(300);
+            c.server.idle_timeout = Duration::from_millis(400);
+        })
+        .start()
+        .await;
 
     // A client that opens TLS but never sends a ClientHello.
     let mut silent = tokio::net::TcpStream::connect(edge.https).await.unwrap();
@@ -346,11 +350,13 @@ async fn client_timeouts_close_silent_connections() {
 
     // A keep-alive connection that finished its request is closed after idle_timeout by the
     // edge's idle watchdog (the header-read timer is longer here, so only the watchdog can).
-    let edge = TestEdge::start_with(
-        &[origin.url()],
-        "server:\n  header_read_timeout: 5s\n  idle_timeout: 400ms\n",
-    )
-    .await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| {
+            c.server.header_read_timeout = Duration::from_secs(5);
+            c.server.idle_timeout = Duration::from_millis(400);
+        })
+        .start()
+        .await;
     let mut ka = tokio::net::TcpStream::connect(edge.http).await.unwrap();
     ka.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
         .await

@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http::StatusCode;
+use streamedge::config::HostHeader;
 use streamedge::upstream::ring::OriginRing;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -250,11 +251,10 @@ async fn killing_an_origin_under_load_loses_no_request() {
     let mut origins = fleet(&names).await;
     // Without probes: the dead origin gets a trial request every 300ms (which must not cost a
     // client its answer either), and once restarted a trial brings it back.
-    let edge = TestEdge::start_fleet(
-        &spec(&names, &origins, &[1, 1, 1]),
-        "fetch:\n  passive_cooldown: 300ms\n",
-    )
-    .await;
+    let edge = TestEdge::fleet_builder(&spec(&names, &origins, &[1, 1, 1]))
+        .config(|c| c.fetch.passive_cooldown = Duration::from_millis(300))
+        .start()
+        .await;
     let client = edge.http_client();
 
     let started = Instant::now();
@@ -341,11 +341,14 @@ async fn an_origin_answering_503_is_failed_over_then_ejected() {
             .status(503)
             .header("cache-control", "no-store")
     });
-    let edge = TestEdge::start_fleet(
-        &spec(&names, &origins, &[1, 1, 1]),
-        "fetch:\n  passive_fall: 2\n  passive_cooldown: 60s\n  passive_statuses: [503]\n",
-    )
-    .await;
+    let edge = TestEdge::fleet_builder(&spec(&names, &origins, &[1, 1, 1]))
+        .config(|c| {
+            c.fetch.passive_fall = 2;
+            c.fetch.passive_cooldown = Duration::from_secs(60);
+            c.fetch.passive_statuses = vec![503];
+        })
+        .start()
+        .await;
     let client = edge.http_client();
 
     let ring = [("five-a", 1), ("five-b", 1), ("five-c", 1)];
@@ -385,11 +388,10 @@ async fn a_hanging_origin_times_out_and_is_failed_over() {
     let names = ["hang-a", "hang-b", "hang-c"];
     let origins = fleet(&names).await;
     origins[1].set_script(|_| Reply::ok("never").hang());
-    let edge = TestEdge::start_fleet(
-        &spec(&names, &origins, &[1, 1, 1]),
-        "fetch:\n  first_byte_timeout: 300ms\n",
-    )
-    .await;
+    let edge = TestEdge::fleet_builder(&spec(&names, &origins, &[1, 1, 1]))
+        .config(|c| c.fetch.first_byte_timeout = Duration::from_millis(300))
+        .start()
+        .await;
     let client = edge.http_client();
 
     let ring = [("hang-a", 1), ("hang-b", 1), ("hang-c", 1)];
@@ -505,11 +507,14 @@ async fn without_probes_one_trial_after_the_cooldown_readmits() {
         }
     });
     let cooldown = Duration::from_millis(400);
-    let edge = TestEdge::start_fleet(
-        &spec(&names, &origins, &[1, 1, 1]),
-        "fetch:\n  passive_fall: 1\n  passive_cooldown: 400ms\n  passive_statuses: [503]\n",
-    )
-    .await;
+    let edge = TestEdge::fleet_builder(&spec(&names, &origins, &[1, 1, 1]))
+        .config(|c| {
+            c.fetch.passive_fall = 1;
+            c.fetch.passive_cooldown = Duration::from_millis(400);
+            c.fetch.passive_statuses = vec![503];
+        })
+        .start()
+        .await;
     let client = edge.http_client();
     let ring = [("cool-a", 1), ("cool-b", 1), ("cool-c", 1)];
     let keys = owned_by(&ring, "cool-b", "/cool", 12);
@@ -579,11 +584,14 @@ async fn all_origins_down_by_probes_answers_at_once() {
     for o in &origins {
         o.set_script(|_| Reply::ok("never").hang());
     }
-    let edge = TestEdge::start_fleet(
-        &spec(&names, &origins, &[1, 1]),
-        "fetch:\n  first_byte_timeout: 400ms\n  passive_fall: 1\n  passive_cooldown: 60s\n",
-    )
-    .await;
+    let edge = TestEdge::fleet_builder(&spec(&names, &origins, &[1, 1]))
+        .config(|c| {
+            c.fetch.first_byte_timeout = Duration::from_millis(400);
+            c.fetch.passive_fall = 1;
+            c.fetch.passive_cooldown = Duration::from_secs(60);
+        })
+        .start()
+        .await;
     let client = edge.http_client();
 
     let t = Instant::now();
@@ -642,14 +650,17 @@ async fn all_origins_down_by_probes_answers_at_once() {
 async fn closed_origin_ports_give_fast_errors_and_stay_tried() {
     let a = dead_port().await;
     let b = dead_port().await;
-    let edge = TestEdge::start_fleet(
-        &[
-            ("closed-a", format!("http://{a}"), 1),
-            ("closed-b", format!("http://{b}"), 1),
-        ],
-        "fetch:\n  first_byte_timeout: 5s\n  connect_timeout: 5s\n  passive_fall: 2\n  \
-         passive_cooldown: 60s\n",
-    )
+    let edge = TestEdge::fleet_builder(&[
+        ("closed-a", format!("http://{a}"), 1),
+        ("closed-b", format!("http://{b}"), 1),
+    ])
+    .config(|c| {
+        c.fetch.first_byte_timeout = Duration::from_secs(5);
+        c.fetch.connect_timeout = Duration::from_secs(5);
+        c.fetch.passive_fall = 2;
+        c.fetch.passive_cooldown = Duration::from_secs(60);
+    })
+    .start()
     .await;
     let client = edge.http_client();
     let mut statuses = Vec::new();
@@ -681,11 +692,13 @@ async fn all_origins_down_serves_the_stored_stale_copy() {
             Reply::ok("version 1").header("cache-control", "max-age=1, stale-if-error=60")
         });
     }
-    let edge = TestEdge::start_fleet(
-        &spec(&names, &origins, &[1, 1]),
-        "fetch:\n  passive_fall: 1\n  passive_cooldown: 60s\n",
-    )
-    .await;
+    let edge = TestEdge::fleet_builder(&spec(&names, &origins, &[1, 1]))
+        .config(|c| {
+            c.fetch.passive_fall = 1;
+            c.fetch.passive_cooldown = Duration::from_secs(60);
+        })
+        .start()
+        .await;
     let client = edge.http_client();
     let url = edge.http_url("/stale/seg_1.ts");
 
@@ -779,11 +792,10 @@ async fn https_origin_verified_by_ca_file_with_sni() {
     let other_ca = dir.path().join("other-ca.pem");
     std::fs::write(&other_ca, &other.ca_pem).expect("write CA");
 
-    let edge = TestEdge::start_with(
-        &[origin.url()],
-        &format!("fetch:\n  ca_file: \"{}\"\n", ca.display()),
-    )
-    .await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| c.fetch.ca_file = Some(ca.clone()))
+        .start()
+        .await;
     let r = get(&edge.http_client(), &edge.http_url("/tls/seg_1.ts")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, "over tls");
@@ -800,14 +812,18 @@ async fn https_origin_verified_by_ca_file_with_sni() {
     edge.stop().await;
 
     // A CA that did not sign the origin's certificate, then the system roots: both refuse.
-    for extra in [
-        format!("fetch:\n  ca_file: \"{}\"\n", other_ca.display()),
-        String::new(),
-    ] {
+    for ca_file in [Some(other_ca.clone()), None] {
         let handshakes = origin.connections();
-        let edge = TestEdge::start_with(&[origin.url()], &extra).await;
+        let edge = TestEdge::builder(&[origin.url()])
+            .config(|c| c.fetch.ca_file = ca_file.clone())
+            .start()
+            .await;
         let r = get(&edge.http_client(), &edge.http_url("/tls/seg_2.ts")).await;
-        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "with {extra:?}");
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_GATEWAY,
+            "with ca_file {ca_file:?}"
+        );
         assert!(origin.connections() > handshakes, "the edge did connect");
         assert_eq!(
             origin.count(),
@@ -824,24 +840,25 @@ async fn https_origin_verified_by_ca_file_with_sni() {
 async fn host_header_is_the_origins_or_the_clients() {
     let origin = TestOrigin::fixed(Reply::ok("x").header("cache-control", "no-store")).await;
     for (mode, expected) in [
-        ("origin", origin.addr.to_string()),
-        ("client", "media.example.com".to_owned()),
+        (HostHeader::Origin, origin.addr.to_string()),
+        (HostHeader::Client, "media.example.com".to_owned()),
     ] {
-        let edge =
-            TestEdge::start_with(&[origin.url()], &format!("fetch:\n  host_header: {mode}\n"))
-                .await;
+        let edge = TestEdge::builder(&[origin.url()])
+            .config(move |c| c.fetch.host_header = mode)
+            .start()
+            .await;
         let r = send(
             edge.http_client()
                 .get(edge.http_url("/host/seg_1.ts"))
                 .header("host", "media.example.com"),
         )
         .await;
-        assert_eq!(r.status, StatusCode::OK, "{mode}");
+        assert_eq!(r.status, StatusCode::OK, "{mode:?}");
         let seen = origin.last_request();
         assert_eq!(
             seen.headers.get("host").and_then(|v| v.to_str().ok()),
             Some(expected.as_str()),
-            "host_header: {mode}"
+            "host_header: {mode:?}"
         );
         edge.stop().await;
     }
@@ -945,12 +962,15 @@ async fn a_trial_whose_client_left_does_not_eject_the_origin_for_good() {
             _ => Reply::ok("lost-b").header("cache-control", "no-store"),
         }
     });
-    let edge = TestEdge::start_fleet(
-        &spec(&names, &origins, &[1, 1, 1]),
-        "server:\n  forward_unsafe_methods: true\n\
-         fetch:\n  passive_fall: 1\n  passive_cooldown: 300ms\n  passive_statuses: [503]\n",
-    )
-    .await;
+    let edge = TestEdge::fleet_builder(&spec(&names, &origins, &[1, 1, 1]))
+        .config(|c| {
+            c.server.forward_unsafe_methods = true;
+            c.fetch.passive_fall = 1;
+            c.fetch.passive_cooldown = Duration::from_millis(300);
+            c.fetch.passive_statuses = vec![503];
+        })
+        .start()
+        .await;
     let client = edge.https_client();
     let ring = [("lost-a", 1), ("lost-b", 1), ("lost-c", 1)];
     let keys = owned_by(&ring, "lost-b", "/lost", 3);

@@ -118,6 +118,7 @@ struct SlotExpiry {
     stale_retention: Duration,
 }
 
+#[allow(clippy::disallowed_types)] // moka's `Expiry` signature takes `std::time::Instant`
 impl moka::Expiry<StoreKey, Slot> for SlotExpiry {
     fn expire_after_create(
         &self,

@@ -13,11 +13,13 @@ use crate::common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_ask_are_closed_after_the_header_read_timeout() {
     let origin = TestOrigin::fixed(Reply::ok("ok")).await;
-    let edge = TestEdge::start_with(
-        &[origin.url()],
-        "server:\n  header_read_timeout: 400ms\n  idle_timeout: 20s\n",
-    )
-    .await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| {
+            c.server.header_read_timeout = Duration::from_millis(400);
+            c.server.idle_timeout = Duration::from_secs(20);
+        })
+        .start()
+        .await;
     let window = Duration::from_millis(350)..Duration::from_millis(3000);
 
     // Plain TCP, not a byte sent.

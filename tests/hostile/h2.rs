@@ -382,8 +382,10 @@ async fn streams_beyond_max_concurrent_are_refused() {
             .delay(Duration::from_secs(1))
     })
     .await;
-    let edge =
-        TestEdge::start_with(&[origin.url()], "server:\n  h2_max_concurrent_streams: 8\n").await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| c.server.h2_max_concurrent_streams = 8)
+        .start()
+        .await;
 
     // Raw: 12 streams at once.
     let mut wire = Wire::cleartext(&edge, &[]).await;

@@ -2,10 +2,11 @@
 //! problem; a request that meets the keep-alive race is sent again on a new connection; and
 //! ejection never leaves a request with nothing to try.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::StatusCode;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::common::*;
 use crate::rawsrv::{Act, RawOrigin, ok};
@@ -39,11 +40,14 @@ fn bad_answers(path: &str, _n: usize) -> Act {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_answers_for_chosen_urls_do_not_take_the_origin_out() {
     let origin = RawOrigin::start(bad_answers).await;
-    let edge = TestEdge::start_fleet(
-        &[("only", origin.url(), 1)],
-        "fetch:\n  first_byte_timeout: 300ms\n  passive_fall: 2\n  passive_cooldown: 60s\n",
-    )
-    .await;
+    let edge = TestEdge::fleet_builder(&[("only", origin.url(), 1)])
+        .config(|c| {
+            c.fetch.first_byte_timeout = Duration::from_millis(300);
+            c.fetch.passive_fall = 2;
+            c.fetch.passive_cooldown = Duration::from_secs(60);
+        })
+        .start()
+        .await;
     let client = edge.http_client();
     for round in 0..4 {
         for kind in [
@@ -91,11 +95,14 @@ async fn statuses_eject_only_when_the_operator_opts_in() {
     let names = ["st-a", "st-b"];
     let a = RawOrigin::start(bad_answers).await;
     let b = RawOrigin::start(bad_answers).await;
-    let edge = TestEdge::start_fleet(
-        &[("st-a", a.url(), 1), ("st-b", b.url(), 1)],
-        "fetch:\n  passive_fall: 1\n  passive_statuses: [503]\n  max_attempts: 1\n",
-    )
-    .await;
+    let edge = TestEdge::fleet_builder(&[("st-a", a.url(), 1), ("st-b", b.url(), 1)])
+        .config(|c| {
+            c.fetch.passive_fall = 1;
+            c.fetch.passive_statuses = vec![503];
+            c.fetch.max_attempts = 1;
+        })
+        .start()
+        .await;
     let client = edge.http_client();
     let r = get(&client, &edge.http_url("/503/x.ts")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -122,11 +129,13 @@ async fn the_keep_alive_race_is_resent_on_a_new_connection() {
         }
     })
     .await;
-    let edge = TestEdge::start_fleet(
-        &[("racy", origin.url(), 1)],
-        "fetch:\n  passive_fall: 1\n  passive_cooldown: 60s\n",
-    )
-    .await;
+    let edge = TestEdge::fleet_builder(&[("racy", origin.url(), 1)])
+        .config(|c| {
+            c.fetch.passive_fall = 1;
+            c.fetch.passive_cooldown = Duration::from_secs(60);
+        })
+        .start()
+        .await;
     let client = edge.http_client();
     for i in 0..8 {
         let path = format!("/race/{i}.ts");
@@ -248,13 +257,15 @@ async fn when_every_origin_is_out_they_are_tried_anyway() {
             TestOrigin::start(move |_| Reply::ok(n).header("cache-control", "no-store")).await,
         );
     }
-    let edge = TestEdge::start_fleet(
-        &[
-            ("out-a", origins[0].url(), 1),
-            ("out-b", origins[1].url(), 1),
-        ],
-        "fetch:\n  passive_fall: 1\n  passive_cooldown: 60s\n",
-    )
+    let edge = TestEdge::fleet_builder(&[
+        ("out-a", origins[0].url(), 1),
+        ("out-b", origins[1].url(), 1),
+    ])
+    .config(|c| {
+        c.fetch.passive_fall = 1;
+        c.fetch.passive_cooldown = Duration::from_secs(60);
+    })
+    .start()
     .await;
     let client = edge.http_client();
     for o in &mut origins {

@@ -1,6 +1,8 @@
 //! Host: exactly one valid host per request, checked against an absolute-form target, and part
 //! of the cache key whenever origins see it (`fetch.host_header: client`).
 
+use streamedge::config::HostHeader;
+
 use crate::common::*;
 use crate::raw;
 
@@ -21,7 +23,10 @@ async fn tenant_origin() -> TestOrigin {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_hosts_answer_is_never_served_to_another_host() {
     let origin = tenant_origin().await;
-    let edge = TestEdge::start_with(&[origin.url()], "fetch:\n  host_header: client\n").await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| c.fetch.host_header = HostHeader::Client)
+        .start()
+        .await;
 
     let evil = raw::get(edge.http, "/index.m3u8", "Host: evil.example\r\n").await;
     assert_eq!(evil.status, 200);
@@ -103,7 +108,10 @@ async fn without_client_hosts_the_origin_sees_its_own_and_hosts_share_objects() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_invalid_hosts_and_missing_hosts_are_refused() {
     let origin = tenant_origin().await;
-    let edge = TestEdge::start_with(&[origin.url()], "fetch:\n  host_header: client\n").await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| c.fetch.host_header = HostHeader::Client)
+        .start()
+        .await;
     let cases = [
         (
             "two Host headers",

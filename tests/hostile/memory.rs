@@ -149,7 +149,10 @@ async fn clients_that_never_read_cannot_pin_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_takes_nothing_for_send_timeout_is_disconnected() {
     let origin = origin().await;
-    let edge = TestEdge::start_with(&[origin.url()], "server:\n  send_timeout: 500ms\n").await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| c.server.send_timeout = Duration::from_millis(500))
+        .start()
+        .await;
     // Warm the object so the stalled client gets a hit (the whole body is in memory).
     let r = get(&edge.http_client(), &edge.http_url("/big/slow.ts")).await;
     assert_eq!(r.body.len(), BIG);

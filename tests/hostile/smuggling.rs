@@ -16,8 +16,6 @@ use tokio::net::TcpStream;
 use crate::common::{Reply, TestEdge, TestOrigin, get, within};
 
 const HOST: &str = "edge.test";
-/// The edge forwards POST (uncached, with its body) only when told to.
-const FORWARD: &str = "server:\n  forward_unsafe_methods: true\n";
 /// A chunked body of `hello`.
 const CHUNKED_HELLO: &str = "5\r\nhello\r\n0\r\n\r\n";
 /// The request a smuggling attempt hides after the body the edge reads.
@@ -153,13 +151,16 @@ fn request(method: &Method, path: &str, framing: &str, body: &str) -> Vec<u8> {
 }
 
 /// An origin that answers every request with its path, and an edge in front of it that
-/// forwards POST.
+/// forwards POST (uncached, with its body: only when told to).
 async fn setup() -> (TestOrigin, TestEdge) {
     let origin = TestOrigin::start(|parts| {
         Reply::ok(format!("origin saw {}", parts.uri.path())).header("cache-control", "max-age=60")
     })
     .await;
-    let edge = TestEdge::start_with(&[origin.url()], FORWARD).await;
+    let edge = TestEdge::builder(&[origin.url()])
+        .config(|c| c.server.forward_unsafe_methods = true)
+        .start()
+        .await;
     (origin, edge)
 }
 

@@ -1,6 +1,5 @@
 //! A crowd of clients released at once: C connections opened first, then one GET on every
 //! one at the same instant (the herd), timed from that instant; and the objects they fetch.
-#![allow(dead_code)] // each benchmark uses its own part of this module
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -10,13 +10,6 @@
 //! `--baseline BIN` runs an older binary through the same scenarios, side by side.
 //! See loadtest/README.md.
 
-#[path = "bench/edgeproc.rs"]
-mod edgeproc;
-#[path = "bench/origin.rs"]
-mod origin;
-#[path = "bench/process.rs"]
-mod process;
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,6 +22,7 @@ use bytes::Bytes;
 use clap::Parser;
 use http_body_util::Full;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use streamedge_loadtest::{edgeproc, origin, process};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 

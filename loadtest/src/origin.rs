@@ -1,7 +1,6 @@
 //! The trickling origin: one generated object at any path under `/herd/`, headers after a fixed
 //! latency, the body spread over a fixed time, and a request counter per path. The comparison
 //! adds more prefixes with their own behaviour and a table of fixed files (`Content`).
-#![allow(dead_code)] // each benchmark uses its own part of this module
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -2,21 +2,6 @@
 //! from the origin, through streamedge and through nginx (`proxy_cache_lock on`), and the
 //! origin requests and times to first byte are printed side by side. See loadtest/README.md.
 
-#[path = "bench/client.rs"]
-mod client;
-#[path = "bench/crowd.rs"]
-mod crowd;
-#[path = "bench/edge.rs"]
-mod edge;
-#[path = "bench/nginx.rs"]
-mod nginx;
-#[path = "bench/origin.rs"]
-mod origin;
-#[path = "bench/process.rs"]
-mod process;
-#[path = "bench/report.rs"]
-mod report;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Parser;
+use streamedge_loadtest::{client, crowd, edge, nginx, origin, report};
 
 use client::{Checksum, Expect};
 use crowd::{herd, make_object};
@@ -408,7 +394,7 @@ fn print_header(
     }
     if cfg!(debug_assertions) {
         println!(
-            "WARNING: debug build; run with `cargo run --release --example herd` for real numbers"
+            "WARNING: debug build; run with `cargo run --release --bin herd` for real numbers"
         );
     }
 }

@@ -1,6 +1,5 @@
 //! Child processes of the benchmarks: free ports, signals, stopping a process group, and the
 //! memory and CPU time of a process tree read from /proc.
-#![allow(dead_code)] // each benchmark uses its own part of this module
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -9,9 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
+use tokio::time::Instant;
 
 /// A loopback port that was free a moment ago (the server binds it itself).
 pub fn free_port() -> anyhow::Result<SocketAddr> {

@@ -1,0 +1,24 @@
+//! What the benchmarks (`compare`, `herd`, `hostile` in `src/bin/`) share: the origin they load
+//! from, the clients and crowds that measure, the caches under test as processes (streamedge,
+//! nginx, Varnish) or in-process (streamedge), and the numbers and tables of the reports.
+//!
+//! # Layout
+//!
+//! - `client`: one hand-written HTTP/1.1 GET per connection, the first body byte timed exactly
+//! - `crowd`: a crowd of clients released at once (the herd), and the objects they fetch
+//! - `origin`: the trickling origin, with fixed files and per-prefix behaviour
+//! - `edge`: streamedge in-process, through the library API
+//! - `edgeproc`: streamedge as a child process (the release binary)
+//! - `nginx`, `varnish`: the other caches as child processes, with their configs
+//! - `process`: free ports, signals, process groups, memory and CPU of a process tree
+//! - `report`: percentiles and medians, the machine description, tables, a small JSON writer
+
+pub mod client;
+pub mod crowd;
+pub mod edge;
+pub mod edgeproc;
+pub mod nginx;
+pub mod origin;
+pub mod process;
+pub mod report;
+pub mod varnish;
