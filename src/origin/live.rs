@@ -1,17 +1,18 @@
-//! Live requests: a live playlist or MPD rendered for the current moment and kept until its
-//! window moves, and segments retimed to the loop they are asked for, kept while it is live.
+//! What live requests are answered from: a live playlist or MPD's latest rendering, kept until
+//! its window moves, and segments retimed to the loop they are asked for, a few copies kept.
+//! `respond` picks which one a request wants.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::clock::{self, Micros};
+use super::clock::Micros;
 use super::files::Entity;
-use super::{Origin, mp4, paths};
+use super::mp4;
 
 pub(super) const HLS_TYPE: &str = "application/vnd.apple.mpegurl";
-const DASH_TYPE: &str = "application/dash+xml";
+pub(super) const DASH_TYPE: &str = "application/dash+xml";
 
 /// Retimed copies kept per segment: a live window spans at most two loops,
 /// and a couple more cover players lagging behind.
@@ -61,79 +62,30 @@ impl Retimable {
             recent: Mutex::new(VecDeque::with_capacity(RETIMED_COPIES)),
         }
     }
-}
 
-impl Origin {
-    /// What `/live/<key>` serves: the current rendering of a live playlist or MPD, or a file,
-    /// a segment of a loop directory or a `$Number$` past the first loop, retimed to its loop
-    /// where the view shifts timestamps.
-    pub(super) fn live(&self, key: &str) -> Option<Entity> {
-        let elapsed = self.clock.elapsed();
-        let date = |us: Micros| clock::format_utc(self.clock.wall(us));
-        if let Some(live) = self.live_hls.get(key) {
-            return Some(live.get(live.source.available(elapsed), |p| {
-                let w = p.live(elapsed, self.window, date);
-                Entity::new(Bytes::from(w.body), HLS_TYPE, self.clock.wall(w.changed_at))
-            }));
-        }
-        if let Some(live) = self.live_dash.get(key) {
-            return Some(live.get(live.source.loops(elapsed, self.window), |m| {
-                let l = m.live(elapsed, self.window, &self.epoch_text, date);
-                Entity::new(
-                    Bytes::from(l.body),
-                    DASH_TYPE,
-                    self.clock.wall(l.published_at),
-                )
-            }));
-        }
-        if key.to_ascii_lowercase().ends_with(".mpd") {
-            // An MPD that cannot loop (dynamic, multi-Period…) has no live
-            // form; serving it static under /live would mislead.
-            return None;
-        }
-        if let Some(e) = self.files.get(key) {
-            return Some(e.clone());
-        }
-        if let Some((file, loops)) = paths::split_loop(key)
-            && let Some(&loop_len) = self.looped.get(&file)
-        {
-            return self.retimed(&file, loops, loop_len);
-        }
-        let (alias, shift) = self
-            .numbered
-            .iter()
-            .find(|(a, _)| a.resolve(key).is_some())?;
-        let (file, loops) = alias.resolve(key)?;
-        match shift {
-            Some(loop_len) => self.retimed(&file, loops, *loop_len),
-            None => self.files.get(&file).cloned(),
-        }
-    }
-
-    /// Segment `key` as loop `loops` of content `loop_len` long.
-    fn retimed(&self, key: &str, loops: u64, loop_len: Micros) -> Option<Entity> {
-        let file = self.files.get(key)?;
-        let r = self.retimable.get(key)?;
-        if loops == 0 {
-            return Some(file.clone());
-        }
+    /// `file` as loop `loops` of content `loop_len` long, from the recent copies when one
+    /// was made already.
+    pub(super) fn retimed(&self, file: &Entity, loops: u64, loop_len: Micros) -> Entity {
         let id = (loops, loop_len);
         {
-            let recent = r.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((_, e)) = recent.iter().find(|(k, _)| *k == id) {
-                return Some(e.clone());
+                return e.clone();
             }
         }
         let e = file.with_body(Bytes::from(mp4::shift(
-            &file.body, &r.sites, loops, loop_len,
+            &file.body,
+            &self.sites,
+            loops,
+            loop_len,
         )));
-        let mut recent = r.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if !recent.iter().any(|(k, _)| *k == id) {
             if recent.len() == RETIMED_COPIES {
                 recent.pop_front();
             }
             recent.push_back((id, e.clone()));
         }
-        Some(e)
+        e
     }
 }

@@ -10,7 +10,9 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::clock::{self, Micros};
 use super::files::Entity;
+use super::live::{DASH_TYPE, HLS_TYPE};
 use super::{Origin, paths};
 use crate::cache::conditional::{self, RangeRequest};
 
@@ -121,4 +123,62 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+impl Origin {
+    /// What `/live/<key>` serves: the current rendering of a live playlist or MPD, or a file,
+    /// a segment of a loop directory or a `$Number$` past the first loop, retimed to its loop
+    /// where the view shifts timestamps.
+    pub(super) fn live(&self, key: &str) -> Option<Entity> {
+        let elapsed = self.clock.elapsed();
+        let date = |us: Micros| clock::format_utc(self.clock.wall(us));
+        if let Some(live) = self.live_hls.get(key) {
+            return Some(live.get(live.source.available(elapsed), |p| {
+                let w = p.live(elapsed, self.window, date);
+                Entity::new(Bytes::from(w.body), HLS_TYPE, self.clock.wall(w.changed_at))
+            }));
+        }
+        if let Some(live) = self.live_dash.get(key) {
+            return Some(live.get(live.source.loops(elapsed, self.window), |m| {
+                let l = m.live(elapsed, self.window, &self.epoch_text, date);
+                Entity::new(
+                    Bytes::from(l.body),
+                    DASH_TYPE,
+                    self.clock.wall(l.published_at),
+                )
+            }));
+        }
+        if key.to_ascii_lowercase().ends_with(".mpd") {
+            // An MPD that cannot loop (dynamic, multi-Period…) has no live
+            // form; serving it static under /live would mislead.
+            return None;
+        }
+        if let Some(e) = self.files.get(key) {
+            return Some(e.clone());
+        }
+        if let Some((file, loops)) = paths::split_loop(key)
+            && let Some(&loop_len) = self.looped.get(&file)
+        {
+            return self.retimed(&file, loops, loop_len);
+        }
+        let (alias, shift) = self
+            .numbered
+            .iter()
+            .find(|(a, _)| a.resolve(key).is_some())?;
+        let (file, loops) = alias.resolve(key)?;
+        match shift {
+            Some(loop_len) => self.retimed(&file, loops, *loop_len),
+            None => self.files.get(&file).cloned(),
+        }
+    }
+
+    /// Segment `key` as loop `loops` of content `loop_len` long.
+    fn retimed(&self, key: &str, loops: u64, loop_len: Micros) -> Option<Entity> {
+        let file = self.files.get(key)?;
+        let r = self.retimable.get(key)?;
+        if loops == 0 {
+            return Some(file.clone());
+        }
+        Some(r.retimed(file, loops, loop_len))
+    }
 }
