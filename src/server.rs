@@ -563,3 +563,104 @@ impl BodyWatch for Tracked {
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
+
+#[cfg(test)]
+mod tests {
+    //! The watchdog's rules on a paused clock: what it decides depends only on time and on the
+    //! requests begun and ended, not on sockets.
+    use super::*;
+    use http_body_util::BodyExt;
+
+    const STALL_TICK: Duration = Duration::from_millis(250);
+
+    fn limits() -> ServerConfig {
+        let mut s = crate::config::parse(
+            "listen:\n  http: \"127.0.0.1:1\"\norigins:\n  - url: \"http://127.0.0.1:2\"\n",
+        )
+        .unwrap()
+        .server;
+        s.header_read_timeout = Duration::from_secs(10);
+        s.idle_timeout = Duration::from_secs(60);
+        s.send_timeout = Duration::from_secs(30);
+        s
+    }
+
+    fn request(a: &Arc<Activity>) -> ActivityGuard {
+        a.begin();
+        ActivityGuard(a.clone())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_never_asks_is_closed_after_the_header_timeout() {
+        let l = limits();
+        let a = Activity::new(Instant::now());
+        assert_eq!(
+            a.next_look(&l, STALL_TICK),
+            a.opened + l.header_read_timeout
+        );
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert!(matches!(a.verdict(&l, false, false), Verdict::Busy));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(matches!(a.verdict(&l, false, false), Verdict::NeverAsked));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_time_counts_from_the_end_of_the_last_request() {
+        let l = limits();
+        let a = Arc::new(Activity::new(Instant::now()));
+        let r = request(&a);
+        // A request in flight keeps the connection however long it takes.
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(matches!(a.verdict(&l, false, false), Verdict::Busy));
+        assert_eq!(
+            a.next_look(&l, STALL_TICK),
+            Instant::now() + l.idle_timeout / 2
+        );
+        drop(r);
+        let ended = Instant::now();
+        assert_eq!(a.next_look(&l, STALL_TICK), ended + l.idle_timeout);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(matches!(a.verdict(&l, false, false), Verdict::Busy));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(matches!(a.verdict(&l, false, false), Verdict::Idle));
+        // Closing (shutdown drain) waits for hyper, never for the idle rule.
+        assert!(matches!(a.verdict(&l, false, true), Verdict::Busy));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_the_client_does_not_take_stalls_after_the_send_timeout() {
+        let l = limits();
+        let a = Arc::new(Activity::new(Instant::now()));
+        let _r = request(&a);
+        let body: ResponseBody = http_body_util::Full::new(Bytes::from(vec![0u8; 1 << 20]))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let slot = a.track(&body).expect("a 1 MiB body is watched");
+        assert_eq!(
+            a.next_look(&l, STALL_TICK),
+            Instant::now() + STALL_TICK,
+            "a watched body is looked at every tick"
+        );
+        // The body starts waiting for the client now.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        slot.store(a.now_ms() + 1, Ordering::Relaxed);
+        tokio::time::advance(l.send_timeout).await;
+        assert!(matches!(a.verdict(&l, true, false), Verdict::Busy));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(matches!(a.verdict(&l, true, false), Verdict::Stalled));
+        // The client took bytes: no longer waiting.
+        slot.store(0, Ordering::Relaxed);
+        assert!(matches!(a.verdict(&l, true, false), Verdict::Busy));
+        drop(slot);
+        assert!(!a.stalled(l.send_timeout), "a finished body is forgotten");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn small_bodies_are_not_watched() {
+        let a = Activity::new(Instant::now());
+        let body: ResponseBody = http_body_util::Full::new(Bytes::from_static(b"#EXTM3U\n"))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        assert!(a.track(&body).is_none());
+    }
+}

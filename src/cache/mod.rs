@@ -395,3 +395,6 @@ impl CachedObject {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
