@@ -4,23 +4,88 @@
 //! answers from memory when it can; on a miss it fetches each object **once** from an origin
 //! fleet, however many players asked, and streams the bytes to all of them as they arrive.
 //!
-//! A request goes through the phases of [`proxy`]:
+//! A request goes through the phases of `proxy`, in this order (`proxy::serve` reads as this
+//! table of contents):
 //!
 //! ```text
-//! client ─TLS─▶ server ─▶ proxy::handle
-//!                           admit    GET/HEAD for a served host, else 4xx
-//!                           key      normalised path + query → CacheKey, media kind
-//!                           lookup   fresh → respond | stale → revalidate / serve stale | miss
-//!                           fill     join the in-flight fetch for the slot or lead a new one;
-//!                                    the leader's detached task asks the ring's origin, and
-//!                                    body chunks reach every waiter as they arrive
-//!                           respond  Age, Cache-Status (RFC 9211), preconditions, Range
-//!                           log      access line + metrics when the body ends
+//! client ─TLS─▶ server ─▶ proxy
+//!                 target   one canonical form of host, path and query; bad ones get a 4xx
+//!                 admit    GET/HEAD for a served host (others forwarded, or 405)
+//!                 sign     signed-URL token check
+//!                 key      cache key and media kind
+//!                 CMCD     what the player reports; the next object to prefetch
+//!                 LL-HLS   blocking playlist reloads wait for the asked-for part
+//!                 lookup   fresh → answer | stale → revalidate or serve stale | miss
+//!                 fill     join the in-flight fetch for the slot or lead a new one; a detached
+//!                          task asks the ring's origin and every waiter streams the bytes
+//!                 respond  encode (Brotli/gzip), Age, Cache-Status, preconditions, Range
+//!                 log      access line + metrics when the body ends
 //! ```
 //!
-//! Modules: [`config`] (YAML → validated types), [`server`] (connections), [`tls`],
-//! [`proxy`] (the phases), [`cache`] (store, policy, in-flight table), [`upstream`] (origins,
-//! ring, health), [`compress`], [`metrics`], [`admin`], [`origin`] (the synthetic origin).
+//! # Layout
+//!
+//! ```text
+//! main.rs               the CLI: run, check, origin, demo
+//! run.rs                running one edge: listeners, admin, probes, reloads, graceful stop
+//! config/               YAML → validated Config, every error with its field, line and column
+//!   raw.rs              the configuration as written: serde structs and defaults
+//!   units.rs            sizes and durations in human units
+//!   position.rs         YAML positions of fields, for error messages
+//!   rules.rs            cache-key, signed-URL and compression rule types
+//!   validate.rs         one validation function per section
+//! accept.rs             the accept loop (back-off on errors, stop at shutdown)
+//! server.rs             client connections: limits, TLS handshake, HTTP/1.1 + HTTP/2, watchdog
+//! tls.rs                certificates, ALPN, the reloadable resolver
+//! target.rs             the canonical request target
+//! proxy/                the request path (mod.rs: serve, the table of contents)
+//!   context.rs          the state a request reads: proxy, runtime, per-request context
+//!   admit.rs            target, admit, sign, key, CMCD, LL-HLS
+//!   lookup.rs           what the store can answer
+//!   fill.rs             joining or leading the in-flight fetch of a slot
+//!   spawn.rs            starting fill tasks: misses, revalidations, prefetches
+//!   task/               the detached fill task, in named steps
+//!     job.rs            what to fetch, for whom, and how a task can end
+//!     plan.rs           what the origin answered and what the fill does with it
+//!   forward.rs          unsafe methods and OPTIONS, forwarded uncached
+//!   headers.rs          headers to origins (allow-list, forwarding chain) and to clients
+//!   respond.rs          the one place responses are built
+//!   cache_status.rs     the one Cache-Status (RFC 9211) builder
+//!   body.rs             response bodies made by the edge
+//!   log.rs              access log line and request metrics
+//! cache/                the store: a byte-weighed moka cache of complete responses
+//!   key.rs              cache keys and key rules
+//!   policy/             RFC 9111: Cache-Control, storability, freshness, age
+//!   conditional.rs      preconditions (RFC 9110 §13) and ranges (§14)
+//!   fill/               the in-flight table: one fetch per slot, fanned out to every reader
+//!     budget.rs         the in-flight memory budget
+//!     writer.rs         the writing end: chunks, pacing, store on completion
+//!     reader.rs         one request's view of a fill
+//! upstream/             the origin client: ring-ordered choice with failover
+//!   ring.rs             the consistent-hash ring
+//!   health.rs           active probes and passive ejection
+//! media.rs              what HLS and DASH manifests say (liveness, timing, next objects)
+//! llhls.rs              LL-HLS delivery directives (_HLS_msn, _HLS_part, _HLS_skip)
+//! syntax.rs             HLS attribute lists and ISO 8601 durations (edge and origin)
+//! percent.rs            percent-decoding, lenient (edge) and strict (origin)
+//! cmcd.rs               Common Media Client Data
+//! compress.rs           Accept-Encoding negotiation, Brotli and gzip
+//! signing.rs            signed-URL tokens
+//! error.rs              the request path's error type and its status mapping
+//! metrics.rs            every metric name, the recorder
+//! logging.rs            log setup, non-blocking access lines
+//! admin.rs              the admin listener: metrics, health, readiness, purge
+//! origin/               the synthetic origin (`streamedge origin`) and the bundled demo media
+//!   setup.rs            the file table and live views, built at start
+//!   respond.rs          requests to responses (200, 206, 304, 416)
+//!   live.rs             live renderings and retimed segments
+//!   files.rs            the served files and their validators
+//!   paths.rs            request paths: view and file key
+//!   clock.rs            the live clock and its text formats
+//!   hls/                HLS playlists: parsing, the live sliding window
+//!   dash/               DASH MPDs: xml.rs, template.rs, render.rs
+//!   mp4.rs              fragmented MP4 decode times, shifted per loop
+//!   media.rs            the embedded demo rendition
+//! ```
 
 mod accept;
 mod admin;
