@@ -157,12 +157,17 @@ async fn a_client_that_takes_nothing_for_send_timeout_is_disconnected() {
     let r = get(&edge.http_client(), &edge.http_url("/big/slow.ts")).await;
     assert_eq!(r.body.len(), BIG);
 
+    // Two clients that ask and then take nothing: one for the stored object, one for a miss.
+    let mut stalled = Vec::new();
     for path in ["/big/slow.ts", "/big/miss.ts"] {
         let mut s = TcpStream::connect(edge.http).await.unwrap();
         s.write_all(format!("GET {path} HTTP/1.1\r\nHost: edge.test\r\n\r\n").as_bytes())
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(2000)).await;
+        stalled.push((path, s));
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    for (path, mut s) in stalled {
         // Whatever was in flight arrives, then the edge's close.
         let mut got = 0;
         let mut buf = vec![0u8; 1 << 20];
@@ -194,14 +199,14 @@ async fn a_client_that_takes_nothing_for_send_timeout_is_disconnected() {
         .await
         .unwrap();
     let mut got = 0;
-    let mut buf = vec![0u8; 64 << 10];
+    let mut buf = vec![0u8; 256 << 10];
     within(60, "a slow read of the whole object", async {
         loop {
             match s.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => got += n,
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;

@@ -685,23 +685,29 @@ async fn a_request_hidden_in_a_body_never_reaches_the_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_codings_other_than_chunked_are_not_implemented() {
     let (origin, edge) = setup().await;
+    let before = origin.count();
+    // The six conversations run at once: each ends when the edge has been quiet for a while.
+    let mut conversations = tokio::task::JoinSet::new();
     for (i, te) in ["gzip, chunked", "foo, chunked", "identity, chunked"]
-        .iter()
+        .into_iter()
         .enumerate()
     {
         for method in [Method::GET, Method::POST] {
             let path = format!("/coding/{i}.ts");
             let framing = format!("Transfer-Encoding: {te}\r\n");
             let req = request(&method, &path, &framing, CHUNKED_HELLO);
-            let before = origin.count();
-            let c = converse(edge.http, &req).await;
-            assert_eq!(
-                c.statuses(),
-                [501],
-                "{method} Transfer-Encoding: {te}: {c:?}"
-            );
-            assert_eq!(origin.count(), before, "{method} Transfer-Encoding: {te}");
+            let addr = edge.http;
+            conversations.spawn(async move { (method, te, converse(addr, &req).await) });
         }
     }
+    while let Some(done) = conversations.join_next().await {
+        let (method, te, c) = done.expect("conversation task");
+        assert_eq!(
+            c.statuses(),
+            [501],
+            "{method} Transfer-Encoding: {te}: {c:?}"
+        );
+    }
+    assert_eq!(origin.count(), before, "no such request reaches the origin");
     finish(origin, edge, 0).await;
 }
