@@ -127,58 +127,30 @@ impl AdminHandler {
             return r;
         }
         let query = req.uri().query().unwrap_or("");
-        let mut path = None;
-        let mut prefix = None;
-        let mut host = None;
-        let mut soft = false;
-        for pair in query.split('&') {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = crate::percent::decode_form(v);
-            match k {
-                "path" | "url" => path = Some(v),
-                "prefix" => prefix = Some(v),
-                "host" => host = Some(v),
-                "soft" => soft = v == "1" || v == "true",
-                _ => {}
-            }
-        }
-        let host = match host.map(|h| crate::target::canonical_host(h.as_bytes(), 0)) {
-            None => None,
-            Some(Ok(h)) => Some(h),
-            Some(Err(e)) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        let n = match crate::proxy::purge(&self.proxy, query).await {
+            Ok(n) => n,
+            Err(m) => return text(StatusCode::BAD_REQUEST, format!("{m}\n")),
         };
-        match (path, prefix) {
-            (Some(p), None) => {
-                // The canonical form a client's request for it has, so the key matches.
-                let target = match crate::target::Target::from_reference(None, &p) {
-                    Ok(t) => t,
-                    Err(e) => return text(StatusCode::BAD_REQUEST, format!("path: {e}\n")),
-                };
-                let key =
-                    runtime
-                        .keys
-                        .key_on(host.as_deref(), &target.path, target.query.as_deref());
-                let n = match (soft, host.is_some()) {
-                    (true, _) => self.proxy.store.soft_purge(&key).await,
-                    (false, true) => usize::from(self.proxy.store.purge(&key).await),
-                    (false, false) => self.proxy.store.purge_all_hosts(&key),
-                };
-                tracing::info!(key = %key, soft, found = n, "purge");
-                text(StatusCode::OK, format!("purged {n}\n"))
-            }
-            (None, Some(prefix)) if prefix.starts_with('/') => {
-                let n = if soft {
-                    self.proxy.store.soft_purge_prefix(&prefix).await
-                } else {
-                    self.proxy.store.purge_prefix(&prefix)
-                };
-                tracing::info!(prefix, soft, found = n, "purge by prefix");
-                text(StatusCode::OK, format!("purged {n}\n"))
-            }
-            _ => text(
-                StatusCode::BAD_REQUEST,
-                "give exactly one of path=/... or prefix=/... (and optionally host=... and soft=1)\n",
-            ),
+        let Some(cluster) = &runtime.cluster else {
+            return text(StatusCode::OK, format!("purged {n}\n"));
+        };
+        // Fleet-wide: the owner of a key may be any node, and forwarders keep copies too.
+        let peers = cluster.view().peers().count();
+        let failed = crate::cluster::purge_peers(cluster, &runtime.upstream.client(), query).await;
+        if failed.is_empty() {
+            text(
+                StatusCode::OK,
+                format!("purged {n}\npeers confirmed: {peers} of {peers}\n"),
+            )
+        } else {
+            text(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "purged {n}\npeers confirmed: {} of {peers}; not confirmed:\n{}\n",
+                    peers - failed.len(),
+                    failed.join("\n")
+                ),
+            )
         }
     }
 }

@@ -90,6 +90,7 @@
 mod accept;
 mod admin;
 pub mod cache;
+mod cluster;
 pub mod cmcd;
 mod compress;
 pub mod config;

@@ -40,6 +40,20 @@ pub const PREFETCHES: &str = "streamedge_prefetches_total";
 pub const COMPRESSED: &str = "streamedge_compressed_responses_total";
 pub const CMCD_REQUESTS: &str = "streamedge_cmcd_requests_total";
 pub const CMCD_STARVATION: &str = "streamedge_cmcd_buffer_starvation_total";
+pub const PEER_REQUESTS: &str = "streamedge_peer_requests_total";
+pub const PEER_ERRORS: &str = "streamedge_peer_errors_total";
+pub const PEER_RETRIES: &str = "streamedge_peer_retries_total";
+pub const PEER_RESENDS: &str = "streamedge_peer_resends_total";
+pub const PEER_ALL_DOWN: &str = "streamedge_peer_all_down_requests_total";
+pub const PEER_FETCH_DURATION: &str = "streamedge_peer_fetch_duration_seconds";
+pub const PEER_UP: &str = "streamedge_peer_up";
+pub const PEER_HEALTH_PROBES: &str = "streamedge_peer_health_probes_total";
+pub const PEER_FALLBACKS: &str = "streamedge_peer_fallbacks_total";
+pub const PEER_MARKS_REJECTED: &str = "streamedge_peer_marks_rejected_total";
+pub const PEER_FORWARDED: &str = "streamedge_peer_forwarded_requests_total";
+pub const PEER_SERVED: &str = "streamedge_peer_served_requests_total";
+pub const CLUSTER_MEMBERS: &str = "streamedge_cluster_members";
+pub const CLUSTER_OWNED_SHARE: &str = "streamedge_cluster_owned_share";
 
 /// Buckets for request-side latencies (seconds).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -245,6 +259,85 @@ const HELP: &[(&str, Type, Option<Unit>, &str)] = &[
         None,
         "Requests whose CMCD reported buffer starvation (bs).",
     ),
+    (
+        PEER_REQUESTS,
+        Type::Counter,
+        None,
+        "Requests sent to each peer node (forwarded to the key's owner).",
+    ),
+    (
+        PEER_ERRORS,
+        Type::Counter,
+        None,
+        "Peer requests that failed before a response head.",
+    ),
+    (PEER_RETRIES, Type::Counter, None, "Peer attempts retried."),
+    (
+        PEER_RESENDS,
+        Type::Counter,
+        None,
+        "Peer requests sent again on a new connection after a pooled one closed.",
+    ),
+    (
+        PEER_ALL_DOWN,
+        Type::Counter,
+        None,
+        "Peer requests sent while every peer was down.",
+    ),
+    (
+        PEER_FETCH_DURATION,
+        Type::Histogram,
+        Some(Unit::Seconds),
+        "Time from a peer request to the end of its body.",
+    ),
+    (
+        PEER_UP,
+        Type::Gauge,
+        None,
+        "Whether each peer is taking requests (1) or ejected (0).",
+    ),
+    (
+        PEER_HEALTH_PROBES,
+        Type::Counter,
+        None,
+        "Active peer probes by result.",
+    ),
+    (
+        PEER_FALLBACKS,
+        Type::Counter,
+        None,
+        "Requests whose owner peer failed before any byte, fetched from the origin instead.",
+    ),
+    (
+        PEER_MARKS_REJECTED,
+        Type::Counter,
+        None,
+        "Requests carrying a forwarding mark that did not verify (treated as client requests).",
+    ),
+    (
+        PEER_FORWARDED,
+        Type::Counter,
+        None,
+        "Client requests routed to the key's owner peer.",
+    ),
+    (
+        PEER_SERVED,
+        Type::Counter,
+        None,
+        "Requests forwarded by a peer and served by this node as the owner.",
+    ),
+    (
+        CLUSTER_MEMBERS,
+        Type::Gauge,
+        None,
+        "Members of the fleet in this node's view, itself included.",
+    ),
+    (
+        CLUSTER_OWNED_SHARE,
+        Type::Gauge,
+        None,
+        "The share of keys this node owns on the fleet's ring.",
+    ),
 ];
 
 #[derive(Clone, Copy)]
@@ -381,38 +474,102 @@ pub fn first_byte(cache: &'static str, after: Duration) {
         .record(after.as_secs_f64());
 }
 
-pub fn origin_request(origin: &str) {
-    counter!(ORIGIN_REQUESTS, "origin" => origin.to_owned()).increment(1);
+/// Which kind of upstream an exchange was with: an origin, or a peer node of the fleet. Each
+/// has its own metric names (`streamedge_origin_*`, `streamedge_peer_*`), labelled by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Origin,
+    Peer,
 }
 
-pub fn origin_error(origin: &str, error: &'static str) {
-    counter!(ORIGIN_ERRORS, "origin" => origin.to_owned(), "error" => error).increment(1);
+impl Side {
+    fn label(self) -> &'static str {
+        match self {
+            Side::Origin => "origin",
+            Side::Peer => "peer",
+        }
+    }
+
+    fn pick(self, origin: &'static str, peer: &'static str) -> &'static str {
+        match self {
+            Side::Origin => origin,
+            Side::Peer => peer,
+        }
+    }
 }
 
-pub fn origin_retry(origin: &str) {
-    counter!(ORIGIN_RETRIES, "origin" => origin.to_owned()).increment(1);
-}
-
-pub fn origin_resend(origin: &str) {
-    counter!(ORIGIN_RESENDS, "origin" => origin.to_owned()).increment(1);
-}
-
-pub fn origin_all_down(origin: &str) {
-    counter!(ORIGIN_ALL_DOWN, "origin" => origin.to_owned()).increment(1);
-}
-
-pub fn origin_fetch_done(origin: &str, ok: bool, took: Duration) {
-    histogram!(ORIGIN_FETCH_DURATION, "origin" => origin.to_owned(), "result" => if ok { "ok" } else { "error" })
-        .record(took.as_secs_f64());
-}
-
-pub fn origin_up(origin: &str, up: bool) {
-    gauge!(ORIGIN_UP, "origin" => origin.to_owned()).set(if up { 1.0 } else { 0.0 });
-}
-
-pub fn health_probe(origin: &str, ok: bool) {
-    counter!(HEALTH_PROBES, "origin" => origin.to_owned(), "result" => if ok { "ok" } else { "fail" })
+pub fn origin_request(side: Side, name: &str) {
+    counter!(side.pick(ORIGIN_REQUESTS, PEER_REQUESTS), side.label() => name.to_owned())
         .increment(1);
+}
+
+pub fn origin_error(side: Side, name: &str, error: &'static str) {
+    counter!(side.pick(ORIGIN_ERRORS, PEER_ERRORS), side.label() => name.to_owned(), "error" => error)
+        .increment(1);
+}
+
+pub fn origin_retry(side: Side, name: &str) {
+    counter!(side.pick(ORIGIN_RETRIES, PEER_RETRIES), side.label() => name.to_owned()).increment(1);
+}
+
+pub fn origin_resend(side: Side, name: &str) {
+    counter!(side.pick(ORIGIN_RESENDS, PEER_RESENDS), side.label() => name.to_owned()).increment(1);
+}
+
+pub fn origin_all_down(side: Side, name: &str) {
+    counter!(side.pick(ORIGIN_ALL_DOWN, PEER_ALL_DOWN), side.label() => name.to_owned())
+        .increment(1);
+}
+
+pub fn origin_fetch_done(side: Side, name: &str, ok: bool, took: Duration) {
+    histogram!(
+        side.pick(ORIGIN_FETCH_DURATION, PEER_FETCH_DURATION),
+        side.label() => name.to_owned(),
+        "result" => if ok { "ok" } else { "error" }
+    )
+    .record(took.as_secs_f64());
+}
+
+pub fn origin_up(side: Side, name: &str, up: bool) {
+    gauge!(side.pick(ORIGIN_UP, PEER_UP), side.label() => name.to_owned()).set(if up {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+pub fn health_probe(side: Side, name: &str, ok: bool) {
+    counter!(
+        side.pick(HEALTH_PROBES, PEER_HEALTH_PROBES),
+        side.label() => name.to_owned(),
+        "result" => if ok { "ok" } else { "fail" }
+    )
+    .increment(1);
+}
+
+/// A peer failed before any byte, and the request went to the origin itself.
+pub fn peer_fallback(peer: &str) {
+    counter!(PEER_FALLBACKS, "peer" => peer.to_owned()).increment(1);
+}
+
+/// A request carried a forwarding mark that did not verify (forged, stale or wrong secret).
+pub fn peer_mark_rejected() {
+    counter!(PEER_MARKS_REJECTED).increment(1);
+}
+
+/// A client request routed to its owner peer.
+pub fn peer_forwarded() {
+    counter!(PEER_FORWARDED).increment(1);
+}
+
+/// A request a peer forwarded here, served by this node as the owner.
+pub fn peer_served() {
+    counter!(PEER_SERVED).increment(1);
+}
+
+pub fn cluster_members(members: usize, owned_share: f64) {
+    gauge!(CLUSTER_MEMBERS).set(members as f64);
+    gauge!(CLUSTER_OWNED_SHARE).set(owned_share);
 }
 
 pub fn collapsed() {

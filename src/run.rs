@@ -138,7 +138,7 @@ impl Edge {
             admin_server: Server::new(&admin_limits, stop_rx),
             listening: Arc::new(AtomicBool::new(false)),
             accept_loops: Vec::new(),
-            probes: proxy.runtime().upstream.spawn_probes(),
+            probes: proxy.runtime().spawn_background(),
             upkeep: spawn_upkeep(proxy.clone()),
             proxy,
             tls,
@@ -188,7 +188,7 @@ impl Edge {
                             for p in self.probes.drain(..) {
                                 p.abort();
                             }
-                            self.probes = self.proxy.runtime().upstream.spawn_probes();
+                            self.probes = self.proxy.runtime().spawn_background();
                             tracing::info!("configuration reloaded");
                         }
                         Err(e) => tracing::error!(error = %e, "reload failed; the running configuration stays"),

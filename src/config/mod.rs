@@ -6,6 +6,7 @@
 //! maintained); it stays behind `parse` so it can be swapped. The rule types a config carries
 //! are defined here (`rules`), so this module imports nothing of the edge.
 
+mod cluster;
 mod position;
 mod raw;
 mod rules;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use cluster::{ClusterConfig, DnsDiscovery, KubernetesDiscovery, member_id};
 use position::{field_path_at, strip_location_prefix};
 pub use raw::DEFAULT_FORWARD_HEADERS;
 use raw::RawConfig;
@@ -45,6 +47,8 @@ pub struct Config {
     pub prefetch: PrefetchConfig,
     pub key_rules: Vec<KeyRule>,
     pub signed_urls: Vec<SigningRule>,
+    /// The fleet this node is a member of (none: it serves alone).
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Debug, Clone)]

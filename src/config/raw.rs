@@ -36,6 +36,7 @@ pub(super) struct RawConfig {
     pub(super) cache_key: Vec<Spanned<RawKeyRule>>,
     #[serde(default)]
     pub(super) signed_urls: Vec<Spanned<RawSigning>>,
+    pub(super) cluster: Option<Spanned<super::cluster::RawCluster>>,
 }
 
 #[derive(Deserialize)]

@@ -157,6 +157,9 @@ fn every_key_is_documented() {
         format!("{base}cache_key:\n  - prefix: /\n    zz_bogus: 1\n"),
         format!("{base}signed_urls:\n  - prefix: /\n    zz_bogus: 1\n"),
         format!("{base}cache:\n  stale_if_error:\n    zz_bogus: 1\n"),
+        format!("{base}cluster:\n  node: \"http://127.0.0.2:1\"\n  zz_bogus: 1\n"),
+        format!("{base}cluster:\n  node: \"http://127.0.0.2:1\"\n  dns:\n    name: x\n    zz_bogus: 1\n"),
+        format!("{base}cluster:\n  node: \"http://127.0.0.2:1\"\n  kubernetes:\n    service: x\n    zz_bogus: 1\n"),
     ];
     for yaml in probes {
         let e = parse(&yaml).unwrap_err();
@@ -223,4 +226,59 @@ fn out_of_range_values_are_errors_not_clamped() {
     ))
     .unwrap();
     assert_eq!(ok.log.level, "info,streamedge=debug");
+}
+
+#[test]
+fn cluster_errors_name_the_field_and_line() {
+    let base = "listen:\n  http: \"127.0.0.1:1\"\norigins:\n  - url: \"http://127.0.0.1:2\"\n";
+    let secret = "  secret: \"0123456789abcdef\"\n";
+    let cases = [
+        (
+            format!("{base}cluster:\n  node: \"http://127.0.0.2:1\"\n"),
+            "cluster.secret",
+            6,
+        ),
+        (
+            format!("{base}cluster:\n  node: \"http://127.0.0.2:1\"\n  secret: short\n"),
+            "cluster.secret",
+            7,
+        ),
+        (
+            format!("{base}cluster:\n  node: \"ftp://a\"\n{secret}"),
+            "cluster.node",
+            6,
+        ),
+        (
+            format!(
+                "{base}cluster:\n  node: \"http://a:1\"\n{secret}  peers: [\"http://b:1/x\"]\n"
+            ),
+            "cluster.peers",
+            8,
+        ),
+        (
+            format!(
+                "{base}cluster:\n  node: \"http://a:1\"\n{secret}  dns:\n    name: p\n    srv: true\n    port: 1\n"
+            ),
+            "cluster.dns.port",
+            11,
+        ),
+        (
+            format!("{base}cluster:\n  node: \"http://a:1\"\n{secret}  name: \"two words\"\n"),
+            "cluster.name",
+            8,
+        ),
+    ];
+    for (yaml, field, line) in cases {
+        let e = parse(&yaml).unwrap_err();
+        assert_eq!(e.field, field, "{e}");
+        assert_eq!(e.line, line, "{e}");
+    }
+    let ok = parse(&format!(
+        "{base}cluster:\n  node: \"HTTP://A:80/\"\n{secret}  peers: [\"http://a\", \"http://b:8080\"]\n"
+    ))
+    .unwrap();
+    let c = ok.cluster.unwrap();
+    assert_eq!(c.node, "http://a:80");
+    assert_eq!(c.peers, ["http://a:80", "http://b:8080"]);
+    assert_eq!(c.name, "streamedge/a:80");
 }

@@ -96,6 +96,10 @@ pub(super) fn validate(raw: RawConfig, text: &str) -> Result<Config, ConfigError
         prefetch: prefetch(&v, raw.prefetch)?,
         key_rules: key_rules(&v, raw.cache_key)?,
         signed_urls: signed_urls(&v, raw.signed_urls)?,
+        cluster: raw
+            .cluster
+            .map(|c| super::cluster::validate(c, |at, field, m| v.err(at, field, m)))
+            .transpose()?,
     })
 }
 

@@ -19,7 +19,8 @@ use crate::target::Target;
 
 /// Phase `target`: runs first. The request's host, path and query in their one canonical form
 /// (see [`crate::target`]): malformed or ambiguous targets and hosts get 400, a host not in
-/// `server.hosts` (when set) gets 421.
+/// `server.hosts` (when set) gets 421 — unless a peer forwarded the request (it admitted the
+/// client's host itself).
 pub(super) fn target(
     ctx: &Ctx,
     parts: &http::request::Parts,
@@ -27,7 +28,7 @@ pub(super) fn target(
 ) -> Result<Target, EdgeError> {
     let target = Target::from_request(parts, conn.tls).map_err(bad_target)?;
     let hosts = &ctx.rt.config.server.hosts;
-    if !hosts.is_empty() {
+    if !hosts.is_empty() && ctx.from_peer.is_none() {
         let name = target.host_name().unwrap_or_default();
         if !hosts.iter().any(|h| h == name) {
             return Err(EdgeError::UnknownHost(
@@ -83,9 +84,15 @@ pub(super) fn admit(ctx: &Ctx, parts: &http::request::Parts) -> Result<bool, Edg
 
 /// Phase `sign`: runs after `admit`. Under a `signed_urls` prefix (matched on the canonical
 /// path), a missing, bad or expired token gets 403; the token is removed from what follows (key
-/// and origin request). Then an escaped `/` left anywhere in the path gets 400.
+/// and origin request). Then an escaped `/` left anywhere in the path gets 400. A request a
+/// peer forwarded was checked there, and carries the key without its token.
 pub(super) fn sign(ctx: &Ctx, target: &mut Target) -> Result<(), EdgeError> {
-    match check_signature(&ctx.rt, target) {
+    let checked = if ctx.from_peer.is_some() {
+        Ok(())
+    } else {
+        check_signature(&ctx.rt, target)
+    };
+    match checked {
         Ok(()) => target.check_no_encoded_slash().map_err(bad_target),
         Err(e) => Err(EdgeError::Forbidden(e.to_string())),
     }

@@ -94,9 +94,10 @@ impl CacheStatus {
         }
     }
 
-    pub fn value(&self) -> HeaderValue {
+    /// The entry of this cache, named `cache` (`streamedge`, or the node's name in a fleet).
+    pub fn value(&self, cache: &str) -> HeaderValue {
         let mut s = String::with_capacity(64);
-        s.push_str("streamedge");
+        s.push_str(cache);
         if self.hit {
             s.push_str("; hit");
         }
@@ -126,26 +127,71 @@ impl CacheStatus {
     }
 }
 
+/// The `Cache-Status` of a response that passed caches upstream too (a peer that owns the
+/// key, a shield tier): their entries as they sent them, then this cache's — RFC 9211 lists
+/// the cache nearest the origin first.
+pub fn after_upstream(upstream: &http::HeaderMap, ours: HeaderValue) -> HeaderValue {
+    let mut theirs = upstream
+        .get_all(http::header::HeaderName::from_static("cache-status"))
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .peekable();
+    if theirs.peek().is_none() {
+        return ours;
+    }
+    let mut s: Vec<&str> = theirs.collect();
+    let ours_text = ours.to_str().unwrap_or("").to_owned();
+    s.push(&ours_text);
+    HeaderValue::from_str(&s.join(", ")).unwrap_or(ours)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn values() {
-        assert_eq!(CacheStatus::hit(5).value(), "streamedge; hit; ttl=5");
-        assert_eq!(CacheStatus::method().value(), "streamedge; fwd=method");
         assert_eq!(
-            CacheStatus::error(&EdgeError::NotCached).value(),
+            CacheStatus::hit(5).value("streamedge"),
+            "streamedge; hit; ttl=5"
+        );
+        assert_eq!(
+            CacheStatus::method().value("streamedge/127.0.0.2:8080"),
+            "streamedge/127.0.0.2:8080; fwd=method"
+        );
+        assert_eq!(
+            CacheStatus::error(&EdgeError::NotCached).value("streamedge"),
             "streamedge; detail=not-cached"
         );
         let e = EdgeError::NoHealthyOrigin { key: "/a".into() };
         assert_eq!(
-            CacheStatus::error(&e).value(),
+            CacheStatus::error(&e).value("streamedge"),
             "streamedge; fwd=miss; detail=no-healthy-origin"
         );
         assert_eq!(
-            CacheStatus::stale_on_error(-4, &e).value(),
+            CacheStatus::stale_on_error(-4, &e).value("streamedge"),
             "streamedge; fwd=stale; fwd-status=503; ttl=-4; detail=stale-if-error"
+        );
+    }
+
+    #[test]
+    fn entries_of_upstream_caches_come_first() {
+        let ours = CacheStatus::hit(3).value("edge-a");
+        assert_eq!(after_upstream(&http::HeaderMap::new(), ours.clone()), ours);
+        let mut up = http::HeaderMap::new();
+        up.append(
+            "cache-status",
+            HeaderValue::from_static("origin-cache; hit"),
+        );
+        up.append(
+            "cache-status",
+            HeaderValue::from_static("edge-b; fwd=uri-miss; stored"),
+        );
+        assert_eq!(
+            after_upstream(&up, ours),
+            "origin-cache; hit, edge-b; fwd=uri-miss; stored, edge-a; hit; ttl=3"
         );
     }
 }

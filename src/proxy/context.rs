@@ -7,11 +7,13 @@ use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use super::headers::{ClientAddress, origin_request_headers};
+use crate::cache::CacheKey;
 use crate::cache::Store;
 use crate::cache::fill::FillTable;
 use crate::cache::key::KeyRules;
+use crate::cluster::{Cluster, Route};
 use crate::config::Config;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Origin, Upstream, UpstreamError};
 
 /// Everything a request reads that a config reload may replace.
 pub struct Runtime {
@@ -20,17 +22,52 @@ pub struct Runtime {
     pub keys: KeyRules,
     /// Prefetches in flight at once.
     pub prefetch_slots: Arc<Semaphore>,
+    /// The fleet this node belongs to, if any.
+    pub(crate) cluster: Option<Arc<Cluster>>,
+    /// This node's name in `Cache-Status`.
+    pub cache_name: Arc<str>,
 }
 
 impl Runtime {
     pub fn new(config: Config) -> Result<Runtime, UpstreamError> {
         let upstream = Arc::new(Upstream::new(&config)?);
+        let cluster = config
+            .cluster
+            .as_ref()
+            .map(|c| Arc::new(Cluster::new(c, &config.fetch)));
         Ok(Runtime {
+            cache_name: cluster
+                .as_ref()
+                .map_or("streamedge".into(), |c| c.name().into()),
+            cluster,
             keys: KeyRules::new(config.key_rules.clone()),
             prefetch_slots: Arc::new(Semaphore::new(config.prefetch.concurrency)),
             upstream,
             config: Arc::new(config),
         })
+    }
+}
+
+impl Runtime {
+    /// The peer that owns `key`, when it is another node of the fleet (and up). LL-HLS
+    /// requests for a playlist all go to the owner of the plain playlist, which collapses them.
+    pub(crate) fn owner_peer(&self, key: &CacheKey) -> Option<Arc<Origin>> {
+        let cluster = self.cluster.as_ref()?;
+        let plain = key.without_directives();
+        match cluster.view().route(plain.as_ref().unwrap_or(key).as_str()) {
+            Route::Peer(owner) => Some(owner),
+            Route::Local => None,
+        }
+    }
+
+    /// Starts what runs beside the requests: origin health probes, fleet discovery and peer
+    /// probes. A reload aborts them and starts the new runtime's.
+    pub fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = self.upstream.spawn_probes();
+        if let Some(c) = &self.cluster {
+            tasks.extend(c.spawn(self.upstream.client()));
+        }
+        tasks
     }
 }
 
@@ -67,15 +104,27 @@ pub(super) struct Ctx {
     pub proxy: Arc<Proxy>,
     pub rt: Arc<Runtime>,
     /// The address the request came from (a proxy's, when one is in front).
-    pub peer: std::net::IpAddr,
+    pub client_ip: std::net::IpAddr,
+    /// The node that forwarded this request, when it carries a genuine forwarding mark: this
+    /// node serves it itself.
+    pub from_peer: Option<Arc<str>>,
 }
 
 impl Ctx {
+    /// The peer to ask for `key`: its owner, unless that is this node or the request came
+    /// from a peer (which this node then serves itself).
+    pub fn owner_peer(&self, key: &CacheKey) -> Option<Arc<Origin>> {
+        match self.from_peer {
+            Some(_) => None,
+            None => self.rt.owner_peer(key),
+        }
+    }
+
     /// Headers for an origin fetch on behalf of this request.
     pub fn origin_headers(&self, parts: &http::request::Parts, private: bool) -> http::HeaderMap {
         let address = ClientAddress::new(
             &parts.headers,
-            self.peer,
+            self.client_ip,
             &self.rt.config.server.trusted_proxies,
         );
         origin_request_headers(

@@ -105,6 +105,7 @@ fn join(
     parts: &http::request::Parts,
     req: &FillRequest,
 ) -> Result<(crate::cache::fill::FillReader, bool), EdgeError> {
+    let owner = ctx.owner_peer(&req.key);
     let job = || {
         FillJob::new(
             req.key.clone(),
@@ -115,14 +116,15 @@ fn join(
         )
         .revalidating(req.stale.clone())
         .private(req.mode == Mode::Private)
+        .asking(owner.clone())
     };
     let spawn = |writer| spawn_fill(ctx.proxy.clone(), ctx.rt.clone(), writer, job());
     Ok(match req.mode {
-        Mode::Collapse => match ctx
-            .proxy
-            .fills
-            .join(&req.slot, ctx.rt.config.cache.max_waiters)?
-        {
+        Mode::Collapse => match ctx.proxy.fills.join_in(
+            &req.slot,
+            job().lane(),
+            ctx.rt.config.cache.max_waiters,
+        )? {
             Joined::Leader(reader, writer) => {
                 spawn(writer);
                 (reader, false)

@@ -68,7 +68,7 @@ pub async fn forward_unsafe(
     }
     headers.insert(
         HeaderName::from_static("cache-status"),
-        CacheStatus::method().value(),
+        CacheStatus::method().value(&rt.cache_name),
     );
     let stream = futures_util::stream::unfold(Some(resp), |state| async move {
         let mut resp = state?;

@@ -14,7 +14,7 @@ use super::log::{CacheResult, Outcome};
 use super::respond::Answer;
 use super::spawn::spawn_fill;
 use super::task::FillJob;
-use crate::cache::fill::Joined;
+use crate::cache::fill::{Joined, Lane};
 use crate::cache::policy::CacheControl;
 use crate::cache::{CacheKey, CachedObject, Lookup, StoreKey};
 use crate::error::EdgeError;
@@ -114,7 +114,9 @@ fn revalidate_in_background(
     slot: &StoreKey,
     stale: Arc<CachedObject>,
 ) {
-    if let Ok(Joined::Leader(reader, writer)) = ctx.proxy.fills.join(slot, usize::MAX) {
+    let owner = ctx.owner_peer(key);
+    let lane = Lane::asking_peer(owner.is_some());
+    if let Ok(Joined::Leader(reader, writer)) = ctx.proxy.fills.join_in(slot, lane, usize::MAX) {
         drop(reader);
         let mut job = FillJob::new(
             key.clone(),
@@ -124,7 +126,7 @@ fn revalidate_in_background(
             ctx.rt.config.fetch.first_byte_timeout,
         );
         job.kind = stale.kind;
-        let job = job.revalidating(Some(stale));
+        let job = job.revalidating(Some(stale)).asking(owner);
         spawn_fill(ctx.proxy.clone(), ctx.rt.clone(), writer, job);
     }
 }

@@ -15,6 +15,8 @@ mod forward;
 mod headers;
 mod log;
 mod lookup;
+mod peer;
+mod purge;
 mod respond;
 mod spawn;
 mod task;
@@ -34,6 +36,7 @@ use fill::Filled;
 pub use log::CacheResult;
 use log::Outcome;
 use lookup::Found;
+pub(crate) use purge::purge;
 use respond::{Answer, respond, respond_error};
 
 /// The hyper-facing handler.
@@ -59,14 +62,16 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let (parts, body) = req.into_parts();
     let mut out = Outcome::new(&parts, &conn);
+    let rt = proxy.runtime();
     let ctx = Ctx {
-        rt: proxy.runtime(),
+        from_peer: peer::from_peer(&rt, &parts),
+        rt,
         proxy,
-        peer: conn.peer.ip(),
+        client_ip: conn.peer.ip(),
     };
     let response = match serve(&ctx, &parts, &conn, body, &mut out).await {
         Ok(r) => r,
-        Err(e) => respond_error(&e, &mut out),
+        Err(e) => respond_error(&e, &ctx.rt.cache_name, &mut out),
     };
     log::log(response, out)
 }
@@ -80,6 +85,12 @@ async fn serve(
     out: &mut Outcome,
 ) -> Result<Response<ResponseBody>, EdgeError> {
     let mut target = admit::target(ctx, parts, conn)?;
+    if let Some(response) = peer::endpoint(ctx, parts).await {
+        return Ok(response);
+    }
+    if ctx.from_peer.is_some() {
+        crate::metrics::peer_served();
+    }
     let forward = admit::admit(ctx, parts)?;
     admit::sign(ctx, &mut target)?;
     let key = admit::key(&ctx.rt, &target);
@@ -94,7 +105,7 @@ async fn serve(
     }
     let (key, first_byte_timeout) = admit::ll_hls(ctx, parts, key).await;
     let answer = answer(ctx, parts, &key, first_byte_timeout, out).await?;
-    respond(answer, parts)
+    respond(answer, parts, &ctx.rt.cache_name)
 }
 
 /// Phases `lookup` and `fill`: what answers the request. A fill is made when the store cannot

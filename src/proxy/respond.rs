@@ -13,7 +13,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use tokio::time::Instant;
 
 use super::body::{Frames, empty, full};
-use super::cache_status::CacheStatus;
+use super::cache_status::{CacheStatus, after_upstream};
 use super::headers::VIA;
 use super::log::{CacheResult, Outcome};
 use crate::cache::conditional::{self, Precondition, RangeRequest};
@@ -42,18 +42,23 @@ pub enum Answer {
 }
 
 /// The response to an answer.
+/// `cache` names this node in `Cache-Status`.
 pub fn respond(
     answer: Answer,
     parts: &http::request::Parts,
+    cache: &str,
 ) -> Result<Response<ResponseBody>, EdgeError> {
     match answer {
-        Answer::Stored { obj, status, now } => respond_stored(&obj, parts, status, now),
+        Answer::Stored { obj, status, now } => {
+            let extra = extra_headers(obj.freshness.age(now), &status, cache, &obj.headers);
+            respond_stored(&obj, parts, extra)
+        }
         Answer::Filled {
             head,
             reader,
             collapsed,
             fwd,
-        } => respond_fill(&head, reader, parts, collapsed, fwd),
+        } => respond_fill(&head, reader, parts, collapsed, fwd, cache),
     }
 }
 
@@ -73,10 +78,19 @@ fn set_extra(h: &mut HeaderMap, extra: &[(HeaderName, HeaderValue)]) {
     }
 }
 
-fn extra_headers(age: Duration, status: &CacheStatus) -> [(HeaderName, HeaderValue); 3] {
+/// Age, Cache-Status (after the entries of caches upstream, in `stored`) and Via.
+fn extra_headers(
+    age: Duration,
+    status: &CacheStatus,
+    cache: &str,
+    stored: &HeaderMap,
+) -> [(HeaderName, HeaderValue); 3] {
     [
         (header::AGE, age_value(age)),
-        (HeaderName::from_static("cache-status"), status.value()),
+        (
+            HeaderName::from_static("cache-status"),
+            after_upstream(stored, status.value(cache)),
+        ),
         (header::VIA, HeaderValue::from_static(VIA)),
     ]
 }
@@ -141,10 +155,8 @@ fn encoded_headers(h: &mut HeaderMap, encoding: Encoding, len: usize) {
 fn respond_stored(
     obj: &CachedObject,
     parts: &http::request::Parts,
-    status: CacheStatus,
-    now: Instant,
+    extra: [(HeaderName, HeaderValue); 3],
 ) -> Result<Response<ResponseBody>, EdgeError> {
-    let extra = extra_headers(obj.freshness.age(now), &status);
     match conditional::evaluate(&parts.method, &parts.headers, obj.status, &obj.headers) {
         Precondition::NotModified => return Ok(not_modified(&obj.headers, &extra)),
         Precondition::Failed => return Ok(precondition_failed(&extra)),
@@ -269,6 +281,7 @@ fn respond_fill(
     parts: &http::request::Parts,
     collapsed: bool,
     fwd: &'static str,
+    cache: &str,
 ) -> Result<Response<ResponseBody>, EdgeError> {
     let now = Instant::now();
     let status = CacheStatus::filled(head, collapsed, fwd, now);
@@ -277,7 +290,7 @@ fn respond_fill(
     } else {
         head.initial_age
     };
-    let extra = extra_headers(age, &status);
+    let extra = extra_headers(age, &status, cache, &head.headers);
     match conditional::evaluate(&parts.method, &parts.headers, head.status, &head.headers) {
         Precondition::NotModified => return Ok(not_modified(&head.headers, &extra)),
         Precondition::Failed => return Ok(precondition_failed(&extra)),
@@ -348,14 +361,14 @@ fn precondition_failed(extra: &[(HeaderName, HeaderValue)]) -> Response<Response
 
 /// The one mapping from error to response: status from the error, a generic body, and the
 /// `Age` and `Cache-Status` every response carries.
-pub fn respond_error(e: &EdgeError, out: &mut Outcome) -> Response<ResponseBody> {
+pub fn respond_error(e: &EdgeError, cache: &str, out: &mut Outcome) -> Response<ResponseBody> {
     out.error = Some(e.to_string());
     let mut resp = error_response(e);
     let h = resp.headers_mut();
     h.insert(header::AGE, HeaderValue::from(0));
     h.insert(
         HeaderName::from_static("cache-status"),
-        CacheStatus::error(e).value(),
+        CacheStatus::error(e).value(cache),
     );
     if e.source_class() == crate::error::ErrorSource::Client {
         out.cache = CacheResult::Synthetic;

@@ -12,7 +12,7 @@ use super::admit::reference_key;
 use super::context::{Proxy, Runtime};
 use super::headers::origin_request_headers;
 use super::task::{self, FillJob};
-use crate::cache::fill::{FillWriter, Joined};
+use crate::cache::fill::{FillWriter, Joined, Lane};
 use crate::cache::{CacheKey, StoreKey};
 use crate::media;
 
@@ -85,7 +85,12 @@ pub fn prefetch(proxy: &Arc<Proxy>, rt: &Arc<Runtime>, key: CacheKey) {
             crate::metrics::prefetch("skipped");
             return;
         };
-        match proxy.fills.join(&slot, rt.config.cache.max_waiters) {
+        let owner = rt.owner_peer(&key);
+        let lane = Lane::asking_peer(owner.is_some());
+        match proxy
+            .fills
+            .join_in(&slot, lane, rt.config.cache.max_waiters)
+        {
             Ok(Joined::Leader(reader, writer)) => {
                 drop(reader);
                 let origin_headers =
@@ -98,6 +103,7 @@ pub fn prefetch(proxy: &Arc<Proxy>, rt: &Arc<Runtime>, key: CacheKey) {
                     rt.config.fetch.first_byte_timeout,
                 );
                 job.prefetch = Some(permit);
+                let job = job.asking(owner);
                 spawn_fill(proxy.clone(), rt.clone(), writer, job);
             }
             Ok(Joined::Follower(_)) => crate::metrics::prefetch("in_flight"),

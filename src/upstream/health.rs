@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::metrics::Side;
+
 /// With active checks and every origin down: how often one request per origin goes through.
 pub const ALL_DOWN_TRIAL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -35,6 +37,7 @@ struct State {
 
 #[derive(Debug)]
 pub struct Health {
+    side: Side,
     name: String,
     state: Mutex<State>,
     rise: u32,
@@ -52,9 +55,17 @@ pub enum Transition {
 }
 
 impl Health {
-    pub fn new(name: &str, rise: u32, fall: u32, active: bool, cooldown: Duration) -> Health {
-        crate::metrics::origin_up(name, true);
+    pub fn new(
+        side: Side,
+        name: &str,
+        rise: u32,
+        fall: u32,
+        active: bool,
+        cooldown: Duration,
+    ) -> Health {
+        crate::metrics::origin_up(side, name, true);
         Health {
+            side,
             name: name.to_owned(),
             state: Mutex::new(State {
                 up: true,
@@ -199,9 +210,9 @@ impl Health {
         match t {
             Transition::Up => {
                 tracing::info!(origin = %self.name, "origin marked up");
-                crate::metrics::origin_up(&self.name, true);
+                crate::metrics::origin_up(self.side, &self.name, true);
             }
-            Transition::Down => crate::metrics::origin_up(&self.name, false),
+            Transition::Down => crate::metrics::origin_up(self.side, &self.name, false),
             Transition::None => {}
         }
     }
@@ -231,7 +242,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn active_rise_and_fall() {
-        let h = Health::new("t-active", 2, 3, true, Duration::from_secs(10));
+        let h = Health::new(
+            Side::Origin,
+            "t-active",
+            2,
+            3,
+            true,
+            Duration::from_secs(10),
+        );
         assert_eq!(h.failure("x"), Transition::None);
         assert_eq!(h.failure("x"), Transition::None);
         assert_eq!(h.failure("x"), Transition::Down);
@@ -250,13 +268,27 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn all_down_passive_verdicts_are_set_aside_and_active_ones_trickle() {
-        let passive = Health::new("t-anyway-p", 1, 1, false, Duration::from_secs(60));
+        let passive = Health::new(
+            Side::Origin,
+            "t-anyway-p",
+            1,
+            1,
+            false,
+            Duration::from_secs(60),
+        );
         passive.failure("x");
         assert!(passive.admit().is_none());
         assert!(passive.could_admit_anyway() && passive.admit_anyway());
         assert!(passive.admit_anyway(), "every request, while all are out");
 
-        let active = Health::new("t-anyway-a", 1, 1, true, Duration::from_secs(60));
+        let active = Health::new(
+            Side::Origin,
+            "t-anyway-a",
+            1,
+            1,
+            true,
+            Duration::from_secs(60),
+        );
         active.failure("x");
         assert!(active.admit_anyway(), "a first trial");
         assert!(!active.could_admit_anyway());
@@ -267,7 +299,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn passive_cooldown_trial() {
-        let h = Health::new("t-passive", 2, 1, false, Duration::from_secs(10));
+        let h = Health::new(
+            Side::Origin,
+            "t-passive",
+            2,
+            1,
+            false,
+            Duration::from_secs(10),
+        );
         assert_eq!(h.failure("x"), Transition::Down);
         assert!(h.admit().is_none());
         tokio::time::advance(Duration::from_secs(11)).await;
@@ -288,7 +327,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_trial_without_verdict_is_handed_back() {
-        let h = Health::new("t-lost", 2, 1, false, Duration::from_secs(10));
+        let h = Health::new(Side::Origin, "t-lost", 2, 1, false, Duration::from_secs(10));
         assert_eq!(h.failure("x"), Transition::Down);
         tokio::time::advance(Duration::from_secs(11)).await;
         let lost = h.admit();

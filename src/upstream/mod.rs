@@ -17,19 +17,56 @@ use tokio::time::Instant;
 use crate::cache::CacheKey;
 use crate::config::{Config, FetchConfig, HealthCheckConfig, HostHeader};
 use crate::error::{EdgeError, TimeoutPhase};
-use health::Health;
+use crate::metrics::Side;
+use health::{Health, Transition};
 use ring::OriginRing;
 
-/// One configured origin.
+/// One configured origin, or a peer node of the fleet (an upstream like an origin, with the
+/// same health, timeouts and resends).
 pub(crate) struct Origin {
     pub name: Arc<str>,
     pub base: reqwest::Url,
     /// `host[:port]` of the base URL, for the Host header.
     pub authority: HeaderValue,
     pub health: Health,
+    pub side: Side,
 }
 
 impl Origin {
+    fn new(side: Side, name: &str, base: reqwest::Url, health: Health) -> Origin {
+        let authority = match base.port() {
+            Some(p) => format!("{}:{p}", base.host_str().unwrap_or_default()),
+            None => base.host_str().unwrap_or_default().to_owned(),
+        };
+        Origin {
+            name: name.into(),
+            authority: HeaderValue::from_str(&authority)
+                .unwrap_or(HeaderValue::from_static("localhost")),
+            base,
+            health,
+            side,
+        }
+    }
+
+    /// A peer node, named by its member identity (`scheme://host:port`). Without active
+    /// probes, a fallen peer gets a trial request after `cooldown`.
+    pub fn peer(id: &str, fall: u32, cooldown: Duration, probes: bool) -> Origin {
+        let base = reqwest::Url::parse(id).unwrap_or_else(|_| {
+            reqwest::Url::parse("http://invalid.invalid").expect("a valid URL")
+        });
+        let health = Health::new(Side::Peer, id, 1, fall, probes, cooldown);
+        Origin::new(Side::Peer, id, base, health)
+    }
+
+    /// The request target (path and query) a key is asked for, as it goes on the wire.
+    pub fn target_for(&self, key: &CacheKey) -> Result<String, EdgeError> {
+        let url = self.url_for(key)?;
+        Ok(match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        })
+    }
+
     /// The origin URL of a cache key: the base URL's path prefix joined with the key.
     fn url_for(&self, key: &CacheKey) -> Result<reqwest::Url, EdgeError> {
         let prefix = self.base.path().trim_end_matches('/');
@@ -91,7 +128,12 @@ impl OriginResponse {
 
     /// Records the end of the exchange for health and metrics.
     pub fn finished(&self, ok: bool) {
-        crate::metrics::origin_fetch_done(&self.origin.name, ok, self.started.elapsed());
+        crate::metrics::origin_fetch_done(
+            self.origin.side,
+            &self.origin.name,
+            ok,
+            self.started.elapsed(),
+        );
     }
 }
 
@@ -192,17 +234,15 @@ impl Upstream {
             .origins
             .iter()
             .map(|o| {
-                let authority = match o.url.port() {
-                    Some(p) => format!("{}:{p}", o.url.host_str().unwrap_or_default()),
-                    None => o.url.host_str().unwrap_or_default().to_owned(),
-                };
-                Arc::new(Origin {
-                    name: o.name.as_str().into(),
-                    base: o.url.clone(),
-                    authority: HeaderValue::from_str(&authority)
-                        .unwrap_or(HeaderValue::from_static("localhost")),
-                    health: Health::new(&o.name, rise, fall, active, fetch.passive_cooldown),
-                })
+                let health = Health::new(
+                    Side::Origin,
+                    &o.name,
+                    rise,
+                    fall,
+                    active,
+                    fetch.passive_cooldown,
+                );
+                Arc::new(Origin::new(Side::Origin, &o.name, o.url.clone(), health))
             })
             .collect();
         let ring = OriginRing::new(config.origins.iter().map(|o| (o.name.as_str(), o.weight)));
@@ -226,6 +266,35 @@ impl Upstream {
     /// Requests sent to origins so far, health probes included (they share the pool).
     pub fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The pooled client, for requests of the fleet's own (peer probes, purges).
+    pub fn client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
+    /// Sends the request to a peer, the owner of its key: once, twice when a pooled
+    /// connection closed first; never to another node. The caller goes to the origin when
+    /// this fails.
+    pub async fn fetch_peer(
+        &self,
+        peer: &Arc<Origin>,
+        req: &OriginRequest,
+    ) -> Result<OriginResponse, EdgeError> {
+        let Some(_admitted) = peer.health.admit() else {
+            return Err(EdgeError::NoHealthyOrigin {
+                key: req.key.to_string(),
+            });
+        };
+        let resp = self.attempt(peer, req).await;
+        match &resp {
+            Ok(_) => peer.health.success(false),
+            Err(e) => {
+                crate::metrics::origin_error(peer.side, &peer.name, e.cache_status_detail());
+                Transition::None
+            }
+        };
+        resp
     }
 
     pub fn any_up(&self) -> bool {
@@ -254,7 +323,7 @@ impl Upstream {
                     if !origin.health.admit_anyway() {
                         continue;
                     }
-                    crate::metrics::origin_all_down(&origin.name);
+                    crate::metrics::origin_all_down(origin.side, &origin.name);
                     None
                 } else {
                     match origin.health.admit() {
@@ -285,20 +354,24 @@ impl Upstream {
                             resp.finished(false);
                             if more_left {
                                 tracing::debug!(origin = %origin.name, status, key = %req.key, "retrying on next origin");
-                                crate::metrics::origin_retry(&origin.name);
+                                crate::metrics::origin_retry(origin.side, &origin.name);
                                 continue;
                             }
                         }
                         return Ok(resp);
                     }
                     Err(e) => {
-                        crate::metrics::origin_error(&origin.name, e.cache_status_detail());
+                        crate::metrics::origin_error(
+                            origin.side,
+                            &origin.name,
+                            e.cache_status_detail(),
+                        );
                         let retry = e.is_retryable() && more_left;
                         tracing::debug!(origin = %origin.name, error = %e, retry, "origin fetch failed");
                         if !retry {
                             return Err(e);
                         }
-                        crate::metrics::origin_retry(&origin.name);
+                        crate::metrics::origin_retry(origin.side, &origin.name);
                         last_err = Some(e);
                     }
                 }
@@ -323,7 +396,7 @@ impl Upstream {
         };
         let (e, failure) = if failure == Failure::Closed && req.method.is_safe() {
             tracing::debug!(origin = %origin.name, error = %e, key = %req.key, "sending again on a new connection");
-            crate::metrics::origin_resend(&origin.name);
+            crate::metrics::origin_resend(origin.side, &origin.name);
             match self.fetch_from(&self.fresh, origin, req).await {
                 Ok(r) => return Ok(r),
                 Err(f) => f,
@@ -362,7 +435,7 @@ impl Upstream {
                 Failure::Answer,
             )
         })?;
-        crate::metrics::origin_request(&origin.name);
+        crate::metrics::origin_request(origin.side, &origin.name);
         self.requests.fetch_add(1, Ordering::Relaxed);
         let request_time = SystemTime::now();
         let started = Instant::now();
@@ -461,7 +534,7 @@ async fn probe(client: &reqwest::Client, origin: &Origin, hc: &HealthCheckConfig
         Ok(Ok(r)) if hc.expect_status.contains(&r.status().as_u16()) => Ok(()),
         Ok(Ok(r)) => Err(format!("status {}", r.status().as_u16())),
     };
-    crate::metrics::health_probe(&origin.name, outcome.is_ok());
+    crate::metrics::health_probe(origin.side, &origin.name, outcome.is_ok());
     match outcome {
         Ok(()) => {
             origin.health.success(true);

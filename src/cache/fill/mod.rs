@@ -172,8 +172,26 @@ impl FillState {
 }
 
 /// One in-flight origin fetch and its buffered body.
+/// Where a fill fetches from. In a fleet the two are kept apart: a request a peer forwarded
+/// joins only fills that go to the origin, never one that waits on a peer — two nodes that
+/// disagree on a key's owner would otherwise each wait on the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    Origin,
+    /// The key's owner, another node of the fleet.
+    Peer,
+}
+
+impl Lane {
+    /// The lane of a fill that asks a peer (`true`) or the origin.
+    pub fn asking_peer(peer: bool) -> Lane {
+        if peer { Lane::Peer } else { Lane::Origin }
+    }
+}
+
 pub struct Fill {
     pub slot: StoreKey,
+    lane: Lane,
     id: u64,
     table: Weak<FillTable>,
     budget: Arc<Budget>,
@@ -273,7 +291,7 @@ impl Drop for Fill {
 /// The in-flight table: slot → the fill every request for that slot reads from, and the
 /// memory budget all fills share.
 pub struct FillTable {
-    map: Mutex<HashMap<StoreKey, Arc<Fill>>>,
+    map: Mutex<HashMap<(StoreKey, Lane), Arc<Fill>>>,
     /// Every live fill, shared or private, for shedding under memory pressure.
     live: Mutex<HashMap<u64, Weak<Fill>>>,
     next_id: AtomicU64,
@@ -308,7 +326,7 @@ impl FillTable {
         &self.budget
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<StoreKey, Arc<Fill>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(StoreKey, Lane), Arc<Fill>>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -316,10 +334,11 @@ impl FillTable {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn new_fill(self: &Arc<Self>, slot: StoreKey) -> Arc<Fill> {
+    fn new_fill(self: &Arc<Self>, slot: StoreKey, lane: Lane) -> Arc<Fill> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let fill = Arc::new(Fill {
             slot,
+            lane,
             id,
             table: Arc::downgrade(self),
             budget: self.budget.clone(),
@@ -332,15 +351,27 @@ impl FillTable {
         fill
     }
 
-    /// Joins the fill for `slot`, or creates it. Atomic with respect to other requests for
-    /// the same slot: exactly one becomes the leader.
+    /// Joins the fill for `slot` that fetches from the origin, or creates it.
+    #[cfg(test)]
     pub fn join(
         self: &Arc<Self>,
         slot: &StoreKey,
         max_waiters: usize,
     ) -> Result<Joined, EdgeError> {
+        self.join_in(slot, Lane::Origin, max_waiters)
+    }
+
+    /// Joins the fill for `slot` in `lane`, or creates it. Atomic with respect to other
+    /// requests for the same slot and lane: exactly one becomes the leader.
+    pub fn join_in(
+        self: &Arc<Self>,
+        slot: &StoreKey,
+        lane: Lane,
+        max_waiters: usize,
+    ) -> Result<Joined, EdgeError> {
         let mut map = self.lock();
-        if let Some(fill) = map.get(slot) {
+        let entry = (slot.clone(), lane);
+        if let Some(fill) = map.get(&entry) {
             if fill.joined() >= max_waiters {
                 return Err(EdgeError::Overloaded {
                     key: slot.key.to_string(),
@@ -350,10 +381,10 @@ impl FillTable {
                 return Ok(Joined::Follower(reader));
             }
             // Streaming-only fills leave the table before refusing readers; be defensive.
-            map.remove(slot);
+            map.remove(&entry);
         }
-        let fill = self.new_fill(slot.clone());
-        map.insert(slot.clone(), fill.clone());
+        let fill = self.new_fill(slot.clone(), lane);
+        map.insert(entry, fill.clone());
         drop(map);
         let reader = fill.reader(true).expect("a new fill accepts its leader");
         let writer = FillWriter {
@@ -366,7 +397,7 @@ impl FillTable {
 
     /// A fill outside the table, for requests that must not be collapsed.
     pub fn private(self: &Arc<Self>, slot: &StoreKey) -> (FillReader, FillWriter) {
-        let fill = self.new_fill(slot.clone());
+        let fill = self.new_fill(slot.clone(), Lane::Origin);
         let reader = fill.reader(true).expect("a new fill accepts its leader");
         (
             reader,
@@ -380,11 +411,12 @@ impl FillTable {
 
     fn remove(&self, fill: &Fill) {
         let mut map = self.lock();
+        let entry = (fill.slot.clone(), fill.lane);
         if map
-            .get(&fill.slot)
+            .get(&entry)
             .is_some_and(|f| std::ptr::eq(Arc::as_ptr(f), fill))
         {
-            map.remove(&fill.slot);
+            map.remove(&entry);
         }
     }
 

@@ -7,8 +7,10 @@ use bytes::Bytes;
 use http::HeaderMap;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::cache::fill::Lane;
 use crate::cache::{CacheKey, CachedObject, ContentKind, StoreKey};
 use crate::error::EdgeError;
+use crate::upstream::Origin;
 
 /// What the detached fill task needs to fetch and store one object.
 pub struct FillJob {
@@ -26,6 +28,8 @@ pub struct FillJob {
     pub first_byte_timeout: Duration,
     /// A prefetch's concurrency slot, held until its fill ends (`None`: a client's fetch).
     pub prefetch: Option<OwnedSemaphorePermit>,
+    /// The peer that owns the key, to ask before the origin (`None`: the origin).
+    pub owner: Option<Arc<Origin>>,
 }
 
 impl FillJob {
@@ -47,6 +51,7 @@ impl FillJob {
             shared: true,
             first_byte_timeout,
             prefetch: None,
+            owner: None,
         }
     }
 
@@ -60,6 +65,17 @@ impl FillJob {
     pub fn private(mut self, private: bool) -> FillJob {
         self.shared = !private;
         self
+    }
+
+    /// Asks `owner`, a peer, before the origin.
+    pub fn asking(mut self, owner: Option<Arc<Origin>>) -> FillJob {
+        self.owner = owner;
+        self
+    }
+
+    /// The in-flight lane this job's fill belongs to.
+    pub fn lane(&self) -> Lane {
+        Lane::asking_peer(self.owner.is_some())
     }
 }
 

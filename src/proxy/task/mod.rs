@@ -21,6 +21,7 @@ use super::headers::{merge_304, with_origin_age};
 use crate::cache::CachedObject;
 use crate::cache::fill::{FillHead, FillWriter, Push};
 use crate::cache::policy::{self, Exchange};
+use crate::cluster::mark;
 use crate::error::EdgeError;
 use crate::media::{Format, ManifestInfo};
 use crate::upstream::{OriginRequest, OriginResponse};
@@ -152,7 +153,7 @@ async fn fetch(rt: &Runtime, job: &FillJob) -> Result<(OriginResponse, bool), Fa
     }
     let conditional = headers.contains_key(header::IF_NONE_MATCH)
         || headers.contains_key(header::IF_MODIFIED_SINCE);
-    let request = OriginRequest {
+    let mut request = OriginRequest {
         key: job.key.clone(),
         method: Method::GET,
         headers,
@@ -160,12 +161,41 @@ async fn fetch(rt: &Runtime, job: &FillJob) -> Result<(OriginResponse, bool), Fa
         body: None,
         retry: true,
     };
+    if let Some(resp) = from_owner(rt, job, &mut request).await {
+        return Ok((resp, conditional));
+    }
     match rt.upstream.fetch(&request).await {
         Ok(resp) => Ok((resp, conditional)),
         Err(e) => {
             tracing::debug!(key = %job.key, error = %e, "fill failed before headers");
             let failure = FillFailure::Origin(e.cache_status_detail());
             Err(Failed::new(e, failure))
+        }
+    }
+}
+
+/// In a fleet, a key another node owns is asked of that node (marked, so it never forwards
+/// it again) instead of the origin. When the owner fails before any byte, `None`: the fill
+/// goes to the origin itself.
+async fn from_owner(
+    rt: &Runtime,
+    job: &FillJob,
+    request: &mut OriginRequest,
+) -> Option<OriginResponse> {
+    let owner = job.owner.as_ref()?;
+    let cluster = rt.cluster.as_ref()?;
+    let target = owner.target_for(&job.key).ok()?;
+    let mark = cluster.marker().mark(cluster.node(), &Method::GET, &target);
+    request.headers.insert(mark::HEADER, mark);
+    crate::metrics::peer_forwarded();
+    let answer = rt.upstream.fetch_peer(owner, request).await;
+    request.headers.remove(mark::HEADER);
+    match answer {
+        Ok(resp) => Some(resp),
+        Err(e) => {
+            tracing::info!(key = %job.key, peer = %owner.name, error = %e, "owner peer failed; asking the origin");
+            crate::metrics::peer_fallback(&owner.name);
+            None
         }
     }
 }
@@ -290,7 +320,11 @@ async fn stream_body(
             Ok(None) => break,
             Err(e) => {
                 tracing::info!(key = %job.key, origin = %answer.origin, error = %e, received, "origin body failed");
-                crate::metrics::origin_error(&answer.origin, e.cache_status_detail());
+                crate::metrics::origin_error(
+                    resp.origin.side,
+                    &answer.origin,
+                    e.cache_status_detail(),
+                );
                 return Err(Failed::new(e, FillFailure::Body));
             }
         };

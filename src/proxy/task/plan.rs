@@ -17,6 +17,7 @@ use crate::cache::{CachedObject, ContentKind, Encodings, MediaSummary};
 use crate::compress::{self, Encoding};
 use crate::error::EdgeError;
 use crate::media::{self, ManifestInfo};
+use crate::metrics::Side;
 use crate::proxy::context::{Proxy, Runtime};
 use crate::proxy::headers::{stored_headers, varies_on, vary_names, with_origin_age};
 use crate::upstream::OriginResponse;
@@ -38,6 +39,8 @@ pub(super) struct Answer {
     pub(super) request_time: std::time::SystemTime,
     pub(super) response_time: std::time::SystemTime,
     pub(super) received_at: Instant,
+    /// From a peer: how long this node may keep its own copy (`cluster.secondary_ttl`).
+    pub(super) secondary_ttl: Option<std::time::Duration>,
 }
 
 impl Answer {
@@ -63,6 +66,9 @@ impl Answer {
             request_time: resp.request_time,
             response_time: resp.response_time,
             received_at: resp.received_at,
+            secondary_ttl: (resp.origin.side == Side::Peer)
+                .then(|| rt.cluster.as_ref().map(|c| c.secondary_ttl()))
+                .flatten(),
         }
     }
 
@@ -91,7 +97,7 @@ impl Answer {
         cfg: &crate::config::CacheConfig,
         media: Option<MediaTiming>,
     ) -> Decision {
-        policy::decide(
+        let mut decision = policy::decide(
             &Exchange {
                 request_headers: &job.request_headers,
                 status: self.status,
@@ -103,7 +109,16 @@ impl Answer {
                 media,
             },
             cfg,
-        )
+        );
+        if let (Some(ttl), Ok(f)) = (self.secondary_ttl, &mut decision.store) {
+            // A forwarding node's copy is short-lived: the owner keeps the object.
+            if ttl.is_zero() {
+                decision.store = Err(policy::Refusal::NoFreshness);
+            } else {
+                f.lifetime = f.lifetime.min(f.initial_age + ttl);
+            }
+        }
+        decision
     }
 }
 

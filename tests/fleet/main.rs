@@ -1,0 +1,170 @@
+//! A fleet of real `streamedge` processes on 127.0.0.2, .3 and .4 (Linux routes all of 127/8
+//! to loopback) in front of one counting origin: each object has one owner, the others forward
+//! to it, and the origin is asked once per object for the whole fleet.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod routing;
+mod shield;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+/// The fleet's shared secret in these tests.
+pub const SECRET: &str = "fleet-test-secret-0123456789";
+
+/// A free TCP port on `ip` (bound, then released for the node to take).
+pub fn free_port(ip: &str) -> u16 {
+    let l = std::net::TcpListener::bind(format!("{ip}:0")).expect("bind a free port");
+    l.local_addr().unwrap().port()
+}
+
+/// One node of a fleet: the process and where it listens.
+pub struct Node {
+    pub process: EdgeProcess,
+    /// `http://ip:port`, its identity on the ring.
+    pub url: String,
+    pub admin: String,
+    _dir: TempDir,
+}
+
+impl Node {
+    pub fn get_url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    pub async fn purge(&self, query: &str) -> Resp {
+        send(
+            reqwest::Client::new()
+                .post(format!("{}/purge?{query}", self.admin))
+                .bearer_auth("admin-token"),
+        )
+        .await
+    }
+}
+
+/// What one node's config says besides the fleet.
+pub struct NodeSpec {
+    pub ip: String,
+    pub port: u16,
+    pub origins: Vec<String>,
+    /// The `cluster` section (without `node` and `secret`), or `None` for a node alone.
+    pub cluster: Option<String>,
+    pub extra: String,
+}
+
+impl NodeSpec {
+    pub fn url(&self) -> String {
+        format!("http://{}:{}", self.ip, self.port)
+    }
+}
+
+pub fn start_node(spec: &NodeSpec) -> Node {
+    streamedge::tls::install_provider();
+    let dir = TempDir::new("fleet");
+    let origins: String = spec
+        .origins
+        .iter()
+        .map(|o| format!("  - url: \"{o}\"\n"))
+        .collect();
+    let cluster = match &spec.cluster {
+        Some(c) => format!(
+            "cluster:\n  node: \"{}\"\n  secret: \"{SECRET}\"\n{c}",
+            spec.url()
+        ),
+        None => String::new(),
+    };
+    let yaml = format!(
+        "listen:\n  http: \"{ip}:{port}\"\nadmin:\n  listen: \"{ip}:0\"\n  token: \"admin-token\"\n\
+         log:\n  access: off\norigins:\n{origins}{cluster}{extra}",
+        ip = spec.ip,
+        port = spec.port,
+        extra = spec.extra,
+    );
+    let path = dir.path().join("edge.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    let process = EdgeProcess::start(Path::new(&path));
+    Node {
+        url: spec.url(),
+        admin: process.admin.clone(),
+        process,
+        _dir: dir,
+    }
+}
+
+/// Three nodes that list each other, in front of `origin`.
+pub struct Fleet {
+    pub nodes: Vec<Node>,
+}
+
+impl Fleet {
+    pub const IPS: [&'static str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+
+    /// `cluster_extra` is added to every node's `cluster` section (e.g. `secondary_ttl`).
+    pub async fn start(origin: &TestOrigin, cluster_extra: &str) -> Fleet {
+        let ports: Vec<u16> = Fleet::IPS.iter().map(|ip| free_port(ip)).collect();
+        let peers: String = Fleet::IPS
+            .iter()
+            .zip(&ports)
+            .map(|(ip, p)| format!("    - \"http://{ip}:{p}\"\n"))
+            .collect();
+        let cluster =
+            format!("  peers:\n{peers}  debounce: 100ms\n  probe_interval: 500ms\n{cluster_extra}");
+        let nodes = Fleet::IPS
+            .iter()
+            .zip(&ports)
+            .map(|(ip, port)| {
+                start_node(&NodeSpec {
+                    ip: (*ip).to_owned(),
+                    port: *port,
+                    origins: vec![origin.url()],
+                    cluster: Some(cluster.clone()),
+                    extra: String::new(),
+                })
+            })
+            .collect();
+        let fleet = Fleet { nodes };
+        fleet.wait_members(3).await;
+        fleet
+    }
+
+    /// Waits until every node sees `n` members and every peer up.
+    pub async fn wait_members(&self, n: usize) {
+        within(20, "every node to see the fleet", async {
+            loop {
+                let mut all = true;
+                for node in &self.nodes {
+                    let m = node.metrics().await;
+                    let members = metric_sum(&m, "streamedge_cluster_members", &[]);
+                    let up = metric_sum(&m, "streamedge_peer_up", &[]);
+                    all &= members == n as f64 && up == (n - 1) as f64;
+                }
+                if all {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+}
+
+/// The socket address of a node URL.
+pub fn addr_of(url: &str) -> SocketAddr {
+    url.trim_start_matches("http://")
+        .parse()
+        .expect("node address")
+}
