@@ -54,6 +54,7 @@ async fn each_key_reaches_the_origin_once_in_the_whole_fleet() {
             let r = get(&client, &node.get_url(&path)).await;
             assert_eq!(r.status, 200, "{path} via {}", node.url);
             assert_eq!(r.body, Bytes::from(format!("body of {path}")));
+            assert!(r.header("streamedge-peer").is_none(), "no mark to clients");
             let e = entries(&r);
             assert!(e.len() <= 2, "{path}: {e:?}");
             if e.len() == 2 {
@@ -73,6 +74,13 @@ async fn each_key_reaches_the_origin_once_in_the_whole_fleet() {
     }
     // Two of every three requests were another node's keys.
     assert_eq!(forwarded, 200, "requests through a non-owner");
+    assert!(
+        origin
+            .requests()
+            .iter()
+            .all(|seen| !seen.headers.contains_key("streamedge-peer")),
+        "the forwarding mark never reaches the origin"
+    );
     let mut shares = 0.0;
     for node in &fleet.nodes {
         let m = node.metrics().await;
@@ -236,6 +244,50 @@ async fn a_purge_on_any_node_reaches_the_owner() {
         origin.count_path(&path),
         2,
         "fetched again once, by its owner, after the purge"
+    );
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_fails_before_any_byte_sends_the_request_to_the_origin() {
+    let origin = TestOrigin::start(|parts| segment_origin_reply(parts.uri.path())).await;
+    // A member nothing listens on, and no probes: the first requests find out by failing.
+    let dead = format!("http://127.0.0.9:{}", super::free_port("127.0.0.9"));
+    let ip = "127.0.0.8";
+    let port = super::free_port(ip);
+    let node = super::start_node(&super::NodeSpec {
+        ip: ip.into(),
+        port,
+        origins: vec![origin.url()],
+        cluster: Some(format!(
+            "  peers: [\"http://{ip}:{port}\", \"{dead}\"]\n  probe_interval: 0s\n"
+        )),
+        extra: String::new(),
+    });
+    let client = reqwest::Client::new();
+    for i in 0..40 {
+        let path = format!("/vod/fallback-{i}.ts");
+        let r = get(&client, &node.get_url(&path)).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.body, Bytes::from(format!("body of {path}")));
+        assert_eq!(
+            entries(&r).len(),
+            1,
+            "served by this node: {:?}",
+            entries(&r)
+        );
+        assert_eq!(origin.count_path(&path), 1);
+    }
+    let m = node.metrics().await;
+    let fallbacks = metric_sum(&m, "streamedge_peer_fallbacks_total", &[]);
+    assert!(
+        fallbacks >= 1.0,
+        "some keys were the dead peer's: {fallbacks}"
+    );
+    assert_eq!(
+        metric_sum(&m, "streamedge_peer_up", &[]),
+        0.0,
+        "passive health took the dead peer out"
     );
     origin.stop().await;
 }
