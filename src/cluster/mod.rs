@@ -135,6 +135,8 @@ impl Cluster {
                 })
             })
             .collect();
+        // Health is kept for current members only: pods come and go with new addresses.
+        known.retain(|id, _| members.contains(id));
         drop(known);
         let me = members.iter().position(|m| **m == *self.cfg.node);
         let owned_share = owned_share(&ring, me);

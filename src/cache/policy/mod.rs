@@ -294,7 +294,8 @@ impl Freshness {
             || (no_origin && !self.must_revalidate && self.within_cap(now))
     }
 
-    /// How long the cache should keep the object at all (a backstop for moka).
+    /// How long the cache should keep the object at all (a backstop for moka): never past
+    /// the age it may no longer be served at (`max_age`).
     pub fn retention(&self, has_validator: bool, stale_retention: Duration) -> Duration {
         let remaining = self.lifetime.saturating_sub(self.initial_age);
         let stale = self
@@ -305,7 +306,9 @@ impl Freshness {
             } else {
                 Duration::ZERO
             });
-        remaining + stale
+        let keep = remaining + stale;
+        self.max_age
+            .map_or(keep, |cap| keep.min(cap.saturating_sub(self.initial_age)))
     }
 }
 

@@ -393,3 +393,21 @@ fn stale_windows() {
     .unwrap();
     assert!(!f.may_serve_stale_on_error(f.stored_at + Duration::from_secs(20)));
 }
+
+#[test]
+fn retention_never_passes_the_age_an_object_may_be_served_at() {
+    let mut f = decide_for(
+        200,
+        &[
+            ("cache-control", "max-age=60, stale-if-error=3600"),
+            ("etag", "\"v\""),
+        ],
+        ContentKind::Segment,
+    )
+    .unwrap();
+    let long = Duration::from_secs(600);
+    assert_eq!(f.retention(true, long), Duration::from_secs(60 + 3600));
+    // A forwarding node's copy: served for two seconds at most, kept no longer.
+    f.max_age = Some(f.initial_age + Duration::from_secs(2));
+    assert_eq!(f.retention(true, long), Duration::from_secs(2));
+}

@@ -111,11 +111,14 @@ impl Answer {
             cfg,
         );
         if let (Some(ttl), Ok(f)) = (self.secondary_ttl, &mut decision.store) {
-            // A forwarding node's copy is short-lived: the owner keeps the object.
+            // A forwarding node's copy is short-lived, fresh or stale: the owner keeps the
+            // object, the fleet holds one long-lived copy of it.
             if ttl.is_zero() {
                 decision.store = Err(policy::Refusal::NoFreshness);
             } else {
-                f.lifetime = f.lifetime.min(f.initial_age + ttl);
+                let until = f.initial_age + ttl;
+                f.lifetime = f.lifetime.min(until);
+                f.max_age = Some(f.max_age.map_or(until, |cap| cap.min(until)));
             }
         }
         decision
