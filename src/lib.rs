@@ -9,6 +9,8 @@
 //!
 //! ```text
 //! client ─TLS─▶ server ─▶ proxy
+//!                 peer     a fleet peer's forwarding mark checked (then served here, never
+//!                          forwarded again); a peer's probe or purge answered
 //!                 target   one canonical form of host, path and query; bad ones get a 4xx
 //!                 admit    GET/HEAD for a served host (others forwarded, or 405)
 //!                 sign     signed-URL token check
@@ -17,7 +19,8 @@
 //!                 LL-HLS   blocking playlist reloads wait for the asked-for part
 //!                 lookup   fresh → answer | stale → revalidate or serve stale | miss
 //!                 fill     join the in-flight fetch for the slot or lead a new one; a detached
-//!                          task asks the ring's origin and every waiter streams the bytes
+//!                          task asks the key's owner in the fleet (another node), or the
+//!                          ring's origin, and every waiter streams the bytes
 //!                 respond  encode (Brotli/gzip), Age, Cache-Status, preconditions, Range
 //!                 log      access line + metrics when the body ends
 //! ```
@@ -33,6 +36,7 @@
 //!   position.rs         YAML positions of fields, for error messages
 //!   rules.rs            cache-key, signed-URL and compression rule types
 //!   validate.rs         one validation function per section
+//!   cluster.rs          the cluster section: raw, typed, validated
 //! accept.rs             the accept loop (back-off on errors, stop at shutdown)
 //! server.rs             client connections: limits, TLS handshake, HTTP/1.1 + HTTP/2, watchdog
 //! tls.rs                certificates, ALPN, the reloadable resolver
@@ -41,6 +45,8 @@
 //!   context.rs          the state a request reads: proxy, runtime, per-request context
 //!   admit.rs            target, admit, sign, key, CMCD, LL-HLS
 //!   lookup.rs           what the store can answer
+//!   peer.rs             requests from peers: the mark checked, probes, fleet purges
+//!   purge.rs            purges, for the admin API and peers
 //!   fill.rs             joining or leading the in-flight fetch of a slot
 //!   spawn.rs            starting fill tasks: misses, revalidations, prefetches
 //!   task/               the detached fill task, in named steps
@@ -60,6 +66,9 @@
 //!     budget.rs         the in-flight memory budget
 //!     writer.rs         the writing end: chunks, pacing, store on completion
 //!     reader.rs         one request's view of a fill
+//! cluster/              the fleet: members, the owner of a key, forwarding to it
+//!   mark.rs             the forwarding mark (HMAC) between nodes
+//!   dns.rs              members from DNS (A/AAAA or SRV)
 //! upstream/             the origin client: ring-ordered choice with failover
 //!   ring.rs             the consistent-hash ring
 //!   health.rs           active probes and passive ejection

@@ -1,6 +1,7 @@
-//! The request path, phase by phase: target → admit → sign → key → CMCD → LL-HLS → lookup →
-//! fill → respond → log. `serve` below is the table of contents; each phase lives in a module
-//! of its own, and the state they share in `context`.
+//! The request path, phase by phase: (a peer's mark) → target → (a peer's probe or purge) →
+//! admit → sign → key → CMCD → LL-HLS → lookup → fill (from the key's owner in the fleet or
+//! the origin) → respond → log. `serve` below is the table of contents; each phase lives in a
+//! module of its own, and the state they share in `context`.
 //!
 //! Every phase is a function whose doc says when it runs and what it does by default. The
 //! handler is infallible: each error becomes a response in `respond::respond_error`, and every
