@@ -36,7 +36,7 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 /// What a request handler knows about its connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    pub peer: SocketAddr,
+    pub remote: SocketAddr,
     pub tls: bool,
     /// "h1" or "h2".
     pub protocol: &'static str,
@@ -99,7 +99,7 @@ impl Server {
     ) {
         let mut shutdown = self.shutdown.clone();
         let mut acceptor = Acceptor::new(listener, "client", crate::metrics::accept_error);
-        while let Some((stream, peer)) = acceptor.next(stopped(&mut shutdown)).await {
+        while let Some((stream, remote)) = acceptor.next(stopped(&mut shutdown)).await {
             let accepted = Instant::now();
             // The permit is taken after accept: the listeners share the limit, and one idle
             // in accept must not hold a permit (with a limit below the number of listeners,
@@ -117,7 +117,7 @@ impl Server {
             let handler = handler.clone();
             tokio::spawn(async move {
                 server
-                    .connection(stream, peer, accepted, tls, handler)
+                    .connection(stream, remote, accepted, tls, handler)
                     .await;
                 drop(permit);
             });
@@ -135,7 +135,7 @@ impl Server {
     async fn connection<H: Handler>(
         self: Arc<Self>,
         stream: TcpStream,
-        peer: SocketAddr,
+        remote: SocketAddr,
         accepted: Instant,
         tls: Option<TlsAcceptor>,
         handler: H,
@@ -143,7 +143,7 @@ impl Server {
         match tls {
             None => {
                 let info = Arc::new(ConnInfo {
-                    peer,
+                    remote,
                     tls: false,
                     protocol: "h1",
                 });
@@ -159,12 +159,12 @@ impl Server {
                 let stream = match handshake {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
                         crate::metrics::tls_handshake_error("failed");
                         return;
                     }
                     Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
+                        tracing::debug!(%remote, "TLS handshake timed out");
                         crate::metrics::tls_handshake_error("timeout");
                         return;
                     }
@@ -182,7 +182,7 @@ impl Server {
                     },
                 );
                 let info = Arc::new(ConnInfo {
-                    peer,
+                    remote,
                     tls: true,
                     protocol: if h2 { "h2" } else { "h1" },
                 });
@@ -223,7 +223,7 @@ impl Server {
                 _ = activity.watch.notified() => {}
                 res = conn.as_mut() => {
                     if let Err(e) = res {
-                        tracing::debug!(peer = %info.peer, error = %e, "connection ended with error");
+                        tracing::debug!(remote = %info.remote, error = %e, "connection ended with error");
                     }
                     break;
                 }
@@ -234,7 +234,7 @@ impl Server {
                 _ = tokio::time::sleep_until(wake), if !closing || watching => {
                     match activity.verdict(limits, watching, closing) {
                         Verdict::Stalled => {
-                            tracing::debug!(peer = %info.peer, "client took no response bytes for send_timeout: closing");
+                            tracing::debug!(remote = %info.remote, "client took no response bytes for send_timeout: closing");
                             crate::metrics::client_send_timeout();
                             break;
                         }

@@ -22,7 +22,7 @@ pub const VIA: &str = "1.1 streamedge";
 
 /// The client-address headers of one request: `X-Forwarded-For`, `Forwarded` and `X-Real-IP`.
 /// What a client says about its own address is believed only when it connects from a trusted
-/// proxy (`server.trusted_proxies`); the peer address is always appended.
+/// proxy (`server.trusted_proxies`); the address the connection came from is always appended.
 #[derive(Debug, Clone)]
 pub struct ClientAddress {
     forwarded_for: HeaderValue,
@@ -31,12 +31,12 @@ pub struct ClientAddress {
 }
 
 impl ClientAddress {
-    pub fn new(client: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> ClientAddress {
-        let peer = peer.to_canonical();
+    pub fn new(client: &HeaderMap, remote: IpAddr, trusted: &[IpNet]) -> ClientAddress {
+        let remote = remote.to_canonical();
         let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
         let mut chain: Vec<IpAddr> = Vec::new();
         let mut forwarded = String::new();
-        if is_trusted(peer) {
+        if is_trusted(remote) {
             chain = client
                 .get_all("x-forwarded-for")
                 .iter()
@@ -51,7 +51,7 @@ impl ClientAddress {
                 }
             }
         }
-        chain.push(peer);
+        chain.push(remote);
         // The client is the nearest address that is not one of our proxies.
         let real = chain
             .iter()
@@ -59,13 +59,13 @@ impl ClientAddress {
             .find(|a| !is_trusted(**a))
             .or(chain.first())
             .copied()
-            .unwrap_or(peer);
+            .unwrap_or(remote);
         let list = chain
             .iter()
             .map(IpAddr::to_string)
             .collect::<Vec<_>>()
             .join(", ");
-        match peer {
+        match remote {
             IpAddr::V4(a) => forwarded.push_str(&format!("for={a}")),
             IpAddr::V6(a) => forwarded.push_str(&format!("for=\"[{a}]\"")),
         }

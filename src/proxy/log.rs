@@ -47,7 +47,7 @@ impl CacheResult {
 pub struct Outcome {
     pub method: Method,
     pub target: String,
-    pub peer: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
     pub protocol: &'static str,
     pub started: Instant,
     pub cache: CacheResult,
@@ -66,7 +66,7 @@ impl Outcome {
                 .uri
                 .path_and_query()
                 .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-            peer: conn.peer,
+            remote: conn.remote,
             protocol: conn.protocol,
             started: Instant::now(),
             cache: CacheResult::Synthetic,
@@ -120,7 +120,7 @@ fn emit(out: &Outcome, status: u16, bytes: u64, body_error: Option<&str>) {
     let cmcd = out.cmcd.as_ref();
     tracing::info!(
         target: "streamedge::access",
-        client = %out.peer,
+        client = %out.remote,
         proto = out.protocol,
         method = %out.method,
         path = %out.target,

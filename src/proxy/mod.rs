@@ -68,7 +68,7 @@ pub async fn handle(
         from_peer: peer::from_peer(&rt, &parts),
         rt,
         proxy,
-        client_ip: conn.peer.ip(),
+        client_ip: conn.remote.ip(),
     };
     let response = match serve(&ctx, &parts, &conn, body, &mut out).await {
         Ok(r) => r,
