@@ -1,4 +1,5 @@
-//! A fleet when things go wrong: a node killed while clients keep asking through the others.
+//! A fleet when things go wrong: a node killed while clients keep asking through the others,
+//! and nodes whose member lists disagree.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use super::common::*;
-use super::{Fleet, client, entries, owner_in, peer_metric};
+use super::{Fleet, Node, NodeSpec, client, entries, free_port, owner_in, peer_metric, start_node};
 
 fn body_of(path: &str) -> Bytes {
     Bytes::from(format!("body of {path}"))
@@ -174,5 +175,154 @@ async fn a_node_killed_under_load_costs_no_client_error_and_only_its_keys_are_fe
             );
         }
     }
+    origin.stop().await;
+}
+
+/// A node on `ip:port` whose `cluster.peers` are `peers`, in front of `origin`.
+fn node_listing(origin: &TestOrigin, ip: &str, port: u16, peers: &[&String]) -> Node {
+    let list: String = peers.iter().map(|p| format!("    - \"{p}\"\n")).collect();
+    start_node(&NodeSpec {
+        ip: ip.to_owned(),
+        port,
+        origins: vec![origin.url()],
+        cluster: Some(format!(
+            "  peers:\n{list}  debounce: 100ms\n  probe_interval: 200ms\n  secondary_ttl: 0s\n"
+        )),
+        extra: String::new(),
+    })
+}
+
+/// What a round of requests through A and B saw.
+#[derive(Default)]
+struct Round {
+    /// Responses through each node (A, B) that a peer answered (two `Cache-Status` entries).
+    from_peer: [usize; 2],
+    /// Keys A sent to B that B's own ring gives to C: the requests a node that forwarded
+    /// marked requests again would send on.
+    relayable: usize,
+}
+
+/// Every key through A and through B at once; each answer must be a 200 with the right body
+/// within 5 s and carry at most two `Cache-Status` entries (the owner's and the node's).
+async fn round(nodes: [&Node; 2], urls: &[String], keys: &[String]) -> Round {
+    let client = client();
+    let mut round = Round::default();
+    for key in keys {
+        let ask = |n: usize| {
+            let req = client.get(nodes[n].get_url(key));
+            async move {
+                let r = tokio::time::timeout(Duration::from_secs(5), send(req))
+                    .await
+                    .unwrap_or_else(|_| panic!("{key} via node {n}: no answer within 5s"));
+                assert_eq!(r.status, 200, "{key} via node {n}");
+                assert_eq!(r.body, body_of(key), "{key} via node {n}");
+                let e = entries(&r);
+                assert!(e.len() <= 2, "{key} via node {n} went further: {e:?}");
+                (owner_in(&r, urls), e.len())
+            }
+        };
+        let ((a_owner, a_len), (b_owner, b_len)) = tokio::join!(ask(0), ask(1));
+        round.from_peer[0] += usize::from(a_len == 2);
+        round.from_peer[1] += usize::from(b_len == 2);
+        if a_owner == 1 && b_owner == 2 {
+            round.relayable += 1;
+        }
+    }
+    round
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_whose_member_lists_differ_never_forward_a_request_twice() {
+    let origin = TestOrigin::start(|parts| segment_origin_reply(parts.uri.path())).await;
+    let ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let ports: Vec<u16> = ips.iter().map(|ip| free_port(ip)).collect();
+    let urls: Vec<String> = ips
+        .iter()
+        .zip(&ports)
+        .map(|(ip, port)| format!("http://{ip}:{port}"))
+        .collect();
+    let (a, b, c) = (&urls[0], &urls[1], &urls[2]);
+    // A knows A and B; B also lists C, where nothing listens yet: its probes mark C down.
+    let node_a = node_listing(&origin, ips[0], ports[0], &[a, b]);
+    let node_b = node_listing(&origin, ips[1], ports[1], &[a, b, c]);
+    within(20, "A to see 2 members, B 3 with C down", async {
+        loop {
+            let ma = node_a.metrics().await;
+            let mb = node_b.metrics().await;
+            if metric_sum(&ma, "streamedge_cluster_members", &[]) == 2.0
+                && peer_metric(&ma, "streamedge_peer_up", b) == 1.0
+                && metric_sum(&mb, "streamedge_cluster_members", &[]) == 3.0
+                && peer_metric(&mb, "streamedge_peer_up", a) == 1.0
+                && peer_metric(&mb, "streamedge_peer_up", c) == 0.0
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let keys: Vec<String> = (0..200).map(|i| format!("/vod/lists-{i}.ts")).collect();
+    let first = round([&node_a, &node_b], &urls, &keys[..100]).await;
+
+    // With C down, B serves C's keys itself, and consistent hashing leaves no key that A gives
+    // to B while B gives it to A (both rings place A and B alike): no request could be
+    // forwarded twice even without the mark. Once C is up, B's ring sends on to C about a
+    // sixth of the keys A forwards to B (C's keys that A's ring gives to B). Only the mark
+    // stops B there: a marked request is served by the node that receives it, never routed
+    // by its ring again, so each request crosses at most one node-to-node hop.
+    let node_c = node_listing(&origin, ips[2], ports[2], &[a, b, c]);
+    within(20, "B to see C up", async {
+        while peer_metric(&node_b.metrics().await, "streamedge_peer_up", c) != 1.0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let second = round([&node_a, &node_b], &urls, &keys).await;
+    assert!(
+        second.relayable > 0,
+        "no key that A forwards to B and B's ring gives to C among {}",
+        keys.len()
+    );
+
+    // Every request a node served for a peer was sent by a peer: served ≤ the others' sends.
+    let nodes = [&node_a, &node_b, &node_c];
+    let mut metrics = Vec::new();
+    for node in nodes {
+        metrics.push(node.metrics().await);
+    }
+    for (x, node) in nodes.iter().enumerate() {
+        let served = metric_sum(&metrics[x], "streamedge_peer_served_requests_total", &[]);
+        let sent: f64 = (0..3)
+            .filter(|&y| y != x)
+            .map(|y| peer_metric(&metrics[y], "streamedge_peer_requests_total", &node.url))
+            .sum();
+        assert!(
+            served <= sent,
+            "{} served {served} peer requests, the others sent it {sent}",
+            node.url
+        );
+    }
+    // And a node forwards only its clients' requests: never more than its clients got from a
+    // peer, plus those whose peer failed and that it fetched itself. A node that forwarded a
+    // marked request again would count that forward with no client of its own behind it.
+    let clients_from_peer = [
+        first.from_peer[0] + second.from_peer[0],
+        first.from_peer[1] + second.from_peer[1],
+        0,
+    ];
+    for (x, node) in nodes.iter().enumerate() {
+        let forwarded = metric_sum(&metrics[x], "streamedge_peer_forwarded_requests_total", &[]);
+        let fallbacks = metric_sum(&metrics[x], "streamedge_peer_fallbacks_total", &[]);
+        assert!(
+            forwarded <= clients_from_peer[x] as f64 + fallbacks,
+            "{} forwarded {forwarded} requests; its clients got {} from a peer, {fallbacks} fell back",
+            node.url,
+            clients_from_peer[x]
+        );
+    }
+    assert!(
+        metric_sum(&metrics[1], "streamedge_peer_served_requests_total", &[]) > 0.0,
+        "B served requests A forwarded"
+    );
     origin.stop().await;
 }

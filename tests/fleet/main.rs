@@ -1,8 +1,8 @@
 //! A fleet of real `streamedge` processes on 127.0.0.2, .3 and .4 (Linux routes all of 127/8
 //! to loopback) in front of one counting origin: each object has one owner, the others forward
 //! to it, and the origin is asked once per object for the whole fleet. `routing`: owners,
-//! herds, secondary copies, marks, purge; `failures`: a node killed under load; `shield`: a
-//! shield tier.
+//! herds, secondary copies, marks, purge; `failures`: a node killed under load, member lists
+//! that disagree; `shield`: a shield tier.
 
 #[path = "../common/mod.rs"]
 mod common;
