@@ -2,11 +2,12 @@
 //! to loopback) in front of one counting origin: each object has one owner, the others forward
 //! to it, and the origin is asked once per object for the whole fleet. `routing`: owners,
 //! herds, secondary copies, marks, purge; `failures`: a node killed under load, member lists
-//! that disagree; `shield`: a shield tier.
+//! that disagree; `dns`: members from a real DNS server; `shield`: a shield tier.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod dns;
 mod failures;
 mod routing;
 mod shield;
@@ -24,6 +25,21 @@ pub const SECRET: &str = "fleet-test-secret-0123456789";
 pub fn free_port(ip: &str) -> u16 {
     let l = std::net::TcpListener::bind(format!("{ip}:0")).expect("bind a free port");
     l.local_addr().unwrap().port()
+}
+
+/// One TCP port free on every address of `ips`, for nodes that must all listen on the same
+/// port (members found by A records share the configured port).
+pub fn common_port(ips: &[&str]) -> u16 {
+    for _ in 0..100 {
+        let port = free_port(ips[0]);
+        if ips[1..]
+            .iter()
+            .all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok())
+        {
+            return port;
+        }
+    }
+    panic!("no port free on all of {ips:?} in 100 tries");
 }
 
 /// A client for the tests' own requests: no proxy from the environment, a bounded wait.
