@@ -1,10 +1,14 @@
 //! A fleet of real `streamedge` processes on 127.0.0.2, .3 and .4 (Linux routes all of 127/8
 //! to loopback) in front of one counting origin: each object has one owner, the others forward
-//! to it, and the origin is asked once per object for the whole fleet.
+//! to it, and the origin is asked once per object for the whole fleet. `routing`: owners,
+//! herds, secondary copies, marks, purge; `failures`: a node killed under load, member lists
+//! that disagree; `dns`: members from a real DNS server; `shield`: a shield tier.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod dns;
+mod failures;
 mod routing;
 mod shield;
 
@@ -21,6 +25,81 @@ pub const SECRET: &str = "fleet-test-secret-0123456789";
 pub fn free_port(ip: &str) -> u16 {
     let l = std::net::TcpListener::bind(format!("{ip}:0")).expect("bind a free port");
     l.local_addr().unwrap().port()
+}
+
+/// One TCP port free on every address of `ips`, for nodes that must all listen on the same
+/// port (members found by A records share the configured port).
+pub fn common_port(ips: &[&str]) -> u16 {
+    for _ in 0..100 {
+        let port = free_port(ips[0]);
+        if ips[1..]
+            .iter()
+            .all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok())
+        {
+            return port;
+        }
+    }
+    panic!("no port free on all of {ips:?} in 100 tries");
+}
+
+/// A client for the tests' own requests: no proxy from the environment, a bounded wait.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// The `Cache-Status` entries of a response, split.
+pub fn entries(r: &Resp) -> Vec<String> {
+    r.header("cache-status")
+        .unwrap_or_default()
+        .split(',')
+        .map(|e| e.trim().to_owned())
+        .collect()
+}
+
+/// The name a node gives itself in `Cache-Status` (the default: its address).
+pub fn name_of(url: &str) -> String {
+    format!("streamedge/{}", url.trim_start_matches("http://"))
+}
+
+/// Which member (an index into `urls`) answered a response first: the one the first
+/// `Cache-Status` entry names. A node that serves a key itself lists its own entry only; a
+/// node that forwards it lists the owner's entry first, so this is the key's owner as the
+/// node asked sees it.
+pub fn owner_in(r: &Resp, urls: &[String]) -> usize {
+    let e = entries(r);
+    let first = e[0].split(';').next().unwrap_or_default().trim();
+    urls.iter()
+        .position(|u| name_of(u) == first)
+        .unwrap_or_else(|| panic!("Cache-Status {e:?} names none of {urls:?}"))
+}
+
+/// The value of a peer metric for one peer (by its member URL).
+pub fn peer_metric(metrics: &str, name: &str, peer_url: &str) -> f64 {
+    metric_sum(metrics, name, &[&format!("peer=\"{peer_url}\"")])
+}
+
+/// Waits until each of `nodes` sees `members` members with every peer up.
+pub async fn wait_members(nodes: &[&Node], members: usize) {
+    within(20, &format!("every node to see {members} members"), async {
+        loop {
+            let mut all = true;
+            for node in nodes {
+                let m = node.metrics().await;
+                let seen = metric_sum(&m, "streamedge_cluster_members", &[]);
+                let up = metric_sum(&m, "streamedge_peer_up", &[]);
+                all &= seen == members as f64 && up == (members - 1) as f64;
+            }
+            if all {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 }
 
 /// One node of a fleet: the process and where it listens.
@@ -143,22 +222,7 @@ impl Fleet {
 
     /// Waits until every node sees `n` members and every peer up.
     pub async fn wait_members(&self, n: usize) {
-        within(20, "every node to see the fleet", async {
-            loop {
-                let mut all = true;
-                for node in &self.nodes {
-                    let m = node.metrics().await;
-                    let members = metric_sum(&m, "streamedge_cluster_members", &[]);
-                    let up = metric_sum(&m, "streamedge_peer_up", &[]);
-                    all &= members == n as f64 && up == (n - 1) as f64;
-                }
-                if all {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
+        wait_members(&self.nodes.iter().collect::<Vec<_>>(), n).await;
     }
 }
 

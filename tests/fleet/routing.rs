@@ -6,23 +6,14 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::common::*;
-use super::{Fleet, Node};
+use super::{Fleet, Node, entries};
 
 fn segment_origin_reply(path: &str) -> Reply {
     Reply::ok(format!("body of {path}")).header("cache-control", "max-age=60")
 }
 
-/// The `Cache-Status` entries of a response, split.
-fn entries(r: &Resp) -> Vec<String> {
-    r.header("cache-status")
-        .unwrap_or_default()
-        .split(',')
-        .map(|e| e.trim().to_owned())
-        .collect()
-}
-
 fn name_of(node: &Node) -> String {
-    format!("streamedge/{}", node.url.trim_start_matches("http://"))
+    super::name_of(&node.url)
 }
 
 /// A path whose owner is `owner` (asked through `via`, which forwards it).
