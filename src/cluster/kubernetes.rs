@@ -30,7 +30,7 @@ const SERVICE_LABEL: &str = "kubernetes.io/service-name";
 
 /// Watches the Service's EndpointSlices and publishes their ready members after each change.
 pub(super) async fn watch(cfg: KubernetesDiscovery, publisher: Publisher) {
-    let mut outage = Outage::new(&cfg.service);
+    let mut outage = Outage::new(&cfg);
     let client = connect(&mut outage).await;
     let namespace = cfg
         .namespace
@@ -105,10 +105,11 @@ struct Outage {
 const QUIET: Duration = Duration::from_secs(120);
 
 impl Outage {
-    fn new(service: &str) -> Outage {
+    fn new(cfg: &KubernetesDiscovery) -> Outage {
         Outage {
-            service: service.to_owned(),
-            namespace: String::new(),
+            service: cfg.service.clone(),
+            // Until the client knows the pod's.
+            namespace: cfg.namespace.clone().unwrap_or_default(),
             last_error: None,
         }
     }
@@ -447,7 +448,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_outage_is_logged_once() {
-        let mut o = Outage::new("edge");
+        let mut o = Outage::new(&cfg(None));
         assert!(o.failed_with("refused"), "the first error is logged");
         for _ in 0..5 {
             tokio::time::advance(Duration::from_secs(30)).await;
