@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
 # Build:  docker build -t streamedge .
+#         docker build --build-arg FEATURES=kubernetes -t streamedge:kubernetes .
+#           (cargo features, e.g. `kubernetes`: fleet members from EndpointSlices)
 # Run:    docker run --rm -p 8080:8080 -p 8443:8443 -p 9090:9090 \
 #           -v "$PWD/my-edge.yaml:/etc/streamedge/edge.yaml:ro" streamedge
 # The config is read from /etc/streamedge/edge.yaml; listen on 0.0.0.0 inside the container.
@@ -11,7 +13,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY conf ./conf
 COPY loadtest ./loadtest
-RUN cargo build --release --locked --bin streamedge \
+ARG FEATURES=""
+RUN cargo build --release --locked --bin streamedge --features "$FEATURES" \
  && strip target/release/streamedge
 
 FROM debian:bookworm-slim

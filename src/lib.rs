@@ -69,6 +69,7 @@
 //! cluster/              the fleet: members, the owner of a key, forwarding to it
 //!   mark.rs             the forwarding mark (HMAC) between nodes
 //!   dns.rs              members from DNS (A/AAAA or SRV)
+//!   kubernetes.rs       members from a Service's EndpointSlices (feature `kubernetes`)
 //! upstream/             the origin client: ring-ordered choice with failover
 //!   ring.rs             the consistent-hash ring
 //!   health.rs           active probes and passive ejection

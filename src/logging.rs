@@ -152,6 +152,14 @@ pub fn init(level: &str, access: AccessLogFormat) -> LogGuard {
         eprintln!("streamedge: invalid log level {spec:?}, using info");
         Targets::new().with_default(tracing::Level::INFO)
     });
+    if cfg!(feature = "kubernetes") && !spec.contains("kube") {
+        // kube's client logs every failed request (at error) and its watcher every refused
+        // retry; Kubernetes discovery logs an outage once. Named in STREAMEDGE_LOG
+        // (`info,kube_client=debug`), they log as asked.
+        targets = targets
+            .with_target("kube_client", tracing::level_filters::LevelFilter::OFF)
+            .with_target("kube_runtime", tracing::level_filters::LevelFilter::ERROR);
+    }
     if access == AccessLogFormat::Off {
         targets = targets.with_target(
             "streamedge::access",

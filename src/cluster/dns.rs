@@ -93,14 +93,14 @@ async fn lookup(resolver: &TokioResolver, cfg: &DnsDiscovery) -> Result<BTreeSet
     Ok(members)
 }
 
-fn host_of(ip: IpAddr) -> String {
+pub(super) fn host_of(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
     }
 }
 
-fn member(scheme: &str, host: &str, port: u16) -> Option<String> {
+pub(super) fn member(scheme: &str, host: &str, port: u16) -> Option<String> {
     member_id(&format!("{scheme}://{host}:{port}")).ok()
 }
 

@@ -10,6 +10,8 @@
 //! `probe_interval` is set, active probes.
 
 mod dns;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 pub mod mark;
 
 use std::collections::{BTreeSet, HashMap};
@@ -174,6 +176,13 @@ impl Cluster {
                 source(&tx, Source::Dns),
             )));
         }
+        #[cfg(feature = "kubernetes")]
+        if let Some(k) = &self.cfg.kubernetes {
+            tasks.push(tokio::spawn(kubernetes::watch(
+                k.clone(),
+                source(&tx, Source::Kubernetes),
+            )));
+        }
         if self.probes() {
             tasks.push(tokio::spawn(probe_peers(Arc::downgrade(self), client)));
         }
@@ -194,6 +203,8 @@ fn owned_share(ring: &OriginRing, me: Option<usize>) -> f64 {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Source {
     Dns,
+    #[cfg(feature = "kubernetes")]
+    Kubernetes,
 }
 
 /// The latest answer of every discovery source.

@@ -282,3 +282,28 @@ fn cluster_errors_name_the_field_and_line() {
     assert_eq!(c.peers, ["http://a:80", "http://b:8080"]);
     assert_eq!(c.name, "streamedge/a:80");
 }
+
+#[test]
+fn kubernetes_discovery_is_accepted_with_the_feature_only() {
+    let base = "listen:\n  http: \"127.0.0.1:1\"\norigins:\n  - url: \"http://127.0.0.1:2\"\n";
+    let yaml = format!(
+        "{base}cluster:\n  node: \"http://a:1\"\n  secret: \"0123456789abcdef\"\n  \
+         kubernetes:\n    service: edge-peers\n    port_name: http\n"
+    );
+    let parsed = parse(&yaml);
+    if cfg!(feature = "kubernetes") {
+        let k = parsed
+            .expect("accepted with the feature")
+            .cluster
+            .and_then(|c| c.kubernetes)
+            .expect("cluster.kubernetes");
+        assert_eq!(k.service, "edge-peers");
+        assert_eq!(k.port_name.as_deref(), Some("http"));
+        assert_eq!(k.namespace, None, "default: the pod's");
+        assert_eq!(k.scheme, "http");
+    } else {
+        let e = parsed.unwrap_err();
+        assert_eq!(e.field, "cluster.kubernetes", "{e}");
+        assert!(e.message.contains("--features kubernetes"), "{e}");
+    }
+}

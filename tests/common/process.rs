@@ -19,21 +19,27 @@ pub struct EdgeProcess {
 
 impl EdgeProcess {
     pub fn start(config: &Path) -> EdgeProcess {
-        EdgeProcess::spawn(config, None)
+        EdgeProcess::spawn(config, None, &[])
     }
 
     /// Started with at most `files` open file descriptors (RLIMIT_NOFILE, soft and hard).
     pub fn start_with_file_limit(config: &Path, files: u64) -> EdgeProcess {
-        EdgeProcess::spawn(config, Some(files))
+        EdgeProcess::spawn(config, Some(files), &[])
     }
 
-    fn spawn(config: &Path, files: Option<u64>) -> EdgeProcess {
+    /// Started with these environment variables set besides the test's own.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> EdgeProcess {
+        EdgeProcess::spawn(config, None, env)
+    }
+
+    fn spawn(config: &Path, files: Option<u64>, env: &[(&str, &str)]) -> EdgeProcess {
         use std::os::unix::process::CommandExt;
         let mut command = Command::new(env!("CARGO_BIN_EXE_streamedge"));
         command
             .arg("--config")
             .arg(config)
             .env_remove("STREAMEDGE_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(files) = files {

@@ -2,13 +2,18 @@
 //! to loopback) in front of one counting origin: each object has one owner, the others forward
 //! to it, and the origin is asked once per object for the whole fleet. `routing`: owners,
 //! herds, secondary copies, marks, purge; `failures`: a node killed under load, member lists
-//! that disagree; `dns`: members from a real DNS server; `shield`: a shield tier.
+//! that disagree; `dns`: members from a real DNS server; `kubernetes` (with the feature):
+//! members from EndpointSlices, through a stand-in API server; `shield`: a shield tier.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod dns;
 mod failures;
+#[cfg(feature = "kubernetes")]
+mod kube_api;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod routing;
 mod shield;
 
@@ -152,6 +157,11 @@ impl NodeSpec {
 }
 
 pub fn start_node(spec: &NodeSpec) -> Node {
+    start_node_with_env(spec, &[])
+}
+
+/// A node whose process has these environment variables besides the test's own.
+pub fn start_node_with_env(spec: &NodeSpec, env: &[(&str, &str)]) -> Node {
     streamedge::tls::install_provider();
     let dir = TempDir::new("fleet");
     let origins: String = spec
@@ -175,7 +185,7 @@ pub fn start_node(spec: &NodeSpec) -> Node {
     );
     let path = dir.path().join("edge.yaml");
     std::fs::write(&path, yaml).expect("write config");
-    let process = EdgeProcess::start(Path::new(&path));
+    let process = EdgeProcess::start_with_env(Path::new(&path), env);
     Node {
         url: spec.url(),
         admin: process.admin.clone(),
