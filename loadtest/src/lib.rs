@@ -10,6 +10,7 @@
 //! - `origin`: the trickling origin, with fixed files and per-prefix behaviour
 //! - `edge`: streamedge in-process, through the library API
 //! - `edgeproc`: streamedge as a child process (the release binary)
+//! - `fleet`: three streamedge processes on 127.0.0.2-.4, as one fleet or independent
 //! - `loadgen`: a load generator run (bounded, killed on drop), wrk's `RESULT` line
 //! - `nginx`, `varnish`: the other caches as child processes, with their configs
 //! - `process`: free ports, signals, process groups, memory and CPU of a process tree
@@ -22,6 +23,7 @@ pub mod client;
 pub mod crowd;
 pub mod edge;
 pub mod edgeproc;
+pub mod fleet;
 pub mod loadgen;
 pub mod nginx;
 pub mod origin;

@@ -2,7 +2,7 @@
 //! memory and CPU time of a process tree read from /proc.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +15,16 @@ use tokio::time::Instant;
 
 /// A loopback port that was free a moment ago (the server binds it itself).
 pub fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
-    l.local_addr().context("cannot find a free loopback port")
+    free_port_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// A port of `ip` that was free a moment ago (e.g. on 127.0.0.2: Linux routes all of 127/8
+/// to loopback).
+pub fn free_port_on(ip: IpAddr) -> anyhow::Result<SocketAddr> {
+    let l =
+        TcpListener::bind((ip, 0)).with_context(|| format!("cannot find a free port on {ip}"))?;
+    l.local_addr()
+        .with_context(|| format!("cannot find a free port on {ip}"))
 }
 
 /// `kill -s <sig> <target>`; a target of `-pid` is a process group.
