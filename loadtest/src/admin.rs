@@ -40,7 +40,8 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
             }
             l.rsplit_once(' ')?.1.parse::<f64>().ok()
         })
-        .sum()
+        // From +0: an empty f64 sum is -0, printed "-0".
+        .fold(0.0, |a, b| a + b)
 }
 
 #[cfg(test)]
@@ -54,6 +55,6 @@ mod tests {
                     streamedge_peer_up_total 7\nstreamedge_cache_bytes 1048576\n";
         assert_eq!(metric_sum(text, "streamedge_peer_up"), 1.0);
         assert_eq!(metric_sum(text, "streamedge_cache_bytes"), 1048576.0);
-        assert_eq!(metric_sum(text, "streamedge_missing"), 0.0);
+        assert_eq!(metric_sum(text, "streamedge_missing").to_string(), "0");
     }
 }
