@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -146,6 +146,47 @@ pub fn other_builds() -> usize {
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
         .filter(|c| matches!(c.trim(), "cargo" | "rustc" | "cc1" | "cc1plus"))
         .count()
+}
+
+/// Watches for other builds (`other_builds`) on a thread of its own until dropped.
+pub struct BuildWatch {
+    max: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BuildWatch {
+    pub fn start(every: Duration) -> BuildWatch {
+        let max = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, st) = (max.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("build-watch".into())
+            .spawn(move || {
+                while !st.load(Ordering::Relaxed) {
+                    m.fetch_max(other_builds(), Ordering::Relaxed);
+                    std::thread::sleep(every);
+                }
+            })
+            .ok();
+        BuildWatch { max, stop, thread }
+    }
+
+    /// The most compiler processes of other builds seen since the last call (or the start),
+    /// and a new count from now.
+    pub fn take(&self) -> usize {
+        let now = other_builds();
+        self.max.swap(now, Ordering::Relaxed).max(now)
+    }
+}
+
+impl Drop for BuildWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// `root` and all its descendants (nginx master and workers, varnishd manager and child).
