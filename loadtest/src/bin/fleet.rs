@@ -72,6 +72,10 @@ struct Args {
     /// Pause between two runs, ms.
     #[arg(long, default_value_t = 1000)]
     pause_ms: u64,
+    /// Before each run, wait up to this many seconds for other builds on the machine (cargo,
+    /// rustc) to finish; every run reports how many it saw anyway.
+    #[arg(long, default_value_t = 0)]
+    wait_quiet_s: u64,
     /// The streamedge binary (default: target/release/streamedge next to this program, built
     /// first with `cargo build --release --bin streamedge`).
     #[arg(long, value_name = "PATH")]
@@ -163,6 +167,16 @@ struct MixRun {
     origin_max_per_object: u64,
     warmup_errors: u64,
     nodes: Vec<NodeReading>,
+    quiet: Quiet,
+}
+
+/// What else ran on the machine during a run.
+#[derive(Debug, Clone, Default)]
+struct Quiet {
+    /// The 1, 5 and 15 minute load averages at the start.
+    load: String,
+    /// The most compiler processes of other builds seen during the run.
+    other_builds: usize,
 }
 
 /// One TTFB comparison: every sample of a local hit and of a hit through a peer.
@@ -172,6 +186,7 @@ struct TtfbRun {
     peer: Timings,
     /// Objects owned by each node.
     owned: [usize; 3],
+    quiet: Quiet,
 }
 
 #[derive(Default)]
@@ -207,6 +222,7 @@ struct Bench<'a> {
     ttfb_paths: Vec<String>,
     anomalies: Vec<String>,
     notes: Vec<String>,
+    builds: process::BuildWatch,
 }
 
 fn main() -> ExitCode {
@@ -369,6 +385,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         ttfb_paths,
         anomalies: Vec::new(),
         notes: Vec::new(),
+        builds: process::BuildWatch::start(Duration::from_millis(500)),
     };
     let started = Instant::now();
     // Every node started in a run belongs to that run's future: dropping it (an error,
@@ -445,6 +462,25 @@ impl Bench<'_> {
         Ok((mixes, ttfbs))
     }
 
+    /// Waits (up to `--wait-quiet-s`) for other builds to finish, then starts watching for
+    /// them; returns the load average now.
+    async fn quiet(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(self.args.wait_quiet_s);
+        let mut said = false;
+        while process::other_builds() > 0 && Instant::now() < deadline {
+            if !said {
+                println!(
+                    "(waiting for other builds to finish, at most {} s)",
+                    self.args.wait_quiet_s
+                );
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        self.builds.take();
+        load_average()
+    }
+
     fn start(&self, round: usize, name: &str, layout: Layout) -> anyhow::Result<Nodes> {
         let dir = self.tmp.join(format!("round-{}-{name}", round + 1));
         Nodes::start(
@@ -502,6 +538,7 @@ impl Bench<'_> {
     async fn mix(&mut self, round: usize, config: Config) -> anyhow::Result<MixRun> {
         let a = self.args;
         let at = format!("round {} {}", round + 1, config.slug());
+        let load = self.quiet().await;
         let mut nodes = self.start(round, config.slug(), config.layout())?;
         nodes.wait_ready(Duration::from_secs(30)).await?;
         let before = self.origin_counts();
@@ -521,6 +558,10 @@ impl Bench<'_> {
             .with_context(|| at.clone())?;
         let total2 = self.origin.total_requests();
         let after = self.origin_counts();
+        let quiet = Quiet {
+            load,
+            other_builds: self.builds.take(),
+        };
 
         let mut readings: Vec<NodeReading> = nodes
             .nodes
@@ -568,6 +609,7 @@ impl Bench<'_> {
             warmup_errors,
             nodes: readings,
             wrk,
+            quiet,
         };
         if run.wrk.errors > 0 || run.warmup_errors > 0 {
             self.anomalies.push(format!(
@@ -585,7 +627,7 @@ impl Bench<'_> {
         }
         let sum = |f: fn(&NodeReading) -> f64| run.nodes.iter().map(f).sum::<f64>();
         println!(
-            "{:<7} {:<12} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:<3} origin req {} ({:.2}/object, max {}, {} measured)  peak RSS {:.0} MiB  cache {:.1} → {:.1} MiB settled  peer req {:.0}",
+            "{:<7} {:<12} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:<3} origin req {} ({:.2}/object, max {}, {} measured)  peak RSS {:.0} MiB  cache {:.1} → {:.1} MiB settled  peer req {:.0}  [load {}, other builds {}]",
             round + 1,
             config.slug(),
             run.wrk.rps,
@@ -600,6 +642,8 @@ impl Bench<'_> {
             sum(|n| n.cache_bytes) / MIB,
             sum(|n| n.cache_bytes_settled) / MIB,
             sum(|n| n.peer_requests),
+            run.quiet.load,
+            run.quiet.other_builds,
         );
         Ok(run)
     }
@@ -641,6 +685,7 @@ impl Bench<'_> {
     /// request to a node that does not own the object is forwarded to its owner.
     async fn ttfb(&mut self, round: usize) -> anyhow::Result<TtfbRun> {
         let at = format!("round {} ttfb", round + 1);
+        let load = self.quiet().await;
         let mut nodes = self.start(
             round,
             "ttfb",
@@ -681,6 +726,7 @@ impl Bench<'_> {
             local: Timings::default(),
             peer: Timings::default(),
             owned,
+            quiet: Quiet::default(),
         };
         let mut scratch = (Timings::default(), Timings::default());
         for i in 0..warmup + samples {
@@ -728,6 +774,10 @@ impl Bench<'_> {
                 }
             }
         }
+        run.quiet = Quiet {
+            load,
+            other_builds: self.builds.take(),
+        };
         self.check_nodes(&at, &mut nodes);
         nodes.stop();
         for (kind, t) in [("local", &mut run.local), ("peer", &mut run.peer)] {
@@ -744,7 +794,7 @@ impl Bench<'_> {
         }
         let f = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.3}"));
         println!(
-            "{:<7} {:<12} local hit TTFB p50 {} p90 {} p99 {} ms; peer hit p50 {} p90 {} p99 {} ms; p50 +{} ms; objects owned {:?}",
+            "{:<7} {:<12} local hit TTFB p50 {} p90 {} p99 {} ms; peer hit p50 {} p90 {} p99 {} ms; p50 +{} ms; objects owned {:?}  [load {}, other builds {}]",
             round + 1,
             "ttfb",
             f(run.local.p(0.5)),
@@ -754,7 +804,9 @@ impl Bench<'_> {
             f(run.peer.p(0.9)),
             f(run.peer.p(0.99)),
             f(run.peer.p(0.5).zip(run.local.p(0.5)).map(|(p, l)| p - l)),
-            run.owned
+            run.owned,
+            run.quiet.load,
+            run.quiet.other_builds
         );
         Ok(run)
     }
@@ -1071,13 +1123,13 @@ fn print_summary(args: &Args, mixes: &[MixRun], ttfbs: &[TtfbRun], s: &Summary) 
         }
         println!("\nruns");
         println!(
-            "| round | layout | req/s | origin requests (measured) | peak RSS sum MiB | cache MiB after / settled |"
+            "| round | layout | req/s | origin requests (measured) | peak RSS sum MiB | cache MiB after / settled | load at start | other builds |"
         );
-        println!("|---:|---|---:|---:|---:|---:|");
+        println!("|---:|---|---:|---:|---:|---:|---|---:|");
         for r in mixes {
             let sum = |f: fn(&NodeReading) -> f64| r.nodes.iter().map(f).sum::<f64>();
             println!(
-                "| {} | {} | {:.0} | {} ({}) | {:.1} | {:.1} / {:.1} |",
+                "| {} | {} | {:.0} | {} ({}) | {:.1} | {:.1} / {:.1} | {} | {} |",
                 r.round + 1,
                 r.config.title(),
                 r.wrk.rps,
@@ -1086,6 +1138,8 @@ fn print_summary(args: &Args, mixes: &[MixRun], ttfbs: &[TtfbRun], s: &Summary) 
                 sum(|n| n.peak_kib as f64) / 1024.0,
                 sum(|n| n.cache_bytes) / MIB,
                 sum(|n| n.cache_bytes_settled) / MIB,
+                r.quiet.load,
+                r.quiet.other_builds,
             );
         }
     }
@@ -1117,15 +1171,28 @@ fn print_summary(args: &Args, mixes: &[MixRun], ttfbs: &[TtfbRun], s: &Summary) 
             .filter_map(|r| Some(format!("{:+.3}", r.peer.p(0.5)? - r.local.p(0.5)?)))
             .collect();
         println!(
-            "p50 difference per round: {} ms; objects owned per node: {}",
+            "p50 difference per round: {} ms; objects owned per node: {}; other builds during each: {}",
             per_round.join(", "),
             ttfbs
                 .iter()
                 .map(|r| format!("{:?}", r.owned))
                 .collect::<Vec<_>>()
+                .join(", "),
+            ttfbs
+                .iter()
+                .map(|r| r.quiet.other_builds.to_string())
+                .collect::<Vec<_>>()
                 .join(", ")
         );
     }
+    let disturbed = mixes
+        .iter()
+        .map(|r| &r.quiet)
+        .chain(ttfbs.iter().map(|r| &r.quiet));
+    let (n, busy) = disturbed.fold((0, 0), |(n, b), q| {
+        (n + 1, b + usize::from(q.other_builds > 0))
+    });
+    println!("\nruns during which other builds ran on the machine: {busy} of {n}");
     let goals = s.goals();
     if !goals.is_empty() {
         println!("\ngoals");
@@ -1222,6 +1289,8 @@ fn to_json(
                             ("requests", Json::Int(r.wrk.requests)),
                             ("errors", Json::Int(r.wrk.errors)),
                             ("warmup_errors", Json::Int(r.warmup_errors)),
+                            ("load_average_at_start", Json::str(r.quiet.load.clone())),
+                            ("other_builds", Json::Int(r.quiet.other_builds as u64)),
                             ("origin_requests", Json::Int(r.origin_total)),
                             ("origin_requests_measured", Json::Int(r.origin_measured)),
                             ("origin_max_per_object", Json::Int(r.origin_max_per_object)),
@@ -1264,6 +1333,8 @@ fn to_json(
                     .map(|r| {
                         Json::Obj(vec![
                             ("round", Json::Int(r.round as u64 + 1)),
+                            ("load_average_at_start", Json::str(r.quiet.load.clone())),
+                            ("other_builds", Json::Int(r.quiet.other_builds as u64)),
                             ("local", timings(&r.local)),
                             ("peer", timings(&r.peer)),
                             (
