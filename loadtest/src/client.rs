@@ -1,5 +1,6 @@
 //! The herd's client: one HTTP/1.1 GET per TCP connection, written by hand so that every
-//! client really holds its own connection and the first body byte is timed exactly.
+//! client really holds its own connection and the first body byte is timed exactly; and the
+//! same GET on a connection kept alive, for sequential requests timed one by one.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct Sample {
     pub done: Duration,
     /// `Cache-Status` (streamedge) or `X-Cache-Status` (nginx), if any.
     pub cache_status: Option<String>,
+    /// The server said `Connection: close`: this connection takes no further request.
+    pub close: bool,
 }
 
 /// What every body must be.
@@ -50,6 +53,35 @@ pub async fn get(
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: streamedge-herd\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
+    exchange(&mut stream, &request, expect, t0, true).await
+}
+
+/// Sends `GET path` with `Host: host` on a connection kept open for the next request, and
+/// reads the whole response (which must have a length: `Content-Length` or chunked); times
+/// are measured from `t0`. After an error the connection is in an unknown state: drop it.
+/// The caller bounds the time.
+pub async fn get_kept_alive(
+    stream: &mut TcpStream,
+    host: &str,
+    path: &str,
+    expect: Expect,
+    t0: Instant,
+) -> Result<Sample, String> {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: streamedge-bench\r\nAccept: */*\r\n\r\n"
+    );
+    exchange(stream, &request, expect, t0, false).await
+}
+
+/// Writes `request` and reads its response; a body that ends with the connection only if
+/// `until_close` is allowed.
+async fn exchange(
+    stream: &mut TcpStream,
+    request: &str,
+    expect: Expect,
+    t0: Instant,
+    until_close: bool,
+) -> Result<Sample, String> {
     stream
         .write_all(request.as_bytes())
         .await
@@ -88,8 +120,12 @@ pub async fn get(
             return Err(format!("Content-Length {len}, expected {}", expect.len));
         }
         Framing::Length(len)
-    } else {
+    } else if until_close {
         Framing::UntilClose
+    } else {
+        return Err(
+            "response without Content-Length or chunked body on a kept-alive connection".into(),
+        );
     };
 
     let mut body = BodyReader {
@@ -130,6 +166,7 @@ pub async fn get(
         ttfb: body.ttfb.unwrap_or(done),
         done,
         cache_status: parsed.cache_status,
+        close: parsed.close,
     })
 }
 
@@ -138,6 +175,7 @@ struct Head {
     content_length: Option<u64>,
     chunked: bool,
     cache_status: Option<String>,
+    close: bool,
 }
 
 fn parse_head(head: &[u8]) -> Result<Head, String> {
@@ -154,6 +192,7 @@ fn parse_head(head: &[u8]) -> Result<Head, String> {
         content_length: None,
         chunked: false,
         cache_status: None,
+        close: false,
     };
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
@@ -168,6 +207,8 @@ fn parse_head(head: &[u8]) -> Result<Head, String> {
             );
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             parsed.chunked = value.to_ascii_lowercase().contains("chunked");
+        } else if name.eq_ignore_ascii_case("connection") {
+            parsed.close = value.to_ascii_lowercase().contains("close");
         } else if name.eq_ignore_ascii_case("cache-status")
             || name.eq_ignore_ascii_case("x-cache-status")
         {

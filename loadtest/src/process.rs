@@ -2,10 +2,10 @@
 //! memory and CPU time of a process tree read from /proc.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -15,8 +15,16 @@ use tokio::time::Instant;
 
 /// A loopback port that was free a moment ago (the server binds it itself).
 pub fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
-    l.local_addr().context("cannot find a free loopback port")
+    free_port_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// A port of `ip` that was free a moment ago (e.g. on 127.0.0.2: Linux routes all of 127/8
+/// to loopback).
+pub fn free_port_on(ip: IpAddr) -> anyhow::Result<SocketAddr> {
+    let l =
+        TcpListener::bind((ip, 0)).with_context(|| format!("cannot find a free port on {ip}"))?;
+    l.local_addr()
+        .with_context(|| format!("cannot find a free port on {ip}"))
 }
 
 /// `kill -s <sig> <target>`; a target of `-pid` is a process group.
@@ -114,6 +122,71 @@ fn stat(pid: u32) -> Option<(u32, u64)> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((ppid, utime + stime))
+}
+
+/// Builds running on the machine besides this program's own (`cargo run` is its parent):
+/// processes named `cargo`, `rustc`, `cc1` or `cc1plus` that are not its ancestors. Other
+/// builds skew every number.
+pub fn other_builds() -> usize {
+    let mut ancestors = Vec::new();
+    let mut pid = std::process::id();
+    while pid > 1 && ancestors.len() < 64 {
+        ancestors.push(pid);
+        match stat(pid) {
+            Some((ppid, _)) => pid = ppid,
+            None => break,
+        }
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| !ancestors.contains(pid))
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+        .filter(|c| matches!(c.trim(), "cargo" | "rustc" | "cc1" | "cc1plus"))
+        .count()
+}
+
+/// Watches for other builds (`other_builds`) on a thread of its own until dropped.
+pub struct BuildWatch {
+    max: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BuildWatch {
+    pub fn start(every: Duration) -> BuildWatch {
+        let max = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, st) = (max.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("build-watch".into())
+            .spawn(move || {
+                while !st.load(Ordering::Relaxed) {
+                    m.fetch_max(other_builds(), Ordering::Relaxed);
+                    std::thread::sleep(every);
+                }
+            })
+            .ok();
+        BuildWatch { max, stop, thread }
+    }
+
+    /// The most compiler processes of other builds seen since the last call (or the start),
+    /// and a new count from now.
+    pub fn take(&self) -> usize {
+        let now = other_builds();
+        self.max.swap(now, Ordering::Relaxed).max(now)
+    }
+}
+
+impl Drop for BuildWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// `root` and all its descendants (nginx master and workers, varnishd manager and child).

@@ -25,6 +25,11 @@
 -- request the same object in lockstep. Requests are pre-built in init() (wrk's advice for a
 -- fast server).
 --
+-- $HOSTS spreads the threads over several servers: a comma-separated list of host:port
+-- (127.0.0.2:8080,127.0.0.3:8080,127.0.0.4:8080), thread i connecting to server i modulo
+-- their number (use a multiple of their number of threads). Every request keeps the Host of
+-- the URL given to wrk. Without it, every thread connects to that URL.
+--
 -- $TRACK=1 also counts statuses and Cache-Status hits in the RESULT line (status_200=,
 -- hit=, miss=, ...). It defines response(), which makes wrk hand every response's headers
 -- and body to Lua: slower, so it is off by default.
@@ -77,9 +82,33 @@ local function generated_paths()
   return playlists, segments
 end
 
--- Main state: number the threads (for the rotation offsets) and collect them for the report.
+-- Main state: the servers of $HOSTS, resolved once.
+local hosts = nil
+local function host_addrs(list)
+  local addrs = {}
+  for h in list:gmatch("[^,%s]+") do
+    local host, port = h:match("^(.+):(%d+)$")
+    local found = host and wrk.lookup(host, port)
+    if not found or #found == 0 then
+      io.stderr:write("player-mix.lua: cannot resolve ", h, " (HOSTS wants host:port)\n")
+      os.exit(2)
+    end
+    table.insert(addrs, found[1])
+  end
+  return addrs
+end
+
+-- Main state: number the threads (for the rotation offsets), collect them for the report, and
+-- give each its server when $HOSTS says.
+local threads_set = 0
 function setup(thread)
   report.setup(thread)
+  local list = env("HOSTS", "")
+  if list ~= "" then
+    hosts = hosts or host_addrs(list)
+    thread.addr = hosts[threads_set % #hosts + 1]
+  end
+  threads_set = threads_set + 1
 end
 
 local playlist_reqs, segment_reqs = {}, {}

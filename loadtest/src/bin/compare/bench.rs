@@ -5,19 +5,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use streamedge_loadtest::client::Expect;
+use streamedge_loadtest::loadgen::{self, WRK_DIR};
 use streamedge_loadtest::report::ms;
-use streamedge_loadtest::{client, crowd, origin, process};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use streamedge_loadtest::{admin, client, crowd, origin, process};
 use tokio::time::Instant;
 
 use crate::args::Args;
-use crate::loadgen::{WRK_DIR, h2load_command, parse_h2load, parse_wrk, wrk_command};
+use crate::loadgen::{h2load_command, parse_h2load, parse_wrk, wrk_command};
 use crate::model::{Endpoint, Herd, PATH_1K, Results, Run, Scenario, Target, scenario_index};
 
 /// Everything the benchmark needs while it runs.
@@ -250,41 +249,8 @@ impl Bench<'_> {
         cmd: Vec<String>,
         env: &[(&str, &str)],
     ) -> anyhow::Result<String> {
-        let full: Vec<String> = self.gen_prefix.iter().cloned().chain(cmd).collect();
-        let mut c = Command::new(&full[0]);
-        c.args(&full[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let child = c
-            .spawn()
-            .with_context(|| format!("cannot run {}", full[0]))?;
-        // Killed if this future is dropped (Ctrl-C, a timeout) before the tool is done.
-        let mut guard = KillOnDrop(Some(child.id()));
         let limit = Duration::from_secs(self.args.duration.max(self.args.warmup) + 60);
-        let out = tokio::time::timeout(
-            limit,
-            tokio::task::spawn_blocking(move || child.wait_with_output()),
-        )
-        .await
-        .map_err(|_| anyhow!("{} did not finish within {limit:?}", full.join(" ")))?
-        .map_err(|e| anyhow!("waiting for {}: {e}", full[0]))?
-        .with_context(|| format!("cannot run {}", full[0]))?;
-        guard.0 = None;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            bail!(
-                "{} failed ({}):\n{}{}",
-                full.join(" "),
-                out.status,
-                stdout,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(stdout)
+        loadgen::run_tool(&self.gen_prefix, cmd, env, limit).await
     }
 
     pub(crate) async fn herd_round(
@@ -431,17 +397,6 @@ impl Bench<'_> {
     }
 }
 
-/// SIGKILL to a load generator still running when dropped.
-struct KillOnDrop(pub(crate) Option<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            process::signal("KILL", &pid.to_string());
-        }
-    }
-}
-
 /// `Cache-Status` without the cache name and the parameters that differ between runs.
 fn short_status(s: &str) -> String {
     let parts: Vec<&str> = s
@@ -454,20 +409,8 @@ fn short_status(s: &str) -> String {
 
 /// A few of streamedge's own counters at the end (cache bytes and objects, evictions, origin
 /// and fill failures), from its admin listener.
-pub(crate) async fn edge_metrics(admin: SocketAddr) -> Vec<(String, String)> {
-    let text = async {
-        let mut s = tokio::net::TcpStream::connect(admin).await.ok()?;
-        s.write_all(
-            format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        Some(String::from_utf8_lossy(&buf).into_owned())
-    };
-    let Ok(Some(text)) = tokio::time::timeout(Duration::from_secs(5), text).await else {
+pub(crate) async fn edge_metrics(addr: SocketAddr) -> Vec<(String, String)> {
+    let Some(text) = admin::metrics(addr).await else {
         return vec![("error".into(), "cannot read /metrics".into())];
     };
     let wanted = [

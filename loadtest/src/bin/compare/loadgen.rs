@@ -1,17 +1,17 @@
 //! The load generators: wrk (with loadtest/wrk/report.lua and player-mix.lua) and h2load,
-//! their command lines and their output parsed into a `Run`.
+//! their command lines and their output parsed into a `Run` (running them, and wrk's `RESULT`
+//! line, are the library's `loadgen`).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use streamedge_loadtest::loadgen;
 use streamedge_loadtest::report::{ms, percentile};
 
 use crate::args::Args;
 use crate::model::Run;
-
-pub(crate) const WRK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/wrk");
 
 pub(crate) fn wrk_command(a: &Args, secs: u64) -> Vec<String> {
     vec![
@@ -36,24 +36,16 @@ pub(crate) fn h2load_command(a: &Args, secs: u64) -> Vec<String> {
     ]
 }
 
-/// The `RESULT key=value ...` line of loadtest/wrk/report.lua.
+/// The `RESULT key=value ...` line of loadtest/wrk/report.lua, as a `Run`.
 pub(crate) fn parse_wrk(out: &str) -> anyhow::Result<Run> {
-    let line = out
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .ok_or_else(|| anyhow!("no RESULT line in wrk's output:\n{out}"))?;
-    let kv: HashMap<&str, &str> = line
-        .split_whitespace()
-        .filter_map(|p| p.split_once('='))
-        .collect();
-    let num = |k: &str| kv.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let r = loadgen::parse_wrk(out)?;
     Ok(Run {
-        rps: num("rps"),
-        p50_ms: num("p50_ms"),
-        p99_ms: num("p99_ms"),
-        requests: num("requests") as u64,
-        errors: num("errors") as u64,
-        mbps: num("mbps"),
+        rps: r.rps,
+        p50_ms: r.p50_ms,
+        p99_ms: r.p99_ms,
+        requests: r.requests,
+        errors: r.errors,
+        mbps: r.mbps,
         ..Run::default()
     })
 }

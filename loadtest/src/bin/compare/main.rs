@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 use streamedge_loadtest::report::{Machine, load_average};
+use streamedge_loadtest::setup::{TempDir, edge_binary, expect_of, git_state, tool_version, which};
 use streamedge_loadtest::{origin, process};
 use tokio::time::Instant;
 
@@ -38,10 +39,7 @@ use crate::caches::{Caches, Setup};
 use crate::json::to_json;
 use crate::model::Scenario;
 use crate::print::{print_header, print_summary};
-use crate::setup::{
-    TempDir, build_content, edge_binary, expect_of, git_state, tool_version, which,
-    write_certificate,
-};
+use crate::setup::{build_content, write_certificate};
 use crate::summary::Summary;
 
 fn main() -> ExitCode {
@@ -108,7 +106,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         Vec::new()
     };
 
-    let edge_bin = edge_binary(&args)?;
+    let edge_bin = edge_binary(args.edge_bin.as_deref(), args.no_build)?;
     let git = git_state();
 
     let stamp = SystemTime::now()
