@@ -49,7 +49,7 @@ struct Args {
     /// Cache size of every node, MiB.
     #[arg(long, default_value_t = 256)]
     cache_mib: u64,
-    /// Copies of the demo rendition (32 objects, 0.55 MiB each) under /vod/title-NNN/: the
+    /// Copies of the demo rendition (32 objects, 0.54 MiB each) under /vod/title-NNN/: the
     /// hot set of the player mix.
     #[arg(long, default_value_t = 64)]
     titles: usize,
