@@ -224,6 +224,72 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
         / 100.0
 }
 
+/// Busy CPU seconds of the whole machine, all CPUs (`/proc/stat`: user, nice, system, irq,
+/// softirq, steal).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find_map(|l| l.strip_prefix("cpu ")) else {
+        return 0.0;
+    };
+    let f: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| f.get(i))
+        .sum::<u64>() as f64
+        / 100.0
+}
+
+/// CPU seconds of this program: itself, its live descendants, and the children it has reaped
+/// (`cutime` and `cstime`: the load generators and caches it waited for).
+fn own_cpu_seconds() -> f64 {
+    let me = std::process::id();
+    let reaped = std::fs::read_to_string(format!("/proc/{me}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // rest starts at field 3: cutime is field 16, cstime 17.
+            Some(f.get(13)?.parse::<u64>().ok()? + f.get(14)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    cpu_seconds(&tree(me)) + reaped as f64 / 100.0
+}
+
+/// The CPU the rest of the machine used while this program ran something: busy CPU time of
+/// the machine minus this program's own (with its children), from `start` to `cores`.
+#[derive(Debug, Clone, Copy)]
+pub struct OtherCpu {
+    at: Instant,
+    busy: f64,
+    own: f64,
+}
+
+impl OtherCpu {
+    pub fn start() -> OtherCpu {
+        OtherCpu {
+            at: Instant::now(),
+            busy: machine_busy_seconds(),
+            own: own_cpu_seconds(),
+        }
+    }
+
+    /// Cores used by other processes since `start` (at least 0). Call it while the children
+    /// that ran are still alive or already reaped, not in between.
+    pub fn cores(&self) -> f64 {
+        let wall = self.at.elapsed().as_secs_f64();
+        if wall <= 0.0 {
+            return 0.0;
+        }
+        let busy = machine_busy_seconds() - self.busy;
+        let own = own_cpu_seconds() - self.own;
+        ((busy - own) / wall).max(0.0)
+    }
+}
+
 /// Memory of a set of processes, in KiB, summed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Mem {

@@ -49,7 +49,7 @@ struct Args {
     /// Cache size of every node, MiB.
     #[arg(long, default_value_t = 256)]
     cache_mib: u64,
-    /// Copies of the demo rendition (32 objects, 0.55 MiB each) under /vod/title-NNN/: the
+    /// Copies of the demo rendition (32 objects, 0.54 MiB each) under /vod/title-NNN/: the
     /// hot set of the player mix.
     #[arg(long, default_value_t = 64)]
     titles: usize,
@@ -177,6 +177,8 @@ struct Quiet {
     load: String,
     /// The most compiler processes of other builds seen during the run.
     other_builds: usize,
+    /// CPU cores the rest of the machine used during the run.
+    other_cores: f64,
 }
 
 /// One TTFB comparison: every sample of a local hit and of a hit through a peer.
@@ -463,8 +465,8 @@ impl Bench<'_> {
     }
 
     /// Waits (up to `--wait-quiet-s`) for other builds to finish, then starts watching for
-    /// them; returns the load average now.
-    async fn quiet(&self) -> String {
+    /// them and for other processes' CPU; see `quiet_since`.
+    async fn quiet(&self) -> (String, process::OtherCpu) {
         let deadline = Instant::now() + Duration::from_secs(self.args.wait_quiet_s);
         let mut said = false;
         while process::other_builds() > 0 && Instant::now() < deadline {
@@ -478,7 +480,16 @@ impl Bench<'_> {
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
         self.builds.take();
-        load_average()
+        (load_average(), process::OtherCpu::start())
+    }
+
+    /// What else ran on the machine since `quiet`.
+    fn quiet_since(&self, (load, cpu): (String, process::OtherCpu)) -> Quiet {
+        Quiet {
+            load,
+            other_builds: self.builds.take(),
+            other_cores: cpu.cores(),
+        }
     }
 
     fn start(&self, round: usize, name: &str, layout: Layout) -> anyhow::Result<Nodes> {
@@ -538,7 +549,7 @@ impl Bench<'_> {
     async fn mix(&mut self, round: usize, config: Config) -> anyhow::Result<MixRun> {
         let a = self.args;
         let at = format!("round {} {}", round + 1, config.slug());
-        let load = self.quiet().await;
+        let since = self.quiet().await;
         let mut nodes = self.start(round, config.slug(), config.layout())?;
         nodes.wait_ready(Duration::from_secs(30)).await?;
         let before = self.origin_counts();
@@ -558,10 +569,7 @@ impl Bench<'_> {
             .with_context(|| at.clone())?;
         let total2 = self.origin.total_requests();
         let after = self.origin_counts();
-        let quiet = Quiet {
-            load,
-            other_builds: self.builds.take(),
-        };
+        let quiet = self.quiet_since(since);
 
         let mut readings: Vec<NodeReading> = nodes
             .nodes
@@ -627,7 +635,7 @@ impl Bench<'_> {
         }
         let sum = |f: fn(&NodeReading) -> f64| run.nodes.iter().map(f).sum::<f64>();
         println!(
-            "{:<7} {:<12} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:<3} origin req {} ({:.2}/object, max {}, {} measured)  peak RSS {:.0} MiB  cache {:.1} → {:.1} MiB settled  peer req {:.0}  [load {}, other builds {}]",
+            "{:<7} {:<12} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:<3} origin req {} ({:.2}/object, max {}, {} measured)  peak RSS {:.0} MiB  cache {:.1} → {:.1} MiB settled  peer req {:.0}  [load {}, other builds {}, other CPU {:.2} cores]",
             round + 1,
             config.slug(),
             run.wrk.rps,
@@ -644,6 +652,7 @@ impl Bench<'_> {
             sum(|n| n.peer_requests),
             run.quiet.load,
             run.quiet.other_builds,
+            run.quiet.other_cores,
         );
         Ok(run)
     }
@@ -685,7 +694,7 @@ impl Bench<'_> {
     /// request to a node that does not own the object is forwarded to its owner.
     async fn ttfb(&mut self, round: usize) -> anyhow::Result<TtfbRun> {
         let at = format!("round {} ttfb", round + 1);
-        let load = self.quiet().await;
+        let since = self.quiet().await;
         let mut nodes = self.start(
             round,
             "ttfb",
@@ -774,10 +783,7 @@ impl Bench<'_> {
                 }
             }
         }
-        run.quiet = Quiet {
-            load,
-            other_builds: self.builds.take(),
-        };
+        run.quiet = self.quiet_since(since);
         self.check_nodes(&at, &mut nodes);
         nodes.stop();
         for (kind, t) in [("local", &mut run.local), ("peer", &mut run.peer)] {
@@ -794,7 +800,7 @@ impl Bench<'_> {
         }
         let f = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.3}"));
         println!(
-            "{:<7} {:<12} local hit TTFB p50 {} p90 {} p99 {} ms; peer hit p50 {} p90 {} p99 {} ms; p50 +{} ms; objects owned {:?}  [load {}, other builds {}]",
+            "{:<7} {:<12} local hit TTFB p50 {} p90 {} p99 {} ms; peer hit p50 {} p90 {} p99 {} ms; p50 +{} ms; objects owned {:?}  [load {}, other builds {}, other CPU {:.2} cores]",
             round + 1,
             "ttfb",
             f(run.local.p(0.5)),
@@ -806,7 +812,8 @@ impl Bench<'_> {
             f(run.peer.p(0.5).zip(run.local.p(0.5)).map(|(p, l)| p - l)),
             run.owned,
             run.quiet.load,
-            run.quiet.other_builds
+            run.quiet.other_builds,
+            run.quiet.other_cores
         );
         Ok(run)
     }
@@ -1123,13 +1130,13 @@ fn print_summary(args: &Args, mixes: &[MixRun], ttfbs: &[TtfbRun], s: &Summary) 
         }
         println!("\nruns");
         println!(
-            "| round | layout | req/s | origin requests (measured) | peak RSS sum MiB | cache MiB after / settled | load at start | other builds |"
+            "| round | layout | req/s | origin requests (measured) | peak RSS sum MiB | cache MiB after / settled | load at start | other builds | other CPU (cores) |"
         );
-        println!("|---:|---|---:|---:|---:|---:|---|---:|");
+        println!("|---:|---|---:|---:|---:|---:|---|---:|---:|");
         for r in mixes {
             let sum = |f: fn(&NodeReading) -> f64| r.nodes.iter().map(f).sum::<f64>();
             println!(
-                "| {} | {} | {:.0} | {} ({}) | {:.1} | {:.1} / {:.1} | {} | {} |",
+                "| {} | {} | {:.0} | {} ({}) | {:.1} | {:.1} / {:.1} | {} | {} | {:.2} |",
                 r.round + 1,
                 r.config.title(),
                 r.wrk.rps,
@@ -1140,6 +1147,7 @@ fn print_summary(args: &Args, mixes: &[MixRun], ttfbs: &[TtfbRun], s: &Summary) 
                 sum(|n| n.cache_bytes_settled) / MIB,
                 r.quiet.load,
                 r.quiet.other_builds,
+                r.quiet.other_cores,
             );
         }
     }
@@ -1171,7 +1179,7 @@ fn print_summary(args: &Args, mixes: &[MixRun], ttfbs: &[TtfbRun], s: &Summary) 
             .filter_map(|r| Some(format!("{:+.3}", r.peer.p(0.5)? - r.local.p(0.5)?)))
             .collect();
         println!(
-            "p50 difference per round: {} ms; objects owned per node: {}; other builds during each: {}",
+            "p50 difference per round: {} ms; objects owned per node: {}; other builds during each: {}; other CPU during each: {} cores",
             per_round.join(", "),
             ttfbs
                 .iter()
@@ -1182,17 +1190,27 @@ fn print_summary(args: &Args, mixes: &[MixRun], ttfbs: &[TtfbRun], s: &Summary) 
                 .iter()
                 .map(|r| r.quiet.other_builds.to_string())
                 .collect::<Vec<_>>()
+                .join(", "),
+            ttfbs
+                .iter()
+                .map(|r| format!("{:.2}", r.quiet.other_cores))
+                .collect::<Vec<_>>()
                 .join(", ")
         );
     }
-    let disturbed = mixes
+    let quiet: Vec<&Quiet> = mixes
         .iter()
         .map(|r| &r.quiet)
-        .chain(ttfbs.iter().map(|r| &r.quiet));
-    let (n, busy) = disturbed.fold((0, 0), |(n, b), q| {
-        (n + 1, b + usize::from(q.other_builds > 0))
-    });
-    println!("\nruns during which other builds ran on the machine: {busy} of {n}");
+        .chain(ttfbs.iter().map(|r| &r.quiet))
+        .collect();
+    let builds = quiet.iter().filter(|q| q.other_builds > 0).count();
+    let cores: Vec<f64> = quiet.iter().map(|q| q.other_cores).collect();
+    println!(
+        "\nruns during which other builds ran on the machine: {builds} of {}; CPU other processes used during a run: median {} cores, most {} cores",
+        quiet.len(),
+        fmt(median(&cores), 2),
+        fmt(cores.iter().copied().reduce(f64::max), 2)
+    );
     let goals = s.goals();
     if !goals.is_empty() {
         println!("\ngoals");
@@ -1291,6 +1309,7 @@ fn to_json(
                             ("warmup_errors", Json::Int(r.warmup_errors)),
                             ("load_average_at_start", Json::str(r.quiet.load.clone())),
                             ("other_builds", Json::Int(r.quiet.other_builds as u64)),
+                            ("other_cpu_cores", Json::Num(r.quiet.other_cores)),
                             ("origin_requests", Json::Int(r.origin_total)),
                             ("origin_requests_measured", Json::Int(r.origin_measured)),
                             ("origin_max_per_object", Json::Int(r.origin_max_per_object)),
@@ -1335,6 +1354,7 @@ fn to_json(
                             ("round", Json::Int(r.round as u64 + 1)),
                             ("load_average_at_start", Json::str(r.quiet.load.clone())),
                             ("other_builds", Json::Int(r.quiet.other_builds as u64)),
+                            ("other_cpu_cores", Json::Num(r.quiet.other_cores)),
                             ("local", timings(&r.local)),
                             ("peer", timings(&r.peer)),
                             (
