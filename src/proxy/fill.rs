@@ -12,7 +12,7 @@ use super::log::{CacheResult, Outcome};
 use super::respond::Answer;
 use super::spawn::spawn_fill;
 use super::task::FillJob;
-use crate::cache::fill::{HeadOutcome, Joined};
+use crate::cache::fill::{HeadOutcome, Joined, Lane};
 use crate::cache::key::variant_of;
 use crate::cache::{CacheKey, CachedObject, StoreKey};
 use crate::error::EdgeError;
@@ -122,7 +122,7 @@ fn join(
     Ok(match req.mode {
         Mode::Collapse => match ctx.proxy.fills.join_in(
             &req.slot,
-            job().lane(),
+            Lane::asking_peer(owner.is_some()),
             ctx.rt.config.cache.max_waiters,
         )? {
             Joined::Leader(reader, writer) => {

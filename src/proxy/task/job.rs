@@ -7,7 +7,6 @@ use bytes::Bytes;
 use http::HeaderMap;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::cache::fill::Lane;
 use crate::cache::{CacheKey, CachedObject, ContentKind, StoreKey};
 use crate::error::EdgeError;
 use crate::upstream::Origin;
@@ -71,11 +70,6 @@ impl FillJob {
     pub fn asking(mut self, owner: Option<Arc<Origin>>) -> FillJob {
         self.owner = owner;
         self
-    }
-
-    /// The in-flight lane this job's fill belongs to.
-    pub fn lane(&self) -> Lane {
-        Lane::asking_peer(self.owner.is_some())
     }
 }
 
