@@ -45,6 +45,7 @@
 //!   context.rs          the state a request reads: proxy, runtime, per-request context
 //!   admit.rs            target, admit, sign, key, CMCD, LL-HLS
 //!   lookup.rs           what the store can answer
+//!   slice.rs            large objects answered from slices fetched by Range
 //!   peer.rs             requests from peers: the mark checked, probes, fleet purges
 //!   purge.rs            purges, for the admin API and peers
 //!   fill.rs             joining or leading the in-flight fetch of a slot
@@ -58,7 +59,7 @@
 //!   cache_status.rs     the one Cache-Status (RFC 9211) builder
 //!   body.rs             response bodies made by the edge
 //!   log.rs              access log line and request metrics
-//! cache/                the store: a byte-weighed moka cache of complete responses
+//! cache/                the store: a memory tier (moka) over an optional disk tier
 //!   key.rs              cache keys and key rules
 //!   policy/             RFC 9111: Cache-Control, storability, freshness, age
 //!   conditional.rs      preconditions (RFC 9110 §13) and ranges (§14)
@@ -66,6 +67,12 @@
 //!     budget.rs         the in-flight memory budget
 //!     writer.rs         the writing end: chunks, pacing, store on completion
 //!     reader.rs         one request's view of a fill
+//!   disk/               the disk tier: files, an index of hashes, recovery at start
+//!     format.rs         the file layout and its checksums
+//!     index.rs          the in-memory index: CLOCK eviction, doorkeeper admission
+//!     file.rs           a stored file opened: checked block reads, streamed bodies
+//!     rules.rs          purges by target or prefix, kept and logged for the files
+//!   slice.rs            slices of large objects: slots, spans, versions
 //! cluster/              the fleet: members, the owner of a key, forwarding to it
 //!   mark.rs             the forwarding mark (HMAC) between nodes
 //!   dns.rs              members from DNS (A/AAAA or SRV)

@@ -54,6 +54,18 @@ pub const PEER_FORWARDED: &str = "streamedge_peer_forwarded_requests_total";
 pub const PEER_SERVED: &str = "streamedge_peer_served_requests_total";
 pub const CLUSTER_MEMBERS: &str = "streamedge_cluster_members";
 pub const CLUSTER_OWNED_SHARE: &str = "streamedge_cluster_owned_share";
+pub const DISK_ENABLED: &str = "streamedge_disk_enabled";
+pub const DISK_INDEX_READY: &str = "streamedge_disk_index_ready";
+pub const DISK_OBJECTS: &str = "streamedge_disk_objects";
+pub const DISK_BYTES: &str = "streamedge_disk_bytes";
+pub const DISK_HITS: &str = "streamedge_disk_hits_total";
+pub const DISK_WRITES: &str = "streamedge_disk_writes_total";
+pub const DISK_ERRORS: &str = "streamedge_disk_errors_total";
+pub const DISK_CORRUPT: &str = "streamedge_disk_corrupt_total";
+pub const DISK_EVICTIONS: &str = "streamedge_disk_evictions_total";
+pub const DISK_PROMOTIONS: &str = "streamedge_disk_promotions_total";
+pub const SLICE_FETCHES: &str = "streamedge_slice_fetches_total";
+pub const SLICE_VERSION_CHANGES: &str = "streamedge_slice_version_changes_total";
 
 /// Buckets for request-side latencies (seconds).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -338,6 +350,78 @@ const HELP: &[(&str, Type, Option<Unit>, &str)] = &[
         None,
         "The share of keys this node owns on the fleet's ring.",
     ),
+    (
+        DISK_ENABLED,
+        Type::Gauge,
+        None,
+        "1 while the disk tier reads and writes; 0 once an I/O error or a full disk stopped it (or none is configured).",
+    ),
+    (
+        DISK_INDEX_READY,
+        Type::Gauge,
+        None,
+        "1 once the start-up scan of the disk tier has indexed every file.",
+    ),
+    (
+        DISK_OBJECTS,
+        Type::Gauge,
+        None,
+        "Files in the disk tier's index.",
+    ),
+    (
+        DISK_BYTES,
+        Type::Gauge,
+        Some(Unit::Bytes),
+        "Bytes of the disk tier's files.",
+    ),
+    (
+        DISK_HITS,
+        Type::Counter,
+        None,
+        "Lookups answered from the disk tier.",
+    ),
+    (
+        DISK_WRITES,
+        Type::Counter,
+        None,
+        "Offers to the disk tier by result: written, refused (admission filter), dropped (queue full or tier off), failed.",
+    ),
+    (
+        DISK_ERRORS,
+        Type::Counter,
+        None,
+        "Disk tier I/O errors by operation.",
+    ),
+    (
+        DISK_CORRUPT,
+        Type::Counter,
+        None,
+        "Disk tier files dropped as damaged (truncated, checksum mismatch, unreadable meta).",
+    ),
+    (
+        DISK_EVICTIONS,
+        Type::Counter,
+        None,
+        "Files the disk tier removed to stay within its size.",
+    ),
+    (
+        DISK_PROMOTIONS,
+        Type::Counter,
+        None,
+        "Disk objects copied to the memory tier after repeated hits.",
+    ),
+    (
+        SLICE_FETCHES,
+        Type::Counter,
+        None,
+        "Slices of large objects fetched with a Range request.",
+    ),
+    (
+        SLICE_VERSION_CHANGES,
+        Type::Counter,
+        None,
+        "Times a sliced object's validators changed between slices (stale slices dropped).",
+    ),
 ];
 
 #[derive(Clone, Copy)]
@@ -607,6 +691,48 @@ pub fn cache_eviction(cause: moka::notification::RemovalCause) {
         _ => "other",
     };
     counter!(CACHE_EVICTIONS, "cause" => cause).increment(1);
+}
+
+pub fn disk_state(enabled: bool, index_ready: bool) {
+    gauge!(DISK_ENABLED).set(f64::from(u8::from(enabled)));
+    gauge!(DISK_INDEX_READY).set(f64::from(u8::from(index_ready)));
+}
+
+pub fn disk_usage(objects: u64, bytes: u64) {
+    gauge!(DISK_OBJECTS).set(objects as f64);
+    gauge!(DISK_BYTES).set(bytes as f64);
+}
+
+pub fn disk_hit() {
+    counter!(DISK_HITS).increment(1);
+}
+
+pub fn disk_write(result: &'static str) {
+    counter!(DISK_WRITES, "result" => result).increment(1);
+}
+
+pub fn disk_error(op: &'static str) {
+    counter!(DISK_ERRORS, "op" => op).increment(1);
+}
+
+pub fn disk_corrupt() {
+    counter!(DISK_CORRUPT).increment(1);
+}
+
+pub fn disk_evictions(n: u64) {
+    counter!(DISK_EVICTIONS).increment(n);
+}
+
+pub fn disk_promotion() {
+    counter!(DISK_PROMOTIONS).increment(1);
+}
+
+pub fn slice_fetch() {
+    counter!(SLICE_FETCHES).increment(1);
+}
+
+pub fn slice_version_change() {
+    counter!(SLICE_VERSION_CHANGES).increment(1);
 }
 
 pub fn client_connection(protocol: &'static str, open: bool) {

@@ -213,6 +213,8 @@ impl Edge {
         if !clients {
             tracing::warn!("drain timeout reached with requests still in flight");
         }
+        // Objects already offered to the disk tier are written before the process goes.
+        self.proxy.store.flush(drain).await;
         for p in self.probes {
             p.abort();
         }
@@ -251,6 +253,7 @@ fn reload(proxy: &Proxy, tls: Option<&tls::Tls>, new: Config) -> Result<(), Star
             old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
         ),
         ("cache.max_size", old.cache.max_size != new.cache.max_size),
+        ("cache.disk", old.cache.disk != new.cache.disk),
         (
             "cache.max_object_size",
             old.cache.max_object_size != new.cache.max_object_size,

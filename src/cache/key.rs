@@ -73,6 +73,24 @@ impl CacheKey {
         Some(CacheKey::build(self.host(), path, rest.as_deref()))
     }
 
+    /// The whole key, host included, as the disk tier stores it (with `host_len`).
+    pub(crate) fn as_repr(&self) -> &str {
+        &self.repr
+    }
+
+    pub(crate) fn host_len(&self) -> u32 {
+        self.host_len
+    }
+
+    /// A key read back from storage; `None` when the parts cannot be one.
+    pub(crate) fn from_stored(repr: &str, host_len: u32) -> Option<CacheKey> {
+        repr.get(host_len as usize..)?;
+        Some(CacheKey {
+            repr: repr.into(),
+            host_len,
+        })
+    }
+
     /// The path part (before `?`).
     pub fn path(&self) -> &str {
         let t = self.as_str();

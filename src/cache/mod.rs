@@ -1,13 +1,18 @@
-//! The object store: a byte-weighed LRU moka cache of complete, successful responses.
+//! The object store, in two tiers: a byte-weighed LRU moka cache of complete, successful
+//! responses in memory, and below it, when configured, the disk tier (`disk`).
 //!
 //! A slot holds an object, a `Vary` index (which request headers pick the variant), or a
 //! hit-for-miss marker (the origin said this key is not shareable: skip collapsing for a
 //! while). Freshness is decided by `policy` from stored instants; moka's expiry is a backstop.
+//! A lookup asks memory, then disk; an object hit on disk often enough is copied to memory.
+//! Stored objects are written through to disk when its policy takes them; purges reach both.
 
 pub mod conditional;
+pub(crate) mod disk;
 pub(crate) mod fill;
 pub mod key;
 pub mod policy;
+pub mod slice;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,13 +32,45 @@ use crate::config::CacheConfig;
 /// Per-entry bookkeeping weight, so many tiny objects still count.
 const ENTRY_OVERHEAD: u64 = 256;
 
+/// A stored body: in memory, or in a disk tier file (read a block at a time when sent).
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    Memory(Bytes),
+    Disk(Arc<disk::DiskFile>),
+}
+
+impl Body {
+    pub fn empty() -> Body {
+        Body::Memory(Bytes::new())
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Memory(b) => b.len() as u64,
+            Body::Disk(f) => f.len(),
+        }
+    }
+
+    pub fn is_disk(&self) -> bool {
+        matches!(self, Body::Disk(_))
+    }
+
+    /// The bytes, when they are in memory.
+    pub fn in_memory(&self) -> Option<&Bytes> {
+        match self {
+            Body::Memory(b) => Some(b),
+            Body::Disk(_) => None,
+        }
+    }
+}
+
 /// A stored response. Immutable: revalidation stores a new one sharing the same body.
 #[derive(Debug, Clone)]
 pub(crate) struct CachedObject {
     pub status: StatusCode,
     /// End-to-end headers as the origin sent them (minus hop-by-hop, Age, Content-Length).
     pub headers: HeaderMap,
-    pub body: Bytes,
+    pub body: Body,
     pub kind: ContentKind,
     pub freshness: Freshness,
     /// Names from the response's `Vary`, if any.
@@ -91,7 +128,7 @@ impl CachedObject {
             + key.key.as_str().len() as u64
             + key.variant.as_ref().map_or(0, |v| v.len() as u64)
             + headers as u64
-            + self.body.len() as u64
+            + self.body.in_memory().map_or(0, |b| b.len() as u64)
             + self.encodings.as_ref().map_or(0, |e| e.len())
     }
 }
@@ -161,6 +198,8 @@ impl SlotExpiry {
 #[derive(Clone)]
 pub(crate) struct Store {
     cache: Cache<StoreKey, Slot>,
+    disk: Option<disk::Disk>,
+    stale_retention: Duration,
     pub max_object_size: u64,
     /// Bytes inserted since moka last ran its maintenance (where evictions happen).
     unsettled: Arc<std::sync::atomic::AtomicU64>,
@@ -192,16 +231,19 @@ impl Store {
             .build();
         Store {
             cache,
+            disk: cfg.disk.as_ref().map(disk::Disk::open),
+            stale_retention: cfg.stale_retention,
             max_object_size: cfg.max_object_size,
             unsettled: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             settle_every: (cfg.max_size / 64).clamp(256 << 10, 8 << 20),
         }
     }
 
-    /// Finds the slot for a request: the object, the variant it needs, or a hit-for-miss mark.
+    /// Finds the slot for a request: the object, the variant it needs, or a hit-for-miss mark
+    /// — in memory, then on disk.
     pub async fn lookup(&self, key: &CacheKey, request_headers: &HeaderMap) -> Lookup {
         let base = StoreKey::base(key.clone());
-        match self.cache.get(&base).await {
+        match self.slot(&base).await {
             None => Lookup::Missing(base, false),
             Some(Slot::Object(o)) => Lookup::Found(base, o),
             Some(Slot::HitForMiss { until }) if until > Instant::now() => Lookup::HitForMiss(base),
@@ -211,11 +253,86 @@ impl Store {
                     key: key.clone(),
                     variant: Some(key::variant_of(request_headers, &names)),
                 };
-                match self.cache.get(&variant).await {
+                match self.slot(&variant).await {
                     Some(Slot::Object(o)) => Lookup::Found(variant, o),
                     _ => Lookup::Missing(variant, true),
                 }
             }
+        }
+    }
+
+    /// A slot from memory, else from disk.
+    async fn slot(&self, slot: &StoreKey) -> Option<Slot> {
+        match self.cache.get(slot).await {
+            Some(found) => Some(found),
+            None => self.on_disk(slot).await,
+        }
+    }
+
+    /// A slot from the disk tier. A `Vary` index goes back to memory at once; an object once
+    /// it has been hit `promote_after` times (read whole, off the runtime's threads).
+    async fn on_disk(&self, slot: &StoreKey) -> Option<Slot> {
+        let disk = self.disk.as_ref()?;
+        match disk.lookup(slot).await? {
+            disk::DiskFound::Vary(names) => {
+                self.cache
+                    .insert(slot.clone(), Slot::Vary(names.clone()))
+                    .await;
+                Some(Slot::Vary(names))
+            }
+            disk::DiskFound::Object(obj, hits) => {
+                let promote = u32::from(hits) >= disk.promote_after()
+                    && obj.body.len() <= self.max_object_size;
+                let Body::Disk(file) = &obj.body else {
+                    return None;
+                };
+                if !promote {
+                    return Some(Slot::Object(Arc::new(*obj)));
+                }
+                let bytes = disk.read_all(file).await?;
+                let obj = Arc::new(CachedObject {
+                    body: Body::Memory(bytes),
+                    ..*obj
+                });
+                self.cache
+                    .insert(slot.clone(), Slot::Object(obj.clone()))
+                    .await;
+                self.settle(obj.body.len()).await;
+                disk.promoted(slot);
+                Some(Slot::Object(obj))
+            }
+        }
+    }
+
+    /// A stored body in memory: as it is, or read from its disk file (off the runtime's
+    /// threads). `None` when the file turned out damaged or unreadable.
+    pub async fn body_bytes(&self, body: &Body) -> Option<Bytes> {
+        match body {
+            Body::Memory(b) => Some(b.clone()),
+            Body::Disk(f) => self.disk.as_ref()?.read_all(f).await,
+        }
+    }
+
+    /// Waits (at most `limit`) until what was offered to the disk is written: shutdown.
+    pub async fn flush(&self, limit: Duration) {
+        if let Some(d) = &self.disk {
+            d.flush(limit).await;
+        }
+    }
+
+    /// The object at exactly this slot, in memory or on disk.
+    pub async fn find(&self, slot: &StoreKey) -> Option<Arc<CachedObject>> {
+        match self.slot(slot).await {
+            Some(Slot::Object(o)) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Removes exactly this slot from both tiers.
+    pub async fn remove(&self, slot: &StoreKey) {
+        self.cache.invalidate(slot).await;
+        if let Some(d) = &self.disk {
+            d.remove(slot);
         }
     }
 
@@ -235,9 +352,12 @@ impl Store {
         obj: Arc<CachedObject>,
     ) {
         let base = StoreKey::base(key.clone());
-        let size = obj.body.len() as u64 + obj.encodings.as_ref().map_or(0, |e| e.len());
+        let size = obj.body.len() + obj.encodings.as_ref().map_or(0, |e| e.len());
         match obj.vary.clone() {
-            None => self.cache.insert(base, Slot::Object(obj)).await,
+            None => {
+                self.offer(&base, disk::Offer::Object(&obj));
+                self.cache.insert(base, Slot::Object(obj)).await;
+            }
             Some(names) => {
                 let variant = StoreKey {
                     key: key.clone(),
@@ -248,8 +368,10 @@ impl Store {
                     Some(Slot::Vary(existing)) if existing == names
                 );
                 if !same_index {
+                    self.offer(&base, disk::Offer::Vary(&names));
                     self.cache.insert(base, Slot::Vary(names)).await;
                 }
+                self.offer(&variant, disk::Offer::Object(&obj));
                 self.cache.insert(variant, Slot::Object(obj)).await;
             }
         }
@@ -267,9 +389,21 @@ impl Store {
         }
     }
 
-    /// Replaces the object at a known slot (after revalidation).
+    fn offer(&self, slot: &StoreKey, offer: disk::Offer<'_>) {
+        if let Some(d) = &self.disk {
+            d.offer(slot, offer, self.stale_retention);
+        }
+    }
+
+    /// Replaces the object at a known slot (after revalidation), in the tier its body is in,
+    /// and on disk when the policy takes it.
     pub async fn replace(&self, slot: StoreKey, obj: Arc<CachedObject>) {
-        self.cache.insert(slot, Slot::Object(obj)).await;
+        self.offer(&slot, disk::Offer::Object(&obj));
+        if obj.body.is_disk() {
+            self.cache.invalidate(&slot).await;
+        } else {
+            self.cache.insert(slot, Slot::Object(obj)).await;
+        }
     }
 
     /// Marks a key as not worth collapsing for `ttl`, unless a stored object exists.
@@ -280,6 +414,9 @@ impl Store {
         let base = StoreKey::base(key.clone());
         if matches!(self.cache.get(&base).await, Some(Slot::Object(_))) {
             self.cache.invalidate(&base).await;
+        }
+        if let Some(d) = &self.disk {
+            d.remove(&base);
         }
         self.cache
             .insert(
@@ -300,12 +437,20 @@ impl Store {
         let _ = self
             .cache
             .invalidate_entries_if(move |sk, _| sk.key == k && sk.variant.is_some());
-        existed
+        let on_disk = match &self.disk {
+            Some(d) => d.purge_key(key, false).await,
+            None => 0,
+        };
+        existed || on_disk > 0
     }
 
     /// Removes a target under every host it is stored for (hosts are keyed when origins see the
     /// client's Host), with all its variants. Returns how many keys were stored.
-    pub fn purge_all_hosts(&self, key: &CacheKey) -> usize {
+    pub async fn purge_all_hosts(&self, key: &CacheKey) -> usize {
+        if let Some(d) = &self.disk {
+            d.purge_matching(disk::Pattern::Target(key.as_str()), false)
+                .await;
+        }
         let target = key.as_str().to_owned();
         let n = self
             .cache
@@ -319,7 +464,10 @@ impl Store {
     }
 
     /// Removes every key that starts with `prefix`. Returns how many keys matched.
-    pub fn purge_prefix(&self, prefix: &str) -> usize {
+    pub async fn purge_prefix(&self, prefix: &str) -> usize {
+        if let Some(d) = &self.disk {
+            d.purge_matching(disk::Pattern::Prefix(prefix), false).await;
+        }
         let n = self
             .cache
             .iter()
@@ -335,6 +483,17 @@ impl Store {
     /// Marks every stored variant of a key stale so the next request revalidates it.
     /// A key without a host marks the target stale under every host.
     pub async fn soft_purge(&self, key: &CacheKey) -> usize {
+        if let Some(d) = &self.disk {
+            match key.host() {
+                None => {
+                    d.purge_matching(disk::Pattern::Target(key.as_str()), true)
+                        .await;
+                }
+                Some(_) => {
+                    d.purge_key(key, true).await;
+                }
+            }
+        }
         self.soft_purge_where(|k| {
             k.as_str() == key.as_str() && (key.host().is_none() || k.host() == key.host())
         })
@@ -343,6 +502,9 @@ impl Store {
 
     /// Marks every object under a path prefix stale.
     pub async fn soft_purge_prefix(&self, prefix: &str) -> usize {
+        if let Some(d) = &self.disk {
+            d.purge_matching(disk::Pattern::Prefix(prefix), true).await;
+        }
         self.soft_purge_where(|k| k.as_str().starts_with(prefix))
             .await
     }

@@ -19,7 +19,7 @@ fn segment() -> Arc<CachedObject> {
     Arc::new(CachedObject {
         status: StatusCode::OK,
         headers,
-        body: Bytes::from_static(b"segment"),
+        body: Body::Memory(Bytes::from_static(b"segment")),
         kind: ContentKind::Segment,
         freshness: Freshness {
             stored_at: Instant::now(),

@@ -122,6 +122,32 @@ pub struct CacheConfig {
     pub max_in_flight: u64,
     /// Let clients' `Cache-Control: no-cache` / `max-age=0` force revalidation.
     pub honor_client_no_cache: bool,
+    /// The disk tier, when configured.
+    pub disk: Option<DiskConfig>,
+    /// How objects too large for one piece (or under a sliced prefix) are cached.
+    pub slice: SliceConfig,
+}
+
+/// `cache.disk`: where and how much the disk tier keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    pub path: std::path::PathBuf,
+    pub max_size: u64,
+    /// Objects kept for less than this (fresh and stale windows) stay in memory only.
+    pub min_ttl: Duration,
+    /// Disk hits before a copy of the object goes to memory.
+    pub promote_after: u32,
+    /// fsync each file before it is renamed into place (survives power loss, not only crashes).
+    pub fsync: bool,
+    /// Bytes waiting to be written; beyond this, writes are dropped (and counted).
+    pub write_queue: u64,
+}
+
+/// `cache.slice`: slice size and the prefixes always sliced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceConfig {
+    pub size: u64,
+    pub prefixes: Vec<String>,
 }
 
 /// Freshness used when the origin gives none, by media kind.

@@ -174,6 +174,53 @@ pub(super) struct RawCache {
     pub(super) store_set_cookie: bool,
     pub(super) honor_client_no_cache: bool,
     pub(super) max_in_flight: Spanned<Size>,
+    pub(super) disk: Option<RawDisk>,
+    pub(super) slice: RawSlice,
+}
+
+/// `cache.disk`: the disk tier under the memory tier.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDisk {
+    pub(super) path: Spanned<PathBuf>,
+    pub(super) max_size: Spanned<Size>,
+    #[serde(default = "disk_min_ttl")]
+    pub(super) min_ttl: Dur,
+    #[serde(default = "disk_promote_after")]
+    pub(super) promote_after: Spanned<u32>,
+    #[serde(default)]
+    pub(super) fsync: bool,
+    #[serde(default = "disk_write_queue")]
+    pub(super) write_queue: Spanned<Size>,
+}
+
+fn disk_min_ttl() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+fn disk_promote_after() -> Spanned<u32> {
+    unknown_location(2)
+}
+
+fn disk_write_queue() -> Spanned<Size> {
+    unknown_location(Size(256 << 20))
+}
+
+/// `cache.slice`: large objects cached as fixed-size slices fetched by Range.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawSlice {
+    pub(super) size: Spanned<Size>,
+    pub(super) prefixes: Vec<Spanned<String>>,
+}
+
+impl Default for RawSlice {
+    fn default() -> Self {
+        RawSlice {
+            size: unknown_location(Size(4 << 20)),
+            prefixes: Vec::new(),
+        }
+    }
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -230,6 +277,8 @@ impl Default for RawCache {
             store_set_cookie: false,
             honor_client_no_cache: false,
             max_in_flight: unknown_location(Size(256 << 20)),
+            disk: None,
+            slice: RawSlice::default(),
         }
     }
 }

@@ -157,6 +157,8 @@ fn every_key_is_documented() {
         format!("{base}cache_key:\n  - prefix: /\n    zz_bogus: 1\n"),
         format!("{base}signed_urls:\n  - prefix: /\n    zz_bogus: 1\n"),
         format!("{base}cache:\n  stale_if_error:\n    zz_bogus: 1\n"),
+        format!("{base}cache:\n  disk:\n    path: /x\n    max_size: 1GiB\n    zz_bogus: 1\n"),
+        format!("{base}cache:\n  slice:\n    zz_bogus: 1\n"),
         format!("{base}cluster:\n  node: \"http://127.0.0.2:1\"\n  zz_bogus: 1\n"),
         format!("{base}cluster:\n  node: \"http://127.0.0.2:1\"\n  dns:\n    name: x\n    zz_bogus: 1\n"),
         format!("{base}cluster:\n  node: \"http://127.0.0.2:1\"\n  kubernetes:\n    service: x\n    zz_bogus: 1\n"),

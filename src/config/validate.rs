@@ -8,9 +8,9 @@ use serde_saphyr::{Location, Spanned};
 use super::raw::*;
 use super::units::IpNet;
 use super::{
-    AdminConfig, CacheConfig, CompressConfig, Config, ConfigError, FetchConfig, HealthCheckConfig,
-    HostHeader, KeyRule, KindTtls, Listen, LogConfig, OriginConfig, PrefetchConfig, QueryPolicy,
-    ServerConfig, SigningRule, TlsConfig, field_path_at,
+    AdminConfig, CacheConfig, CompressConfig, Config, ConfigError, DiskConfig, FetchConfig,
+    HealthCheckConfig, HostHeader, KeyRule, KindTtls, Listen, LogConfig, OriginConfig,
+    PrefetchConfig, QueryPolicy, ServerConfig, SigningRule, SliceConfig, TlsConfig, field_path_at,
 };
 
 /// Errors pointing into the text being validated.
@@ -237,7 +237,61 @@ fn cache(v: &Validator, c: RawCache) -> Result<CacheConfig, ConfigError> {
         heuristic_fraction: c.heuristic_fraction.value,
         heuristic_max: c.heuristic_max.0,
         stale_retention: c.stale_retention.0,
+        disk: c.disk.map(|d| disk(v, d)).transpose()?,
+        slice: slice(v, c.slice, object.0)?,
     })
+}
+
+fn disk(v: &Validator, d: RawDisk) -> Result<DiskConfig, ConfigError> {
+    let path = d.path.value;
+    if path.as_os_str().is_empty() || !path.is_absolute() {
+        return Err(v.err(
+            d.path.referenced,
+            "cache.disk.path",
+            "must be an absolute path",
+        ));
+    }
+    if d.max_size.value.0 < 1 << 20 {
+        return Err(v.err(
+            d.max_size.referenced,
+            "cache.disk.max_size",
+            format!("{} is too small: give at least 1MiB", d.max_size.value),
+        ));
+    }
+    Ok(DiskConfig {
+        path,
+        max_size: d.max_size.value.0,
+        min_ttl: d.min_ttl.0,
+        promote_after: v.at_least(&d.promote_after, 1, "cache.disk.promote_after")?,
+        fsync: d.fsync,
+        write_queue: d.write_queue.value.0,
+    })
+}
+
+fn slice(v: &Validator, s: RawSlice, max_object_size: u64) -> Result<SliceConfig, ConfigError> {
+    let size = s.size.value.0;
+    if !(64 << 10..=max_object_size.max(64 << 10)).contains(&size) {
+        return Err(v.err(
+            s.size.referenced,
+            "cache.slice.size",
+            format!(
+                "{} must be between 64KiB and cache.max_object_size",
+                s.size.value
+            ),
+        ));
+    }
+    let mut prefixes = Vec::new();
+    for (i, p) in s.prefixes.into_iter().enumerate() {
+        if !p.value.starts_with('/') {
+            return Err(v.err(
+                p.referenced,
+                &format!("cache.slice.prefixes[{i}]"),
+                "must start with /",
+            ));
+        }
+        prefixes.push(p.value);
+    }
+    Ok(SliceConfig { size, prefixes })
 }
 
 fn targeted_header(

@@ -80,7 +80,10 @@ pub(super) async fn lookup(
         out.origin = Some(obj.origin.clone());
         if obj.freshness.is_fresh(now) && !client.revalidate {
             out.cache = CacheResult::Hit;
-            let status = CacheStatus::hit(obj.freshness.ttl_secs(now));
+            let mut status = CacheStatus::hit(obj.freshness.ttl_secs(now));
+            if obj.body.is_disk() {
+                status.detail = Some("disk");
+            }
             let obj = obj.clone();
             return Ok(Found::Answer(Answer::Stored { obj, status, now }));
         }

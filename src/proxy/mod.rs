@@ -19,6 +19,7 @@ mod lookup;
 mod peer;
 mod purge;
 mod respond;
+mod slice;
 mod spawn;
 mod task;
 
@@ -105,6 +106,9 @@ async fn serve(
         return forward::forward_unsafe(&ctx.proxy, &ctx.rt, parts, headers, body, key).await;
     }
     let (key, first_byte_timeout) = admit::ll_hls(ctx, parts, key).await;
+    if let Some(response) = slice::answer(ctx, parts, &key, out).await? {
+        return Ok(response);
+    }
     let answer = answer(ctx, parts, &key, first_byte_timeout, out).await?;
     respond(answer, parts, &ctx.rt.cache_name)
 }

@@ -40,7 +40,7 @@ pub(crate) async fn purge(proxy: &Proxy, query: &str) -> Result<usize, String> {
             let n = match (soft, host.is_some()) {
                 (true, _) => store.soft_purge(&key).await,
                 (false, true) => usize::from(store.purge(&key).await),
-                (false, false) => store.purge_all_hosts(&key),
+                (false, false) => store.purge_all_hosts(&key).await,
             };
             tracing::info!(key = %key, soft, found = n, "purge");
             Ok(n)
@@ -49,7 +49,7 @@ pub(crate) async fn purge(proxy: &Proxy, query: &str) -> Result<usize, String> {
             let n = if soft {
                 store.soft_purge_prefix(&prefix).await
             } else {
-                store.purge_prefix(&prefix)
+                store.purge_prefix(&prefix).await
             };
             tracing::info!(prefix, soft, found = n, "purge by prefix");
             Ok(n)

@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tokio::time::Instant;
 
-use super::body::{Frames, empty, full};
+use super::body::{Chain, empty, full, stored};
 use super::cache_status::{CacheStatus, after_upstream};
 use super::headers::VIA;
 use super::log::{CacheResult, Outcome};
@@ -172,23 +172,20 @@ fn respond_stored(
         *resp.headers_mut() = headers;
         return Ok(resp);
     }
-    let len = obj.body.len() as u64;
-    let (status, body) = match ranged(parts, obj.status, &obj.headers, Some(len)) {
+    let len = obj.body.len();
+    let (status, (a, b)) = match ranged(parts, obj.status, &obj.headers, Some(len)) {
         RangeRequest::Full => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            (obj.status, obj.body.clone())
+            (obj.status, (0, len))
         }
         RangeRequest::Single(a, b) => {
             headers.insert(header::CONTENT_RANGE, content_range(a, b, len));
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b - a));
-            (
-                StatusCode::PARTIAL_CONTENT,
-                obj.body.slice(a as usize..b as usize),
-            )
+            (StatusCode::PARTIAL_CONTENT, (a, b))
         }
         RangeRequest::Multi(ranges) => {
             let (ctype, parts) = multipart(&obj.headers, &obj.body, &ranges);
-            let body = Frames::new(parts);
+            let body = Chain::new(parts);
             headers.insert(header::CONTENT_TYPE, ctype);
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.remaining()));
             let mut resp = Response::new(if head_only {
@@ -202,10 +199,64 @@ fn respond_stored(
         }
         RangeRequest::Unsatisfiable => return Ok(unsatisfiable(len, &extra)),
     };
-    let mut resp = Response::new(if head_only { empty() } else { full(body) });
+    let mut resp = Response::new(if head_only {
+        empty()
+    } else {
+        stored(&obj.body, a, b)
+    });
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     Ok(resp)
+}
+
+/// The head of a response from slices (see `slice`): the marker's stored head, the span.
+pub struct SlicedHead<'a> {
+    pub obj: &'a CachedObject,
+    pub status: &'a CacheStatus,
+    pub total: u64,
+    pub span: (u64, u64),
+    pub partial: bool,
+    pub satisfiable: bool,
+    pub now: Instant,
+}
+
+/// A response from slices: preconditions on the marker's head, 416, or 200/206 with the
+/// body the slices make.
+pub fn respond_sliced(
+    h: SlicedHead<'_>,
+    parts: &http::request::Parts,
+    body: Option<ResponseBody>,
+    cache: &str,
+) -> Response<ResponseBody> {
+    let extra = extra_headers(h.obj.freshness.age(h.now), h.status, cache, &h.obj.headers);
+    match conditional::evaluate(
+        &parts.method,
+        &parts.headers,
+        StatusCode::OK,
+        &h.obj.headers,
+    ) {
+        Precondition::NotModified => return not_modified(&h.obj.headers, &extra),
+        Precondition::Failed => return precondition_failed(&extra),
+        Precondition::Proceed => {}
+    }
+    if !h.satisfiable {
+        return unsatisfiable(h.total, &extra);
+    }
+    let mut headers = h.obj.headers.clone();
+    set_extra(&mut headers, &extra);
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let (a, b) = h.span;
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b - a));
+    let status = if h.partial {
+        headers.insert(header::CONTENT_RANGE, content_range(a, b, h.total));
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = Response::new(body.unwrap_or_else(empty));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
 }
 
 fn content_range(a: u64, b: u64, len: u64) -> HeaderValue {
@@ -243,31 +294,29 @@ fn ranged(
     }
 }
 
-/// A `multipart/byteranges` body as parts: boundaries, and slices of the stored body (no copy).
+/// A `multipart/byteranges` body as parts: boundaries, and ranges of the stored body (slices
+/// of memory, or reads of its disk file).
 fn multipart(
     headers: &HeaderMap,
-    body: &Bytes,
+    body: &crate::cache::Body,
     ranges: &[(u64, u64)],
-) -> (HeaderValue, Vec<Bytes>) {
-    let boundary = format!(
-        "streamedge-{:016x}",
-        body.len() as u64 ^ 0x5ee0_d6e5_7a1b_c3d2
-    );
+) -> (HeaderValue, Vec<ResponseBody>) {
+    let boundary = format!("streamedge-{:016x}", body.len() ^ 0x5ee0_d6e5_7a1b_c3d2);
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let len = body.len() as u64;
+    let len = body.len();
     let mut parts = Vec::with_capacity(ranges.len() * 2 + 1);
     for &(a, b) in ranges {
-        parts.push(Bytes::from(format!(
+        parts.push(full(Bytes::from(format!(
             "\r\n--{boundary}\r\nContent-Type: {ctype}\r\nContent-Range: bytes {a}-{}/{len}\r\n\r\n",
             b - 1
-        )));
-        parts.push(body.slice(a as usize..b as usize));
+        ))));
+        parts.push(stored(body, a, b));
     }
-    parts.push(Bytes::from(format!("\r\n--{boundary}--\r\n")));
+    parts.push(full(Bytes::from(format!("\r\n--{boundary}--\r\n"))));
     let value = HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
         .unwrap_or(HeaderValue::from_static("multipart/byteranges"));
     (value, parts)

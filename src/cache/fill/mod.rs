@@ -83,7 +83,7 @@ impl FillHead {
             status: obj.status,
             headers: obj.headers.clone(),
             kind: obj.kind,
-            content_length: Some(obj.body.len() as u64),
+            content_length: Some(obj.body.len()),
             shareable: true,
             freshness: Some(obj.freshness),
             initial_age: obj.freshness.age(tokio::time::Instant::now()),

@@ -237,6 +237,20 @@ pub struct Freshness {
 }
 
 impl Freshness {
+    /// Stale from the start, with no stale windows: an object kept only for its head.
+    pub fn expired_now(now: Instant) -> Freshness {
+        Freshness {
+            stored_at: now,
+            initial_age: Duration::ZERO,
+            lifetime: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            must_revalidate: false,
+            no_cache: false,
+            max_age: None,
+        }
+    }
+
     pub fn age(&self, now: Instant) -> Duration {
         self.initial_age + now.saturating_duration_since(self.stored_at)
     }

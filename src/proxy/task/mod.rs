@@ -69,9 +69,11 @@ async fn steps(
     job: &FillJob,
     live_playlist: &mut Option<ManifestInfo>,
 ) -> Result<Ending, Failed> {
-    if let Some(obj) = stored_meanwhile(proxy, job).await {
+    if let Some(obj) = stored_meanwhile(proxy, job).await
+        && let Some(body) = obj.body.in_memory()
+    {
         writer.set_head(FillHead::from_object(&obj, true, false));
-        return Ok(Ending::FinishWith(obj.body.clone()));
+        return Ok(Ending::FinishWith(body.clone()));
     }
     let (mut resp, conditional) = fetch(rt, job).await?;
     let result = answered(
@@ -102,7 +104,7 @@ async fn answered(
     if let Some(stale) = &job.stale
         && resp.response.status() == StatusCode::NOT_MODIFIED
     {
-        return Ok(refresh(proxy, rt, writer, job, resp, stale).await);
+        return refresh(proxy, rt, writer, job, resp, stale).await;
     }
     let mut answer = Answer::of(rt, job, resp);
     let manifest = if answer.read_whole(rt) {
@@ -236,7 +238,13 @@ async fn refresh(
     job: &FillJob,
     resp: &OriginResponse,
     stale: &Arc<CachedObject>,
-) -> Ending {
+) -> Result<Ending, Failed> {
+    // A stale copy on disk is read for the readers first: a damaged file fails the fill
+    // before any reader has a head.
+    let Some(body) = proxy.store.body_bytes(&stale.body).await else {
+        let error = EdgeError::Internal("the stored copy could not be read".into());
+        return Err(Failed::new(error, FillFailure::Body));
+    };
     let cfg = &rt.config.cache;
     let merged = merge_304(&stale.headers, resp.response.headers());
     let decision = policy::decide(
@@ -268,7 +276,7 @@ async fn refresh(
         .err()
         .is_none_or(|r| !r.forbids_sharing());
     writer.set_head(head);
-    Ending::FinishWith(obj.body.clone())
+    Ok(Ending::FinishWith(body))
 }
 
 /// A manifest read whole: stored (and, once it shows ENDLIST, under its plain key too, so
@@ -312,6 +320,7 @@ async fn stream_body(
     let mut storable = plan.storable;
     if plan.oversize {
         too_large(proxy, rt, writer, job).await;
+        mark_sliced(proxy, job, &answer, &plan).await;
     }
     let mut received: u64 = 0;
     loop {
@@ -370,6 +379,39 @@ async fn store(proxy: &Proxy, job: &FillJob, plan: &Plan, answer: Answer, body: 
         .insert(&job.key, &job.request_headers, obj)
         .await;
     Ending::FinishWith(body)
+}
+
+/// An object over the size limit, of known length and version: later requests for it are
+/// answered from slices (see `proxy::slice`), starting from this head.
+async fn mark_sliced(proxy: &Proxy, job: &FillJob, answer: &Answer, plan: &Plan) {
+    let (Some(total), Ok(freshness)) = (answer.content_length, &plan.decision.store) else {
+        return;
+    };
+    if !job.shared
+        || answer.status != StatusCode::OK
+        || answer.vary.is_some()
+        || answer.kind == crate::cache::ContentKind::Manifest
+        || job.key.without_directives().is_some()
+    {
+        return;
+    }
+    let mut headers = answer.headers.clone();
+    headers.insert(header::CONTENT_LENGTH, total.into());
+    let marker = Arc::new(CachedObject {
+        status: StatusCode::OK,
+        headers,
+        body: crate::cache::Body::empty(),
+        kind: answer.kind,
+        freshness: *freshness,
+        vary: None,
+        origin: answer.origin.clone(),
+        encodings: None,
+        media: None,
+    });
+    proxy
+        .store
+        .replace(crate::cache::slice::marker_slot(&job.key), marker)
+        .await;
 }
 
 /// An object over the size limit: the fill streams without keeping it, and requests for the

@@ -235,7 +235,7 @@ impl Plan {
             Arc::new(CachedObject {
                 status: answer.status,
                 headers: answer.headers,
-                body,
+                body: crate::cache::Body::Memory(body),
                 kind: answer.kind,
                 freshness,
                 vary: answer.vary,
