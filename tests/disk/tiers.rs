@@ -1,0 +1,114 @@
+//! The two tiers together: objects evicted from a small memory tier are answered from disk
+//! (`detail=disk`) without the origin, and one that keeps being asked for is copied back to
+//! memory after `promote_after` disk hits.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use super::common::*;
+use super::static_origin;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_objects_are_disk_hits_and_come_back_to_memory_after_two() {
+    let disk = TempDir::new("tiers");
+    let objects: Vec<(String, Bytes, Vec<(&'static str, String)>)> = (0..20)
+        .map(|i| {
+            (
+                format!("/vod/t-{i}.m4s"),
+                payload(1 << 20, 1100 + i as u64),
+                vec![("cache-control", "max-age=86400".to_owned())],
+            )
+        })
+        .collect();
+    let origin = static_origin(objects.clone()).await;
+    // Memory holds three of the twenty; the disk all of them.
+    let edge = TestEdge::start_with(
+        &[origin.url()],
+        &format!(
+            "cache:\n  max_size: 4MiB\n  max_object_size: 2MiB\n  disk:\n    path: \"{}\"\n    \
+             max_size: 1GiB\n    min_ttl: 30s\n    promote_after: 2\n    fsync: false\n\
+             prefetch:\n  enabled: false\n",
+            disk.path().join("cache").display()
+        ),
+    )
+    .await;
+    let client = edge.http_client();
+    let get_one = |path: String| {
+        let client = client.clone();
+        let url = edge.http_url(&path);
+        async move {
+            let r = get(&client, &url).await;
+            assert_eq!(r.status, StatusCode::OK, "{path}");
+            r
+        }
+    };
+
+    for (path, body, _) in &objects {
+        let r = get_one(path.clone()).await;
+        assert_eq!(&r.body, body, "{path}");
+        assert!(!r.cache_status().hit, "{path}: a fill");
+    }
+    within(15, "all twenty objects on disk", async {
+        while metric_sum(&edge.metrics().await, "streamedge_disk_objects", &[]) < 20.0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    let mut from_disk = Vec::new();
+    for (path, body, _) in &objects {
+        let r = get_one(path.clone()).await;
+        assert_eq!(&r.body, body, "{path}");
+        let cs = r.cache_status();
+        assert!(cs.hit, "{path}: a hit from one tier or the other: {cs:?}");
+        if cs.detail.as_deref() == Some("disk") {
+            from_disk.push(path.clone());
+        } else {
+            assert_eq!(cs.detail, None, "{path}: {cs:?}");
+        }
+    }
+    for (path, _, _) in &objects {
+        assert_eq!(origin.count_path(path), 1, "{path}: never fetched again");
+    }
+    assert!(
+        from_disk.len() >= 15,
+        "4 MiB of memory holds at most 3 of 20 1-MiB objects, the rest are disk hits: {} were",
+        from_disk.len()
+    );
+    let m = edge.metrics().await;
+    assert!(metric_sum(&m, "streamedge_disk_hits_total", &[]) >= from_disk.len() as f64);
+
+    // One disk hit so far; the second one promotes it, and then memory answers.
+    let promoted = from_disk[0].clone();
+    let r = get_one(promoted.clone()).await;
+    assert!(
+        r.cache_status().hit && r.cache_status().detail.as_deref() == Some("disk"),
+        "{promoted}: its second disk hit: {:?}",
+        r.cache_status()
+    );
+    let mut answers = Vec::new();
+    let mut in_memory = false;
+    for _ in 0..5 {
+        let r = get_one(promoted.clone()).await;
+        let cs = r.cache_status();
+        answers.push(cs.raw.clone());
+        if cs.hit && cs.detail.is_none() {
+            in_memory = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(in_memory, "{promoted} promoted to memory: {answers:?}");
+    let r = get_one(promoted.clone()).await;
+    assert!(
+        r.cache_status().hit && r.cache_status().detail.is_none(),
+        "{promoted} stays in memory: {:?}",
+        r.cache_status()
+    );
+    assert_eq!(origin.count_path(&promoted), 1);
+
+    edge.stop().await;
+    origin.stop().await;
+}
