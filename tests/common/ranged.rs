@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -50,30 +50,86 @@ impl Version {
     pub fn bytes(&self, offset: u64, len: u64) -> Vec<u8> {
         synthetic(self.seed, offset, len)
     }
+
+    /// Whether `bytes` are this version's at `offset`.
+    pub fn matches(&self, offset: u64, bytes: &[u8]) -> bool {
+        synthetic_eq(self.seed, offset, bytes)
+    }
 }
 
-/// The word at word index `w` of the body seeded with `seed`: every word differs with the
-/// offset and the seed, so shifted or mixed bodies never compare equal.
-fn word(seed: u64, w: u64) -> u64 {
-    let mut x = w.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+/// Bodies are made of blocks of this many bytes (a prime, so blocks never line up with slices):
+/// block `k` of the body seeded with `seed` is that seed's base block rotated by an amount
+/// that depends on `k`. Any shift, any block from another offset or another seed, compares
+/// unequal, and making or checking bytes is a copy or a `memcmp` even in a debug build.
+const BLOCK: u64 = 65_521;
+
+fn mix(mut x: u64) -> u64 {
     x ^= x >> 31;
     x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x ^ (x >> 29)
+    x ^= x >> 29;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 32)
+}
+
+/// The base block of `seed` (made once per seed).
+fn base(seed: u64) -> Arc<[u8]> {
+    static BASES: OnceLock<Mutex<HashMap<u64, Arc<[u8]>>>> = OnceLock::new();
+    let mut bases = BASES.get_or_init(Default::default).lock().unwrap();
+    bases
+        .entry(seed)
+        .or_insert_with(|| {
+            let mut v = Vec::with_capacity(BLOCK as usize + 8);
+            let mut w = 0u64;
+            while (v.len() as u64) < BLOCK {
+                v.extend_from_slice(
+                    &mix(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ w).to_le_bytes(),
+                );
+                w += 1;
+            }
+            v.truncate(BLOCK as usize);
+            v.into()
+        })
+        .clone()
+}
+
+/// Walks the `len` bytes from `offset` of the body seeded with `seed` as consecutive pieces of
+/// its base block.
+fn pieces(seed: u64, offset: u64, len: u64, mut f: impl FnMut(&[u8]) -> bool) -> bool {
+    let base = base(seed);
+    let end = offset + len;
+    let mut p = offset;
+    while p < end {
+        let (k, j) = (p / BLOCK, p % BLOCK);
+        let rot = mix(seed ^ k.wrapping_mul(0xD6E8_FEB8_6659_FD93)) % BLOCK;
+        let from = ((j + rot) % BLOCK) as usize;
+        // Up to the end of the block, the end of the base block (wrap) or the end asked for.
+        let n = (BLOCK - j).min(BLOCK - from as u64).min(end - p) as usize;
+        if !f(&base[from..from + n]) {
+            return false;
+        }
+        p += n as u64;
+    }
+    true
 }
 
 /// `len` bytes of the body seeded with `seed`, from `offset`.
 pub fn synthetic(seed: u64, offset: u64, len: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(len as usize);
-    let end = offset + len;
-    let mut p = offset;
-    while p < end {
-        let bytes = word(seed, p / 8).to_le_bytes();
-        let s = (p % 8) as usize;
-        let n = (8 - s).min((end - p) as usize);
-        out.extend_from_slice(&bytes[s..s + n]);
-        p += n as u64;
-    }
+    pieces(seed, offset, len, |piece| {
+        out.extend_from_slice(piece);
+        true
+    });
     out
+}
+
+/// Whether `bytes` are the body seeded with `seed` at `offset`.
+pub fn synthetic_eq(seed: u64, offset: u64, bytes: &[u8]) -> bool {
+    let mut at = 0;
+    pieces(seed, offset, bytes.len() as u64, |piece| {
+        let same = bytes[at..at + piece.len()] == *piece;
+        at += piece.len();
+        same
+    })
 }
 
 /// What one request for a path looked like.
@@ -502,9 +558,7 @@ pub async fn check_versions(req: reqwest::RequestBuilder, versions: &[&Version])
             Ok(Some(c)) => {
                 let at = offset + len;
                 let n = c.len() as u64;
-                matching.retain(|&i| {
-                    at + n <= versions[i].len && versions[i].bytes(at, n)[..] == c[..]
-                });
+                matching.retain(|&i| at + n <= versions[i].len && versions[i].matches(at, &c));
                 len += n;
             }
             Ok(None) => break,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
+use super::common::ranged::synthetic;
 use super::common::*;
 use super::{DiskEdge, Layout, is_disk_hit, object_files, static_origin};
 
@@ -107,7 +108,7 @@ async fn a_kill_during_a_large_fill_never_leaves_a_short_object() {
     // client has it all (while it may still be writing the file).
     let kill_points = [Some(300), Some(800), None];
     let bodies: Vec<Bytes> = (0..kill_points.len())
-        .map(|k| payload(BIG, 400 + k as u64))
+        .map(|k| Bytes::from(synthetic(400 + k as u64, 0, BIG as u64)))
         .collect();
     let served = bodies.clone();
     let origin = TestOrigin::start(move |parts| {

@@ -5,13 +5,10 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::StatusCode;
 
 use super::common::*;
-use super::{DiskEdge, Layout, client, static_origin};
-
-type Object = (String, Bytes, Vec<(&'static str, String)>);
+use super::{DiskEdge, Layout, Object, client, static_origin};
 
 fn segments(prefix: &str, n: usize, size: usize, seed: u64) -> Vec<Object> {
     (0..n)

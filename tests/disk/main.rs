@@ -239,12 +239,17 @@ impl DiskEdge {
 
     /// Waits (bounded) until metric `name` satisfies `ok`; returns its value then.
     pub async fn wait_metric(&self, name: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
-        let mut last = f64::NAN;
+        let mut last = None;
         let waited = tokio::time::timeout(Duration::from_secs(15), async {
             loop {
-                last = self.metric(name).await;
-                if ok(last) {
-                    return last;
+                let text = self.process().metrics().await;
+                // Absent is not 0: the edge must report it.
+                if text.lines().any(|l| l.starts_with(name)) {
+                    let v = metric_sum(&text, name, &[]);
+                    last = Some(v);
+                    if ok(v) {
+                        return v;
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -253,7 +258,8 @@ impl DiskEdge {
         match waited {
             Ok(v) => v,
             Err(_) => panic!(
-                "{name} never became {what} within 15s (last {last}); stderr:\n{}",
+                "{name} never became {what} within 15s (last: {}); stderr:\n{}",
+                last.map_or("not reported".to_owned(), |v| v.to_string()),
                 self.process().stderr()
             ),
         }
@@ -337,11 +343,12 @@ pub fn is_memory_hit(r: &Resp) -> bool {
     cs.hit && cs.detail.is_none()
 }
 
+/// An object of a `static_origin`: path, body, response headers.
+pub type Object = (String, bytes::Bytes, Vec<(&'static str, String)>);
+
 /// An origin of VOD objects: `path -> (body, headers)`, everything else 404 (and `/healthz`
 /// 200, for the edge's probes).
-pub async fn static_origin(
-    objects: Vec<(String, bytes::Bytes, Vec<(&'static str, String)>)>,
-) -> TestOrigin {
+pub async fn static_origin(objects: Vec<Object>) -> TestOrigin {
     TestOrigin::start(move |parts| {
         let path = parts.uri.path();
         if path == "/healthz" {

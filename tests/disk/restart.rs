@@ -1,6 +1,7 @@
 //! What a restart keeps: VOD segments, init segments and playlists filled once are answered from
 //! disk by the next process without asking the origin; ranges of disk objects; headers refreshed
-//! by a 304. What it does not keep: live playlists (never written) and purged objects.
+//! by a 304. What it does not keep: live playlists and objects kept less than `disk.min_ttl`
+//! (never written), and purged objects.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::common::*;
-use super::{DiskEdge, Layout, files_under, is_disk_hit, object_files, static_origin};
+use super::{DiskEdge, Layout, Object, files_under, is_disk_hit, object_files, static_origin};
 
 const VOD_PLAYLIST: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:4\n\
 #EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MAP:URI=\"init.mp4\"\n\
@@ -29,7 +30,7 @@ fn segment_headers() -> Vec<(&'static str, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_objects_survive_a_restart_and_live_playlists_do_not() {
-    let mut objects: Vec<(String, Bytes, Vec<(&'static str, String)>)> = (0..6)
+    let mut objects: Vec<Object> = (0..6)
         .map(|i| {
             (
                 format!("/vod/seg-{i}.m4s"),
@@ -59,6 +60,15 @@ async fn vod_objects_survive_a_restart_and_live_playlists_do_not() {
             ("cache-control", "max-age=5".into()),
         ],
     ));
+    // Kept 5 s in all (no stale window: must-revalidate, no validator): below disk.min_ttl.
+    objects.push((
+        "/api/short.json".into(),
+        Bytes::from_static(b"{\"short\": true}"),
+        vec![
+            ("content-type", "application/json".into()),
+            ("cache-control", "max-age=5, must-revalidate".into()),
+        ],
+    ));
     let origin = static_origin(objects.clone()).await;
     let mut edge = DiskEdge::start(&origin.url(), &Layout::default());
 
@@ -73,14 +83,15 @@ async fn vod_objects_survive_a_restart_and_live_playlists_do_not() {
         );
         assert_eq!(origin.count_path(path), 1, "{path}");
     }
-    // Every VOD object is written through, the live playlist never: one file each.
-    let vod = objects.len() - 1;
+    // Every VOD object is written through, the live playlist and the short-lived object never:
+    // one file each.
+    let vod = objects.len() - 2;
     edge.wait_disk_objects(vod).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         edge.metric("streamedge_disk_objects").await,
         vod as f64,
-        "the live playlist is not on disk"
+        "neither the live playlist nor the short-lived object is on disk"
     );
     assert_eq!(
         object_files(&edge.disk()).len(),
@@ -121,6 +132,14 @@ async fn vod_objects_survive_a_restart_and_live_playlists_do_not() {
         live.cache_status()
     );
     assert_eq!(origin.count_path("/live/index.m3u8"), 2);
+    let short = edge.get("/api/short.json").await;
+    assert_eq!(short.status, StatusCode::OK);
+    assert!(
+        !short.cache_status().hit,
+        "the short-lived object was not kept: {:?}",
+        short.cache_status()
+    );
+    assert_eq!(origin.count_path("/api/short.json"), 2);
 
     edge.stop();
     origin.stop().await;
@@ -220,7 +239,7 @@ async fn ranges_of_disk_objects_and_revalidated_headers_survive_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purged_object_does_not_come_back_from_disk_after_a_restart() {
-    let objects: Vec<(String, Bytes, Vec<(&'static str, String)>)> = ["a", "b"]
+    let objects: Vec<Object> = ["a", "b"]
         .iter()
         .enumerate()
         .map(|(i, n)| {

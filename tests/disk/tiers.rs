@@ -4,16 +4,15 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::StatusCode;
 
 use super::common::*;
-use super::static_origin;
+use super::{Object, static_origin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evicted_objects_are_disk_hits_and_come_back_to_memory_after_two() {
     let disk = TempDir::new("tiers");
-    let objects: Vec<(String, Bytes, Vec<(&'static str, String)>)> = (0..20)
+    let objects: Vec<Object> = (0..20)
         .map(|i| {
             (
                 format!("/vod/t-{i}.m4s"),
