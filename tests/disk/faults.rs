@@ -159,14 +159,26 @@ async fn a_disk_that_turns_read_only_is_switched_off_and_serving_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_disk_path_the_tier_is_reported_off() {
+    // A process of its own: metrics are process-wide, and other tests' edges run in this one.
     let origin = TestOrigin::fixed(Reply::ok("x").header("cache-control", "max-age=60")).await;
-    let edge = TestEdge::start(&origin).await;
+    let dir = TempDir::new("nodisk");
+    let config = dir.path().join("edge.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen:\n  http: \"127.0.0.1:0\"\nadmin:\n  listen: \"127.0.0.1:0\"\n\
+             log:\n  access: off\norigins:\n  - url: \"{}\"\n",
+            origin.url()
+        ),
+    )
+    .expect("write config");
+    let mut edge = EdgeProcess::start(&config);
     let m = edge.metrics().await;
     let line = m
         .lines()
         .find(|l| l.starts_with("streamedge_disk_enabled"))
         .unwrap_or_else(|| panic!("no streamedge_disk_enabled in /metrics"));
     assert_eq!(line.rsplit(' ').next(), Some("0"), "{line}");
-    edge.stop().await;
+    assert_eq!(edge.terminate(30), Some(0));
     origin.stop().await;
 }

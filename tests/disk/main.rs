@@ -1,7 +1,8 @@
-//! The disk tier and slices (issue 13), over real sockets. Edges that must restart, be killed or
-//! see their disk fail run as `streamedge` processes (`DiskEdge`) on a fixed loopback port, so a
-//! restarted edge is the same edge to its clients; slice tests run the edge in-process in front
-//! of a Range-capable synthetic origin (`common::ranged`).
+//! The disk tier and slices (issue 13), over real sockets. Edges with a disk tier run as
+//! `streamedge` processes (`DiskEdge`) on a fixed loopback port, so that they can be restarted,
+//! killed or given a failing disk, a restarted edge is the same edge to its clients, and their
+//! metrics are their own (the recorder is process-wide, shared by in-process edges); slice tests
+//! run the edge in-process in front of a Range-capable synthetic origin (`common::ranged`).
 //!
 //! `restart`: what a restart keeps (VOD objects, ranges, revalidated headers) and what it does not
 //! (live playlists, purged objects); `damage`: damaged files and kill -9 during a fill;

@@ -7,11 +7,16 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::common::*;
-use super::{Object, static_origin};
+use super::{DiskEdge, Layout, Object, static_origin};
+
+async fn get_ok(edge: &DiskEdge, path: &str) -> Resp {
+    let r = edge.get(path).await;
+    assert_eq!(r.status, StatusCode::OK, "{path}");
+    r
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evicted_objects_are_disk_hits_and_come_back_to_memory_after_two() {
-    let disk = TempDir::new("tiers");
     let objects: Vec<Object> = (0..20)
         .map(|i| {
             (
@@ -23,42 +28,24 @@ async fn evicted_objects_are_disk_hits_and_come_back_to_memory_after_two() {
         .collect();
     let origin = static_origin(objects.clone()).await;
     // Memory holds three of the twenty; the disk all of them.
-    let edge = TestEdge::start_with(
-        &[origin.url()],
-        &format!(
-            "cache:\n  max_size: 4MiB\n  max_object_size: 2MiB\n  disk:\n    path: \"{}\"\n    \
-             max_size: 1GiB\n    min_ttl: 30s\n    promote_after: 2\n    fsync: false\n\
-             prefetch:\n  enabled: false\n",
-            disk.path().join("cache").display()
-        ),
-    )
-    .await;
-    let client = edge.http_client();
-    let get_one = |path: String| {
-        let client = client.clone();
-        let url = edge.http_url(&path);
-        async move {
-            let r = get(&client, &url).await;
-            assert_eq!(r.status, StatusCode::OK, "{path}");
-            r
-        }
-    };
-
+    let mut edge = DiskEdge::start(
+        &origin.url(),
+        &Layout {
+            memory: "4MiB",
+            max_object: "2MiB",
+            ..Layout::default()
+        },
+    );
     for (path, body, _) in &objects {
-        let r = get_one(path.clone()).await;
+        let r = get_ok(&edge, path).await;
         assert_eq!(&r.body, body, "{path}");
         assert!(!r.cache_status().hit, "{path}: a fill");
     }
-    within(15, "all twenty objects on disk", async {
-        while metric_sum(&edge.metrics().await, "streamedge_disk_objects", &[]) < 20.0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    edge.wait_disk_objects(objects.len()).await;
 
     let mut from_disk = Vec::new();
     for (path, body, _) in &objects {
-        let r = get_one(path.clone()).await;
+        let r = get_ok(&edge, path).await;
         assert_eq!(&r.body, body, "{path}");
         let cs = r.cache_status();
         assert!(cs.hit, "{path}: a hit from one tier or the other: {cs:?}");
@@ -76,12 +63,11 @@ async fn evicted_objects_are_disk_hits_and_come_back_to_memory_after_two() {
         "4 MiB of memory holds at most 3 of 20 1-MiB objects, the rest are disk hits: {} were",
         from_disk.len()
     );
-    let m = edge.metrics().await;
-    assert!(metric_sum(&m, "streamedge_disk_hits_total", &[]) >= from_disk.len() as f64);
+    assert!(edge.metric("streamedge_disk_hits_total").await >= from_disk.len() as f64);
 
     // One disk hit so far; the second one promotes it, and then memory answers.
     let promoted = from_disk[0].clone();
-    let r = get_one(promoted.clone()).await;
+    let r = get_ok(&edge, &promoted).await;
     assert!(
         r.cache_status().hit && r.cache_status().detail.as_deref() == Some("disk"),
         "{promoted}: its second disk hit: {:?}",
@@ -90,7 +76,7 @@ async fn evicted_objects_are_disk_hits_and_come_back_to_memory_after_two() {
     let mut answers = Vec::new();
     let mut in_memory = false;
     for _ in 0..5 {
-        let r = get_one(promoted.clone()).await;
+        let r = get_ok(&edge, &promoted).await;
         let cs = r.cache_status();
         answers.push(cs.raw.clone());
         if cs.hit && cs.detail.is_none() {
@@ -100,7 +86,7 @@ async fn evicted_objects_are_disk_hits_and_come_back_to_memory_after_two() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(in_memory, "{promoted} promoted to memory: {answers:?}");
-    let r = get_one(promoted.clone()).await;
+    let r = get_ok(&edge, &promoted).await;
     assert!(
         r.cache_status().hit && r.cache_status().detail.is_none(),
         "{promoted} stays in memory: {:?}",
@@ -108,6 +94,6 @@ async fn evicted_objects_are_disk_hits_and_come_back_to_memory_after_two() {
     );
     assert_eq!(origin.count_path(&promoted), 1);
 
-    edge.stop().await;
+    edge.stop();
     origin.stop().await;
 }
