@@ -140,10 +140,20 @@ impl EdgeProcess {
         self.child.wait().expect("reap streamedge");
     }
 
-    /// SIGTERM, then waits (bounded) for the exit; returns its exit code.
-    pub fn terminate(&mut self, secs: u64) -> Option<i32> {
+    /// SIGTERM, then waits (bounded) for the exit; returns how it ended.
+    pub fn terminate(&mut self, secs: u64) -> std::process::ExitStatus {
         self.signal("TERM");
-        self.wait_exit(secs)
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("streamedge did not exit within {secs}s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The admin listener's `/metrics` text.

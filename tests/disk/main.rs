@@ -178,6 +178,7 @@ impl DiskEdge {
             }
         };
         assert_eq!(process.http, self.url, "the edge listens where configured");
+        wait_healthz(&process);
         self.process = Some(process);
         self.client = client();
     }
@@ -198,8 +199,11 @@ impl DiskEdge {
     /// SIGTERM; the edge must exit 0 (bounded).
     pub fn stop(&mut self) {
         let mut p = self.process.take().expect("the edge is running");
-        let code = p.terminate(30);
-        assert_eq!(code, Some(0), "exit after SIGTERM; stderr:\n{}", p.stderr());
+        let status = p.terminate(30);
+        if !status.success() {
+            std::thread::sleep(Duration::from_millis(100)); // the last stderr lines
+            panic!("{status} after SIGTERM; stderr:\n{}", p.stderr());
+        }
     }
 
     /// SIGKILL: no chance to finish anything.
@@ -303,6 +307,33 @@ impl DiskEdge {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("remount,ro of the disk tier failed: {last}");
+    }
+}
+
+/// Waits (bounded) until the admin listener answers `/healthz`: the edge has started, and (the
+/// edge installs its SIGTERM handler once started, after logging its addresses) a SIGTERM from
+/// now on is a graceful stop.
+fn wait_healthz(process: &EdgeProcess) {
+    use std::io::{Read, Write};
+    let addr = process.admin.trim_start_matches("http://").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answered = std::net::TcpStream::connect(&addr).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head)?;
+            Ok(head.ends_with(b"200"))
+        });
+        if answered.unwrap_or(false) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/healthz did not answer 200 within 10s; stderr:\n{}",
+            process.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
