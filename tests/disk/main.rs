@@ -5,10 +5,11 @@
 //! run the edge in-process in front of a Range-capable synthetic origin (`common::ranged`).
 //!
 //! `restart`: what a restart keeps (VOD objects, ranges, revalidated headers) and what it does not
-//! (live playlists, purged objects); `damage`: damaged files and kill -9 during a fill;
-//! `faults`: a full disk and a disk that turns read-only (each edge in a mount namespace of its
-//! own, on a tmpfs); `tiers`: disk hits after memory evictions and promotion back to memory;
-//! `slices`: large objects in slices (ranges, a full GET, version changes, purge).
+//! (live playlists, short-lived and purged objects); `damage`: damaged files and kill -9 during
+//! a fill; `faults`: a full disk and a disk that turns read-only (each edge in a mount namespace
+//! of its own, on a tmpfs), and the tier reported off without a path; `tiers`: disk hits after
+//! memory evictions, promotion back to memory, the disk's size limit; `slices`: large objects in
+//! slices (ranges of a 1 GiB object, a full GET, version changes, purge).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -54,8 +55,6 @@ pub struct Layout {
     pub max_object: &'static str,
     /// `cache.disk.max_size`.
     pub disk_max: &'static str,
-    /// More lines of `cache.disk` (4 spaces in), or of `cache` (2 spaces in).
-    pub extra: String,
 }
 
 impl Default for Layout {
@@ -64,7 +63,6 @@ impl Default for Layout {
             memory: "256MiB",
             max_object: "64MiB",
             disk_max: "1GiB",
-            extra: String::new(),
         }
     }
 }
@@ -72,11 +70,12 @@ impl Default for Layout {
 /// A `streamedge` process with a disk tier under a temp dir, restartable on the same port with
 /// the same config file.
 pub struct DiskEdge {
+    /// First, so that it is dropped (killed) before its directory is removed.
+    process: Option<EdgeProcess>,
     dir: TempDir,
     config: PathBuf,
     /// The disk tier is a tmpfs of this size in a mount namespace of the edge's own.
     tmpfs: Option<String>,
-    process: Option<EdgeProcess>,
     client: reqwest::Client,
     pub url: String,
 }
@@ -135,20 +134,19 @@ impl DiskEdge {
              origins:\n  - url: \"{origin}\"\n\
              cache:\n  max_size: {memory}\n  max_object_size: {max_object}\n\
              \x20 disk:\n    path: \"{disk}\"\n    max_size: {disk_max}\n    min_ttl: 30s\n\
-             \x20   promote_after: 2\n    fsync: false\n{extra}",
+             \x20   promote_after: 2\n    fsync: false\n",
             memory = layout.memory,
             max_object = layout.max_object,
             disk = disk.display(),
             disk_max = layout.disk_max,
-            extra = layout.extra,
         );
         let config = dir.path().join("edge.yaml");
         std::fs::write(&config, yaml).expect("write config");
         DiskEdge {
+            process: None,
             dir,
             config,
             tmpfs,
-            process: None,
             client: client(),
             url: format!("http://127.0.0.1:{port}"),
         }
