@@ -1,6 +1,7 @@
 //! Test harness, by role: `origin` (scriptable, counting origins), `edge` (a real edge on
 //! loopback ports, configured through a typed `Config`), `client` (requests and the assertions
-//! made on them) and `process` (the `streamedge` binary as a process of its own).
+//! made on them), `process` (the `streamedge` binary as a process of its own) and `ranged` (a
+//! Range-capable origin of large synthetic objects, for slices).
 //!
 //! Everything a test starts it stops: origins abort their connection tasks on `stop`, edges
 //! drain and end their `run` task on `stop`, and every wait is bounded by a timeout.
@@ -12,6 +13,7 @@ pub mod client;
 pub mod edge;
 pub mod origin;
 pub mod process;
+pub mod ranged;
 
 pub use client::*;
 pub use edge::*;

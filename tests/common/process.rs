@@ -1,5 +1,6 @@
-//! The `streamedge` binary as a process of its own: started on a config file, its stderr
-//! collected, its memory read from /proc, signalled, and killed when dropped.
+//! The `streamedge` binary as a process of its own: started on a config file (or from a prepared
+//! command, such as `unshare`), its stderr collected, its memory and metrics read, signalled,
+//! and killed when dropped.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -32,9 +33,25 @@ impl EdgeProcess {
         EdgeProcess::spawn(config, None, env)
     }
 
+    /// The built `streamedge` binary.
+    pub fn binary() -> &'static str {
+        env!("CARGO_BIN_EXE_streamedge")
+    }
+
+    /// Started from a prepared command that ends up exec'ing the binary (e.g. `unshare ... sh
+    /// -c '... && exec streamedge run --config FILE'`, so that the child's pid is the edge's);
+    /// its stderr is collected like `start`'s.
+    pub fn start_command(mut command: Command) -> EdgeProcess {
+        command
+            .env_remove("STREAMEDGE_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        EdgeProcess::launch(command)
+    }
+
     fn spawn(config: &Path, files: Option<u64>, env: &[(&str, &str)]) -> EdgeProcess {
         use std::os::unix::process::CommandExt;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_streamedge"));
+        let mut command = Command::new(EdgeProcess::binary());
         command
             .arg("--config")
             .arg(config)
@@ -57,6 +74,11 @@ impl EdgeProcess {
                 });
             }
         }
+        EdgeProcess::launch(command)
+    }
+
+    /// Spawns `command` (stderr piped), collects its stderr lines and waits for its addresses.
+    fn launch(mut command: Command) -> EdgeProcess {
         let mut child = command.spawn().expect("spawn streamedge");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
@@ -98,6 +120,55 @@ impl EdgeProcess {
         }
     }
 
+    fn find_line(&self, needle: &str) -> Option<String> {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().find(|l| l.contains(needle)).cloned()
+    }
+
+    /// Every stderr line so far.
+    pub fn stderr(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and the process reaped.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL streamedge");
+        self.child.wait().expect("reap streamedge");
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit; returns how it ended.
+    pub fn terminate(&mut self, secs: u64) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("streamedge did not exit within {secs}s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let client = super::client::base_client().build().expect("client");
+        let r = super::get(&client, &format!("{}/metrics", self.admin)).await;
+        assert_eq!(r.status, 200, "/metrics");
+        String::from_utf8(r.body.to_vec()).expect("metrics are text")
+    }
+
+    /// One metric, summed over its series (`metric_sum`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        super::metric_sum(&self.metrics().await, name, &[])
+    }
+
     pub fn count_lines(&self, needle: &str) -> usize {
         self.lines
             .lock()
@@ -107,8 +178,29 @@ impl EdgeProcess {
             .count()
     }
 
-    fn wait_for_addr(&self, needle: &str) -> String {
-        let line = self.wait_line(needle, 20);
+    /// The address on the first stderr line with `needle`; fails at once (with the stderr) when
+    /// the process exits first, e.g. on a config it refuses.
+    fn wait_for_addr(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let line = loop {
+            if let Some(l) = self.find_line(needle) {
+                break l;
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the reader thread collect the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "streamedge exited ({status}) before logging {needle:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within 20s; got:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let start = line.find(needle).unwrap() + needle.len();
         let addr: String = line[start..]
             .chars()
