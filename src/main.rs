@@ -162,25 +162,27 @@ fn sign(key: &str, acl: &str, ttl: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C. The handler is installed when this is called (not when the future is
+/// first polled), so a signal that arrives while the edge is still starting stops it cleanly.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        {
+            let Some(mut term) = term else {
                 let _ = tokio::signal::ctrl_c().await;
                 return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
             }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -188,11 +190,12 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     streamedge::tls::install_provider();
     let config = config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let _log = streamedge::logging::init(&config.log.level, config.log.access);
+    let shutdown = shutdown_signal();
     let listeners = streamedge::Listeners::bind(&config).await?;
     announce(&listeners.addrs());
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(reload_on_sighup(path, reload_tx));
-    streamedge::run_with_reload(listeners, config, shutdown_signal(), Some(reload_rx)).await?;
+    streamedge::run_with_reload(listeners, config, shutdown, Some(reload_rx)).await?;
     Ok(())
 }
 

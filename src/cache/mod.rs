@@ -229,6 +229,9 @@ impl Store {
                 }
             })
             .build();
+        if cfg.disk.is_none() {
+            crate::metrics::disk_state(false, false);
+        }
         Store {
             cache,
             disk: cfg.disk.as_ref().map(disk::Disk::open),
@@ -270,7 +273,7 @@ impl Store {
     }
 
     /// A slot from the disk tier. A `Vary` index goes back to memory at once; an object once
-    /// it has been hit `promote_after` times (read whole, off the runtime's threads).
+    /// it has been hit `promote_after` times (a copy read beside the hit that promotes it).
     async fn on_disk(&self, slot: &StoreKey) -> Option<Slot> {
         let disk = self.disk.as_ref()?;
         match disk.lookup(slot).await? {
@@ -283,25 +286,32 @@ impl Store {
             disk::DiskFound::Object(obj, hits) => {
                 let promote = u32::from(hits) >= disk.promote_after()
                     && obj.body.len() <= self.max_object_size;
-                let Body::Disk(file) = &obj.body else {
-                    return None;
-                };
-                if !promote {
-                    return Some(Slot::Object(Arc::new(*obj)));
+                let obj = Arc::new(*obj);
+                if promote && let Body::Disk(file) = &obj.body {
+                    // This hit streams from the file; a copy goes to memory beside it.
+                    disk.promoted(slot);
+                    let (store, file, slot, obj) =
+                        (self.clone(), file.clone(), slot.clone(), obj.clone());
+                    tokio::spawn(async move { store.promote(slot, &obj, &file).await });
                 }
-                let bytes = disk.read_all(file).await?;
-                let obj = Arc::new(CachedObject {
-                    body: Body::Memory(bytes),
-                    ..*obj
-                });
-                self.cache
-                    .insert(slot.clone(), Slot::Object(obj.clone()))
-                    .await;
-                self.settle(obj.body.len()).await;
-                disk.promoted(slot);
                 Some(Slot::Object(obj))
             }
         }
+    }
+
+    /// Copies a disk object to the memory tier (read off the runtime's threads).
+    async fn promote(&self, slot: StoreKey, obj: &CachedObject, file: &Arc<disk::DiskFile>) {
+        let Some(disk) = &self.disk else { return };
+        let Some(bytes) = disk.read_all(file).await else {
+            return;
+        };
+        let copy = Arc::new(CachedObject {
+            body: Body::Memory(bytes),
+            ..obj.clone()
+        });
+        let size = copy.body.len();
+        self.cache.insert(slot, Slot::Object(copy)).await;
+        self.settle(size).await;
     }
 
     /// A stored body in memory: as it is, or read from its disk file (off the runtime's
@@ -328,11 +338,14 @@ impl Store {
         }
     }
 
-    /// Removes exactly this slot from both tiers.
-    pub async fn remove(&self, slot: &StoreKey) {
-        self.cache.invalidate(slot).await;
+    /// Drops every slice of a key and its marker, on both tiers (its version changed).
+    pub async fn drop_slices(&self, key: &CacheKey) {
+        let k = key.clone();
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |sk, _| sk.key == k && sk.variant.is_some());
         if let Some(d) = &self.disk {
-            d.remove(slot);
+            d.purge_key(key, false).await;
         }
     }
 
@@ -448,6 +461,7 @@ impl Store {
     /// client's Host), with all its variants. Returns how many keys were stored.
     pub async fn purge_all_hosts(&self, key: &CacheKey) -> usize {
         if let Some(d) = &self.disk {
+            d.purge_key(&key.with_host(None), false).await;
             d.purge_matching(disk::Pattern::Target(key.as_str()), false)
                 .await;
         }
@@ -486,6 +500,7 @@ impl Store {
         if let Some(d) = &self.disk {
             match key.host() {
                 None => {
+                    d.purge_key(key, true).await;
                     d.purge_matching(disk::Pattern::Target(key.as_str()), true)
                         .await;
                 }

@@ -269,17 +269,15 @@ fn disk(v: &Validator, d: RawDisk) -> Result<DiskConfig, ConfigError> {
 }
 
 fn slice(v: &Validator, s: RawSlice, max_object_size: u64) -> Result<SliceConfig, ConfigError> {
-    let size = s.size.value.0;
-    if !(64 << 10..=max_object_size.max(64 << 10)).contains(&size) {
+    if s.size.value.0 < 64 << 10 {
         return Err(v.err(
             s.size.referenced,
             "cache.slice.size",
-            format!(
-                "{} must be between 64KiB and cache.max_object_size",
-                s.size.value
-            ),
+            format!("{} is too small: give at least 64KiB", s.size.value),
         ));
     }
+    // A slice is one stored object: never larger than the largest one.
+    let size = s.size.value.0.min(max_object_size.max(64 << 10));
     let mut prefixes = Vec::new();
     for (i, p) in s.prefixes.into_iter().enumerate() {
         if !p.value.starts_with('/') {

@@ -294,8 +294,9 @@ async fn get_slice(
         && src.version().as_ref() != Some(e)
     {
         crate::metrics::slice_version_change();
-        // The marker is out of date: the next request learns the new version.
-        ctx.proxy.store.remove(&slice::marker_slot(key)).await;
+        // The marker and the slices of the old version go: the next request learns the new
+        // version and fetches its slices again.
+        ctx.proxy.store.drop_slices(key).await;
         return Err(version_changed(key));
     }
     Ok(Some(Got::Part(src)))
