@@ -1,7 +1,7 @@
 //! streamedge: an HTTP caching edge node for HLS and DASH video.
 //!
 //! Players fetch manifests and segments over HTTPS (rustls, HTTP/1.1 and HTTP/2). The edge
-//! answers from memory when it can; on a miss it fetches each object **once** from an origin
+//! answers from memory, or from its disk tier, when it can; on a miss it fetches each object **once** from an origin
 //! fleet, however many players asked, and streams the bytes to all of them as they arrive.
 //!
 //! A request goes through the phases of `proxy`, in this order (`proxy::serve` reads as this
@@ -17,7 +17,9 @@
 //!                 key      cache key and media kind
 //!                 CMCD     what the player reports; the next object to prefetch
 //!                 LL-HLS   blocking playlist reloads wait for the asked-for part
-//!                 lookup   fresh → answer | stale → revalidate or serve stale | miss
+//!                 slice    large objects (and ranges on a miss) from slices fetched by Range
+//!                 lookup   memory, then disk: fresh → answer | stale → revalidate or serve
+//!                          stale | miss
 //!                 fill     join the in-flight fetch for the slot or lead a new one; a detached
 //!                          task asks the key's owner in the fleet (another node), or the
 //!                          ring's origin, and every waiter streams the bytes

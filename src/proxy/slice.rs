@@ -547,6 +547,12 @@ fn send_slices(
             }
             let src = match src {
                 Ok(Some(Got::Part(s))) if s.version().as_ref() == Some(&version) => s,
+                Ok(Some(Got::Whole(..))) => {
+                    // The origin stopped answering ranges: the key leaves the slice path.
+                    ctx.proxy.store.drop_slices(&key).await;
+                    let _ = tx.send(Err(Box::new(version_changed(&key)))).await;
+                    return;
+                }
                 Ok(_) => {
                     let _ = tx.send(Err(Box::new(version_changed(&key)))).await;
                     return;

@@ -381,13 +381,20 @@ async fn store(proxy: &Proxy, job: &FillJob, plan: &Plan, answer: Answer, body: 
     Ending::FinishWith(body)
 }
 
-/// An object over the size limit, of known length and version: later requests for it are
-/// answered from slices (see `proxy::slice`), starting from this head.
+/// An object over the size limit, of known length, from an origin that takes ranges
+/// (`Accept-Ranges: bytes`): later requests for it are answered from slices (see
+/// `proxy::slice`), starting from this head.
 async fn mark_sliced(proxy: &Proxy, job: &FillJob, answer: &Answer, plan: &Plan) {
     let (Some(total), Ok(freshness)) = (answer.content_length, &plan.decision.store) else {
         return;
     };
+    let ranges = answer
+        .headers
+        .get(header::ACCEPT_RANGES)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("bytes"));
     if !job.shared
+        || !ranges
         || answer.status != StatusCode::OK
         || answer.vary.is_some()
         || answer.kind == crate::cache::ContentKind::Manifest
