@@ -986,7 +986,27 @@ fn run(args: Args) -> anyhow::Result<()> {
     let load_after = load_average();
     let compilers_after = process::other_builds();
 
-    print_summary(&args, &bench, &parts, &targets, &range_targets, &results);
+    let about = format!(
+        "{} cores ({}), {} RAM, kernel {}, {}; caches on {}; {}; drop_caches {}; `disk {}`",
+        machine.nproc,
+        machine.cpu,
+        machine.memory,
+        machine.kernel,
+        machine.os,
+        diskutil::filesystem(&tmp.path),
+        versions.join(", "),
+        bench.drop.describe(),
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
+    print_summary(
+        &args,
+        &about,
+        &bench,
+        &parts,
+        &targets,
+        &range_targets,
+        &results,
+    );
     println!(
         "\nload average before: {load_before}; after: {load_after} (includes the run's own load); other builds' compiler processes before / after: {compilers} / {compilers_after}; wall time {:.0} s",
         started.elapsed().as_secs_f64()
@@ -2172,6 +2192,7 @@ fn secs(x: Option<f64>) -> String {
 
 fn print_summary(
     args: &Args,
+    about: &str,
     bench: &Bench,
     parts: &[Part],
     targets: &[Target],
@@ -2182,6 +2203,7 @@ fn print_summary(
         "\n===== summary: medians over {} rounds (Markdown) =====",
         args.rounds
     );
+    println!("\n{about}");
     let title = |t: Target| match t {
         Target::Streamedge => "streamedge".to_owned(),
         Target::Nginx => "nginx proxy_cache".to_owned(),
