@@ -367,6 +367,17 @@ log: {{ level: warn, access: "off" }}
     y
 }
 
+/// A start that failed, with a hint when this streamedge has no disk tier at all.
+fn start_error(e: anyhow::Error) -> anyhow::Error {
+    if format!("{e:#}").contains("unknown field `disk`") {
+        e.context(
+            "this streamedge has no disk tier (cache.disk, issue 13): use a build that has it (--edge-bin), or --targets nginx",
+        )
+    } else {
+        e
+    }
+}
+
 fn fresh_listen() -> anyhow::Result<Listen> {
     Ok(Listen {
         http: free_port()?,
@@ -973,16 +984,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     });
     rt.shutdown_timeout(Duration::from_secs(2));
-    if outcome.is_err() {
-        // The caches are stopped; their configs and logs stay for a look (and the caches'
-        // files: remove the directory afterwards).
-        let mut tmp = tmp;
-        tmp.keep = true;
-        drop(bench);
-        drop(origin);
-        drop(tmp);
-        return outcome;
-    }
     let load_after = load_average();
     let compilers_after = process::other_builds();
 
@@ -998,6 +999,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         bench.drop.describe(),
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     );
+    if outcome.is_err() {
+        println!("\n(partial results: the benchmark stopped early; the error is at the end)");
+    }
     print_summary(
         &args,
         &about,
@@ -1023,11 +1027,17 @@ fn run(args: Args) -> anyhow::Result<()> {
             println!("  {a}");
         }
     }
+    let mut tmp = tmp;
+    if outcome.is_err() {
+        // What ran before the failure is in the summary above; the configs and logs stay for
+        // a look (and the caches' files: remove the directory afterwards).
+        tmp.keep = true;
+    }
     // The caches are stopped already; the origin before the directory.
     drop(bench);
     drop(origin);
     drop(tmp);
-    Ok(())
+    outcome
 }
 
 impl Bench<'_> {
@@ -1111,7 +1121,8 @@ impl Bench<'_> {
         edge.wait_listening(
             Duration::from_secs(self.args.ready_timeout_s),
             Duration::from_millis(20),
-        )?;
+        )
+        .map_err(start_error)?;
         Ok(edge)
     }
 
@@ -1729,11 +1740,11 @@ impl Bench<'_> {
             _ = watch => None,
         };
         let Some((index_ready, indexed, note)) = ready else {
-            bail!(
+            return Err(start_error(anyhow!(
                 "{at}: streamedge exited while starting; log in {}:\n{}",
                 conf_dir.display(),
                 process::tail(&edge.log_path())
-            );
+            )));
         };
         r.first_answer = probe_r.first_answer;
         r.first_hit = probe_r.first_hit;
@@ -1783,7 +1794,8 @@ impl Bench<'_> {
         let mut edge =
             EdgeProcess::spawn_yaml(self.edge_bin()?, &dir.join("conf"), &yaml, listen, &[])?;
         let limit = Duration::from_secs(self.args.ready_timeout_s);
-        edge.wait_listening(limit, Duration::from_millis(20))?;
+        edge.wait_listening(limit, Duration::from_millis(20))
+            .map_err(start_error)?;
         let (index_ready, indexed, _) = Self::index_ready(listen.admin, t0, limit).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let m = process::memory(&edge.pid().into_iter().collect::<Vec<_>>());
@@ -1956,7 +1968,8 @@ impl Bench<'_> {
                     listen,
                     &[],
                 )?;
-                e.wait_listening(Duration::from_secs(60), Duration::from_millis(20))?;
+                e.wait_listening(Duration::from_secs(60), Duration::from_millis(20))
+                    .map_err(start_error)?;
                 Running::Edge(e)
             }
             Target::Nginx | Target::NginxSlice => {
@@ -2258,6 +2271,9 @@ fn print_summary(
         });
         row(targets, "req/s min-max over the rounds", &|t| {
             let v: Vec<f64> = runs(t).map(|r| r.warm.rps).collect();
+            if v.is_empty() {
+                return "-".into();
+            }
             let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = v.iter().copied().fold(0.0, f64::max);
             format!("{}-{}", fmt(Some(lo), 0), fmt(Some(hi), 0))
