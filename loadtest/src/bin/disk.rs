@@ -38,7 +38,7 @@ use streamedge_loadtest::nginx::{self, DiskConf, Nginx};
 use streamedge_loadtest::origin::{Behaviour, Content, Origin, Route};
 use streamedge_loadtest::process::{self, free_port};
 use streamedge_loadtest::rangeorigin::{self, RangeOrigin};
-use streamedge_loadtest::report::{Machine, load_average, median, ms, percentile};
+use streamedge_loadtest::report::{Json, Machine, load_average, median, ms, percentile};
 use streamedge_loadtest::setup::{TempDir, edge_binary, expect_of, git_state, tool_version, which};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -146,6 +146,9 @@ struct Args {
     /// Keep the temporary directory (configs, logs, caches) and print its path.
     #[arg(long)]
     keep: bool,
+    /// Also write every measurement as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 const KIB: u64 = 1024;
@@ -1026,6 +1029,19 @@ fn run(args: Args) -> anyhow::Result<()> {
         for a in &bench.anomalies {
             println!("  {a}");
         }
+    }
+    if let Some(path) = &args.json {
+        let json = to_json(
+            &args,
+            &machine,
+            &versions,
+            [&load_before, &load_after],
+            &bench,
+            &results,
+        );
+        std::fs::write(path, json.render())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("\nresults written to {}", path.display());
     }
     let mut tmp = tmp;
     if outcome.is_err() {
@@ -2603,6 +2619,233 @@ fn print_summary(
         .filter(|q| q.other_builds > 0)
         .count();
     println!("\nmeasurements during which other builds ran: {disturbed}");
+}
+
+/// Every measurement, for the record.
+fn to_json(
+    args: &Args,
+    machine: &Machine,
+    versions: &[String],
+    load: [&str; 2],
+    bench: &Bench,
+    res: &Results,
+) -> Json {
+    let num = |x: f64| Json::Num(x);
+    let secs = |d: Option<Duration>| d.map_or(Json::Null, |d| Json::Num(d.as_secs_f64()));
+    let int = |x: u64| Json::Int(x);
+    let tally = |t: &BTreeMap<String, usize>| Json::tally(t);
+    let pass = |p: &Pass| {
+        Json::Obj(vec![
+            ("seconds", num(p.wall.as_secs_f64())),
+            ("ok", int(p.ok)),
+            ("errors", int(p.errors)),
+            ("mib_per_s", num(p.mib_s())),
+            ("p50_ms", Json::opt_num(p.p(0.5))),
+            ("p99_ms", Json::opt_num(p.p(0.99))),
+            ("statuses", tally(&p.statuses)),
+        ])
+    };
+    let wrk = |w: &WrkResult| {
+        Json::Obj(vec![
+            ("rps", num(w.rps)),
+            ("p50_ms", num(w.p50_ms)),
+            ("p99_ms", num(w.p99_ms)),
+            ("max_ms", num(w.max_ms)),
+            ("requests", int(w.requests)),
+            ("errors", int(w.errors)),
+        ])
+    };
+    let quiet = |q: &Quiet| {
+        Json::Obj(vec![
+            ("load_average", Json::str(q.load.clone())),
+            ("other_builds", int(q.other_builds as u64)),
+            ("other_cores", num(q.other_cores)),
+        ])
+    };
+    let target = |t: Target| Json::str(t.slug());
+    Json::Obj(vec![
+        (
+            "params",
+            Json::Obj(vec![
+                (
+                    "command",
+                    Json::str(std::env::args().collect::<Vec<_>>().join(" ")),
+                ),
+                ("rounds", int(args.rounds as u64)),
+                ("objects", int(args.objects as u64)),
+                ("object_kib", int(args.object_kib)),
+                ("memory_mib", int(args.memory_mib)),
+                ("index_objects", int(args.index_objects as u64)),
+                ("small_bytes", int(args.small_bytes as u64)),
+                ("ranges", int(args.ranges as u64)),
+                ("big_mib", int(args.big_mib)),
+                ("slice_mib", int(args.slice_mib)),
+                ("seed", int(args.seed)),
+                ("drop_caches", Json::str(bench.drop.describe())),
+            ]),
+        ),
+        ("machine", machine.to_json(load)),
+        (
+            "versions",
+            Json::Arr(versions.iter().map(|v| Json::str(v.clone())).collect()),
+        ),
+        (
+            "hits_setup",
+            Json::Arr(
+                res.hits_setups
+                    .iter()
+                    .map(|h| {
+                        Json::Obj(vec![
+                            ("target", target(h.target)),
+                            ("check", pass(&h.check)),
+                            ("files", int(h.usage.files)),
+                            ("allocated_bytes", int(h.usage.allocated)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "hits",
+            Json::Arr(
+                res.hits
+                    .iter()
+                    .map(|r| {
+                        Json::Obj(vec![
+                            ("target", target(r.target)),
+                            ("warm", wrk(&r.warm)),
+                            ("cold", r.cold.as_ref().map_or(Json::Null, wrk)),
+                            ("cold_pass", r.cold_pass.as_ref().map_or(Json::Null, pass)),
+                            ("origin_requests", int(r.origin_requests)),
+                            ("quiet", quiet(&r.quiet)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "fills",
+            Json::Arr(
+                res.filled
+                    .iter()
+                    .map(|(t, f)| {
+                        Json::Obj(vec![
+                            ("target", target(*t)),
+                            ("first_pass", pass(&f.pass)),
+                            ("passes", int(f.passes as u64)),
+                            ("disk_objects", Json::opt_num(f.disk_objects)),
+                            ("disk_bytes", Json::opt_num(f.disk_bytes)),
+                            ("files", int(f.usage.files)),
+                            ("allocated_bytes", int(f.usage.allocated)),
+                            ("stop_s", num(f.stop.as_secs_f64())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "restarts",
+            Json::Arr(
+                res.restarts
+                    .iter()
+                    .map(|r| {
+                        Json::Obj(vec![
+                            ("round", int(r.round as u64 + 1)),
+                            ("target", r.target.map_or(Json::Null, target)),
+                            ("after_drop_caches", Json::Bool(r.cold)),
+                            ("first_answer_s", secs(r.first_answer.as_ref().map(|a| a.0))),
+                            (
+                                "first_answer",
+                                r.first_answer
+                                    .as_ref()
+                                    .map_or(Json::Null, |a| Json::str(a.1.clone())),
+                            ),
+                            ("first_hit_s", secs(r.first_hit)),
+                            ("answers_before_hit", int(r.answers_before_hit as u64)),
+                            ("index_ready_s", secs(r.index_ready)),
+                            ("indexed", Json::opt_num(r.indexed)),
+                            ("rss_kib", int(r.rss_kib)),
+                            ("hwm_kib", int(r.hwm_kib)),
+                            (
+                                "note",
+                                r.note.as_ref().map_or(Json::Null, |n| Json::str(n.clone())),
+                            ),
+                            ("quiet", quiet(&r.quiet)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "idle_starts",
+            Json::Arr(
+                res.idles
+                    .iter()
+                    .map(|e| {
+                        Json::Obj(vec![
+                            ("filled_disk", Json::Bool(e.loaded)),
+                            ("index_ready_s", secs(e.index_ready)),
+                            ("indexed", Json::opt_num(e.indexed)),
+                            ("rss_kib", int(e.rss_kib)),
+                            ("hwm_kib", int(e.hwm_kib)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "ranges",
+            Json::Obj(vec![
+                ("asked_bytes_per_pass", int(res.range_sum)),
+                ("distinct_bytes", int(res.range_distinct)),
+                ("slice_bytes", int(res.range_slices)),
+                (
+                    "runs",
+                    Json::Arr(
+                        res.ranges
+                            .iter()
+                            .map(|r| {
+                                Json::Obj(vec![
+                                    ("target", target(r.target)),
+                                    (
+                                        "passes",
+                                        Json::Arr(
+                                            r.passes
+                                                .iter()
+                                                .map(|p| {
+                                                    Json::Obj(vec![
+                                                        ("origin_bytes", int(p.origin_bytes)),
+                                                        ("origin_requests", int(p.origin_requests)),
+                                                        ("settled", Json::Bool(p.settled)),
+                                                        ("requests", int(p.requests)),
+                                                        ("errors", int(p.errors)),
+                                                        ("p50_ms", Json::opt_num(p.p(0.5))),
+                                                        ("max_ms", Json::opt_num(p.p(1.0))),
+                                                        ("statuses", tally(&p.statuses)),
+                                                    ])
+                                                })
+                                                .collect(),
+                                        ),
+                                    ),
+                                    ("quiet", quiet(&r.quiet)),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                ),
+            ]),
+        ),
+        (
+            "anomalies",
+            Json::Arr(
+                bench
+                    .anomalies
+                    .iter()
+                    .map(|a| Json::str(a.clone()))
+                    .collect(),
+            ),
+        ),
+    ])
 }
 
 #[cfg(test)]
