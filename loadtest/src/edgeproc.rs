@@ -116,6 +116,20 @@ impl EdgeProcess {
         listen: Listen,
         prefix: &[String],
     ) -> anyhow::Result<EdgeProcess> {
+        let mut edge = EdgeProcess::spawn_yaml(bin, dir, yaml, listen, prefix)?;
+        edge.wait_listening(START_TIMEOUT, Duration::from_millis(50))?;
+        Ok(edge)
+    }
+
+    /// Like `start_yaml`, but returns as soon as the process is started, without waiting for
+    /// its listener (e.g. to time its start-up from the outside).
+    pub fn spawn_yaml(
+        bin: &Path,
+        dir: &Path,
+        yaml: &str,
+        listen: Listen,
+        prefix: &[String],
+    ) -> anyhow::Result<EdgeProcess> {
         if !bin.is_file() {
             bail!("no streamedge binary at {}", bin.display());
         }
@@ -145,19 +159,25 @@ impl EdgeProcess {
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
-        let mut edge = EdgeProcess {
+        Ok(EdgeProcess {
             child: Some(child),
             http,
             https,
             admin,
             dir: dir.to_owned(),
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
+        })
+    }
+
+    /// Waits until the process accepts connections on its HTTP listener, trying every `poll`;
+    /// an error if it exits first or `timeout` passes.
+    pub fn wait_listening(&mut self, timeout: Duration, poll: Duration) -> anyhow::Result<()> {
+        let (http, dir) = (self.http, self.dir.clone());
+        let deadline = Instant::now() + timeout;
         loop {
-            if let Some(child) = edge.child.as_mut()
+            if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                edge.child = None;
+                self.child = None;
                 bail!(
                     "streamedge exited at start ({status}); config and log in {}:\n{}",
                     dir.display(),
@@ -165,16 +185,16 @@ impl EdgeProcess {
                 );
             }
             if TcpStream::connect_timeout(&http, Duration::from_millis(200)).is_ok() {
-                return Ok(edge);
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "streamedge did not accept connections on {http} within {START_TIMEOUT:?}; log in {}:\n{}",
+                    "streamedge did not accept connections on {http} within {timeout:?}; log in {}:\n{}",
                     dir.display(),
                     tail(&dir.join("streamedge.log"))
                 );
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(poll);
         }
     }
 

@@ -1,4 +1,4 @@
-//! What the benchmarks (`compare`, `herd`, `hostile` in `src/bin/`) share: the origin they load
+//! What the benchmarks (`compare`, `herd`, `hostile`, `fleet`, `disk` in `src/bin/`) share: the origin they load
 //! from, the clients and crowds that measure, the caches under test as processes (streamedge,
 //! nginx, Varnish) or in-process (streamedge), and the numbers and tables of the reports.
 //!
@@ -7,7 +7,9 @@
 //! - `admin`: streamedge's `/metrics`, read and summed
 //! - `client`: one hand-written HTTP/1.1 GET per connection, the first body byte timed exactly
 //! - `crowd`: a crowd of clients released at once (the herd), and the objects they fetch
+//! - `diskutil`: the page cache dropped, the filesystem of a directory, what a directory holds
 //! - `origin`: the trickling origin, with fixed files and per-prefix behaviour
+//! - `rangeorigin`: a large synthetic object served whole or by byte ranges, body bytes counted
 //! - `edge`: streamedge in-process, through the library API
 //! - `edgeproc`: streamedge as a child process (the release binary)
 //! - `fleet`: three streamedge processes on 127.0.0.2-.4, as one fleet or independent
@@ -21,6 +23,7 @@
 pub mod admin;
 pub mod client;
 pub mod crowd;
+pub mod diskutil;
 pub mod edge;
 pub mod edgeproc;
 pub mod fleet;
@@ -28,6 +31,7 @@ pub mod loadgen;
 pub mod nginx;
 pub mod origin;
 pub mod process;
+pub mod rangeorigin;
 pub mod report;
 pub mod setup;
 pub mod varnish;
