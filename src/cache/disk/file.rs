@@ -1,6 +1,7 @@
 //! One stored file opened for reading: its checked head, its block checksums, and reads of
 //! its body a block at a time (each block checked before a byte of it is handed out).
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
@@ -72,6 +73,53 @@ fn read_up_to(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// Buffers of one block, reused. A fresh buffer of this size is mapped by the allocator and
+/// page-faulted on every read (and unmapped after), which under load costs more than the read
+/// itself and serialises the threads on the process's memory map; a block sent to a client
+/// comes back here when the connection is done with it.
+struct Pooled {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// Buffers kept for reuse at most (64 MiB of blocks).
+const POOL_MAX: usize = 256;
+
+impl Pooled {
+    fn take(len: usize) -> Pooled {
+        let pooled = if len <= format::BLOCK as usize {
+            POOL.lock().ok().and_then(|mut p| p.pop())
+        } else {
+            None
+        };
+        let buf = pooled.unwrap_or_else(|| vec![0; len.max(format::BLOCK as usize)]);
+        Pooled { buf, len }
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if self.buf.len() == format::BLOCK as usize
+            && let Ok(mut p) = POOL.lock()
+            && p.len() < POOL_MAX
+        {
+            p.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
 /// A stored body on disk, open: reads stay valid after the file is replaced or removed.
 pub(crate) struct DiskFile {
     file: File,
@@ -123,13 +171,13 @@ impl DiskFile {
     pub(super) fn block(&self, k: u64) -> Result<Bytes, Bad> {
         let start = k * self.block_len();
         let len = self.block_len().min(self.len() - start) as usize;
-        let mut buf = BytesMut::zeroed(len);
+        let mut buf = Pooled::take(len);
         self.file
-            .read_exact_at(&mut buf, self.header.body_offset() + start)?;
-        if crc32fast::hash(&buf) != self.crcs[k as usize] {
+            .read_exact_at(buf.as_mut(), self.header.body_offset() + start)?;
+        if crc32fast::hash(buf.as_ref()) != self.crcs[k as usize] {
             return Err(Bad::Damage(Damage("body block checksum")));
         }
-        Ok(buf.freeze())
+        Ok(Bytes::from_owner(buf))
     }
 
     /// Checks every block once (a file found on disk, before its first use).
@@ -137,13 +185,22 @@ impl DiskFile {
         (0..self.header.blocks()).try_for_each(|k| self.block(k).map(drop))
     }
 
-    /// Bytes `a..b` of the body, from within one block.
-    fn span(&self, a: u64, b: u64) -> Result<Bytes, Bad> {
-        let k = a / self.block_len();
-        let start = k * self.block_len();
-        Ok(self
-            .block(k)?
-            .slice((a - start) as usize..(b - start) as usize))
+    /// Bytes `a..b` of the body, a frame per block they touch.
+    fn span(&self, a: u64, b: u64) -> Result<Vec<Bytes>, Bad> {
+        let bl = self.block_len();
+        let mut frames = Vec::with_capacity(BATCH as usize);
+        let mut pos = a;
+        while pos < b {
+            let k = pos / bl;
+            let start = k * bl;
+            let upto = b.min(start + bl);
+            frames.push(
+                self.block(k)?
+                    .slice((pos - start) as usize..(upto - start) as usize),
+            );
+            pos = upto;
+        }
+        Ok(frames)
     }
 
     /// The whole body in memory (promotion to the memory tier; fills answering from a disk
@@ -163,27 +220,26 @@ impl DiskFile {
         }
     }
 
-    /// Bytes `a..b` of the body as a response body, read block by block off the runtime's
-    /// threads with one block read ahead.
+    /// Bytes `a..b` of the body as a response body, read a batch of blocks at a time off the
+    /// runtime's threads, with one batch read ahead.
     pub fn stream(self: &Arc<Self>, a: u64, b: u64) -> DiskStream {
         DiskStream {
             file: self.clone(),
             pos: a,
             end: b.min(self.len()),
+            ready: VecDeque::new(),
             next: None,
             ahead: None,
         }
     }
 
-    fn read_next(
-        self: &Arc<Self>,
-        pos: u64,
-        end: u64,
-    ) -> Option<(u64, JoinHandle<Result<Bytes, Bad>>)> {
+    /// Starts the read of the next batch of blocks from `pos` (one wake-up of a blocking
+    /// thread per batch, not per block).
+    fn read_next(self: &Arc<Self>, pos: u64, end: u64) -> Option<(u64, Read)> {
         if pos >= end {
             return None;
         }
-        let block_end = (pos / self.block_len() + 1) * self.block_len();
+        let block_end = (pos / self.block_len() + BATCH) * self.block_len();
         let upto = block_end.min(end);
         let file = self.clone();
         Some((
@@ -193,14 +249,22 @@ impl DiskFile {
     }
 }
 
-/// A disk body being sent: frames of at most one block.
+/// Blocks read per trip to a blocking thread.
+const BATCH: u64 = 2;
+
+type Read = JoinHandle<Result<Vec<Bytes>, Bad>>;
+
+/// A disk body being sent: frames of at most one block, read a batch ahead.
 pub(crate) struct DiskStream {
     file: Arc<DiskFile>,
+    /// Where the bytes not yet read or being read start, and the end.
     pos: u64,
     end: u64,
+    /// Frames read and not yet sent.
+    ready: VecDeque<Bytes>,
     /// The read of the bytes at `pos`, and where it ends.
-    next: Option<(u64, JoinHandle<Result<Bytes, Bad>>)>,
-    ahead: Option<(u64, JoinHandle<Result<Bytes, Bad>>)>,
+    next: Option<(u64, Read)>,
+    ahead: Option<(u64, Read)>,
 }
 
 impl http_body::Body for DiskStream {
@@ -212,6 +276,9 @@ impl http_body::Body for DiskStream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = &mut *self;
+        if let Some(frame) = this.ready.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(frame))));
+        }
         if this.pos >= this.end {
             return Poll::Ready(None);
         }
@@ -225,14 +292,18 @@ impl http_body::Body for DiskStream {
         let result = ready!(Pin::new(handle).poll(cx));
         this.next = this.ahead.take();
         let bad = match result {
-            Ok(Ok(bytes)) => {
+            Ok(Ok(frames)) => {
                 this.pos = upto;
                 if this.next.is_none() {
                     this.next = this.file.read_next(this.pos, this.end);
                 }
                 let after = this.next.as_ref().map_or(this.pos, |(u, _)| *u);
                 this.ahead = this.file.read_next(after, this.end);
-                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                this.ready.extend(frames);
+                return match this.ready.pop_front() {
+                    Some(frame) => Poll::Ready(Some(Ok(Frame::data(frame)))),
+                    None => Poll::Ready(None),
+                };
             }
             Ok(Err(bad)) => bad,
             Err(join) => Bad::Io(std::io::Error::other(join.to_string())),
@@ -249,10 +320,11 @@ impl http_body::Body for DiskStream {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.pos >= self.end
+        self.pos >= self.end && self.ready.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.end - self.pos)
+        let ready: u64 = self.ready.iter().map(|b| b.len() as u64).sum();
+        SizeHint::with_exact(self.end - self.pos + ready)
     }
 }
