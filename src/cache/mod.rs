@@ -338,6 +338,11 @@ impl Store {
         }
     }
 
+    /// Whether a slot is stored in either tier, without reading anything.
+    pub fn holds(&self, slot: &StoreKey) -> bool {
+        self.cache.contains_key(slot) || self.disk.as_ref().is_some_and(|d| d.holds(slot))
+    }
+
     /// Drops every slice of a key and its marker, on both tiers (its version changed).
     pub async fn drop_slices(&self, key: &CacheKey) {
         let k = key.clone();

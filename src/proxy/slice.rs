@@ -115,22 +115,6 @@ pub(super) async fn answer(
     };
     out.kind = marker.kind;
     out.origin = Some(marker.origin.clone());
-    out.cache = if hit {
-        CacheResult::Hit
-    } else {
-        CacheResult::Miss
-    };
-    let status = if hit {
-        CacheStatus::hit(marker.freshness.ttl_secs(now))
-    } else {
-        CacheStatus {
-            fwd: Some("uri-miss"),
-            fwd_status: Some(206),
-            stored: marker.freshness.lifetime > std::time::Duration::ZERO,
-            ttl: Some(marker.freshness.ttl_secs(now)),
-            ..CacheStatus::default()
-        }
-    };
     let total = version.total;
     let range = match specs {
         Some(specs) if conditional::if_range_allows(&parts.headers, &marker.headers) => {
@@ -143,6 +127,26 @@ pub(super) async fn answer(
         RangeRequest::Unsatisfiable => (0, 0, true),
         // Several ranges of a sliced object are answered whole, as RFC 9110 allows.
         RangeRequest::Full | RangeRequest::Multi(_) => (0, total, false),
+    };
+    // A hit only when every slice the answer needs is stored; else RFC 9211's `partial`.
+    let ttl = Some(marker.freshness.ttl_secs(now));
+    let all_stored = hit
+        && slice::touched(a, b, size).all(|n| ctx.proxy.store.holds(&slice::slice_slot(key, n)));
+    let status = if all_stored {
+        CacheStatus::hit(marker.freshness.ttl_secs(now))
+    } else {
+        CacheStatus {
+            fwd: Some(if hit { "partial" } else { "uri-miss" }),
+            fwd_status: Some(206),
+            stored: marker.freshness.lifetime > std::time::Duration::ZERO,
+            ttl,
+            ..CacheStatus::default()
+        }
+    };
+    out.cache = if all_stored {
+        CacheResult::Hit
+    } else {
+        CacheResult::Miss
     };
     let head = SlicedHead {
         obj: &marker,

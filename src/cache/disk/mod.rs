@@ -169,6 +169,13 @@ impl Disk {
             .flatten()
     }
 
+    /// Whether the index has a file for the slot (no I/O; before the start-up scan is done,
+    /// only what was indexed so far).
+    pub fn holds(&self, slot: &StoreKey) -> bool {
+        self.shared.reads.load(Ordering::Relaxed)
+            && lock(&self.shared.index).get(id_of(slot)).is_some()
+    }
+
     /// The whole body of a disk object in memory (off the runtime's threads); `None` when it
     /// cannot be read (the file is then dropped or the tier stopped).
     pub async fn read_all(&self, file: &Arc<DiskFile>) -> Option<Bytes> {
