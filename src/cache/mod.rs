@@ -283,13 +283,12 @@ impl Store {
                     .await;
                 Some(Slot::Vary(names))
             }
-            disk::DiskFound::Object(obj, hits) => {
-                let promote = u32::from(hits) >= disk.promote_after()
-                    && obj.body.len() <= self.max_object_size;
+            disk::DiskFound::Object(obj, promote) => {
+                let promote = promote && obj.body.len() <= self.max_object_size;
                 let obj = Arc::new(*obj);
                 if promote && let Body::Disk(file) = &obj.body {
                     // This hit streams from the file; a copy goes to memory beside it.
-                    disk.promoted(slot);
+                    crate::metrics::disk_promotion();
                     let (store, file, slot, obj) =
                         (self.clone(), file.clone(), slot.clone(), obj.clone());
                     tokio::spawn(async move { store.promote(slot, &obj, &file).await });
@@ -299,19 +298,29 @@ impl Store {
         }
     }
 
-    /// Copies a disk object to the memory tier (read off the runtime's threads).
+    /// Copies a disk object to the memory tier (read off the runtime's threads) — unless the
+    /// slot changed meanwhile: purged (its file left the index) or stored anew in memory.
     async fn promote(&self, slot: StoreKey, obj: &CachedObject, file: &Arc<disk::DiskFile>) {
         let Some(disk) = &self.disk else { return };
         let Some(bytes) = disk.read_all(file).await else {
             return;
         };
+        if !disk.holds(&slot) {
+            return;
+        }
         let copy = Arc::new(CachedObject {
             body: Body::Memory(bytes),
             ..obj.clone()
         });
         let size = copy.body.len();
-        self.cache.insert(slot, Slot::Object(copy)).await;
-        self.settle(size).await;
+        let entry = self
+            .cache
+            .entry(slot)
+            .or_insert_with(async move { Slot::Object(copy) })
+            .await;
+        if entry.is_fresh() {
+            self.settle(size).await;
+        }
     }
 
     /// A stored body in memory: as it is, or read from its disk file (off the runtime's

@@ -18,12 +18,18 @@ pub fn marker_slot(key: &CacheKey) -> StoreKey {
     }
 }
 
-/// The slot of slice `n`.
-pub fn slice_slot(key: &CacheKey, n: u64) -> StoreKey {
+/// The slot of slice `n` of `size` bytes (a slice size changed by the config never finds
+/// the slices of another).
+pub fn slice_slot(key: &CacheKey, size: u64, n: u64) -> StoreKey {
     StoreKey {
         key: key.clone(),
-        variant: Some(format!("slice:{n}").into()),
+        variant: Some(format!("slice:{size}:{n}").into()),
     }
+}
+
+/// Whether a slice's head says it is exactly slice `n` of `size` bytes of its object.
+pub fn is_slice(headers: &HeaderMap, n: u64, size: u64) -> bool {
+    content_range(headers).is_some_and(|(a, b, total)| (a, b) == span(n, size, total) && a < b)
 }
 
 /// What every slice of one version of an object shares.
@@ -80,8 +86,9 @@ pub fn touched(a: u64, b: u64, size: u64) -> std::ops::Range<u64> {
 
 /// The `Range` header asking for slice `n` (its end is clamped by the origin).
 pub fn request_range(n: u64, size: u64) -> HeaderValue {
-    let start = n * size;
-    HeaderValue::from_str(&format!("bytes={start}-{}", start + size - 1))
+    let start = n.saturating_mul(size);
+    let last = start.saturating_add(size.max(1) - 1);
+    HeaderValue::from_str(&format!("bytes={start}-{last}"))
         .unwrap_or(HeaderValue::from_static("bytes=0-0"))
 }
 
@@ -98,6 +105,16 @@ mod tests {
         assert_eq!(span(2, 4, 10), (8, 10));
         assert_eq!(span(3, 4, 10), (10, 10));
         assert_eq!(request_range(2, 4), "bytes=8-11");
+        assert_eq!(
+            request_range(u64::MAX / 3, 5),
+            format!("bytes={}-{}", u64::MAX, u64::MAX).as_str()
+        );
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_RANGE, "bytes 4-7/10".parse().unwrap());
+        assert!(is_slice(&h, 1, 4));
+        assert!(!is_slice(&h, 0, 4) && !is_slice(&h, 1, 8));
+        h.insert(header::CONTENT_RANGE, "bytes 4-5/10".parse().unwrap());
+        assert!(!is_slice(&h, 1, 4), "a short part is not the slice");
     }
 
     #[test]

@@ -262,10 +262,21 @@ fn disk(v: &Validator, d: RawDisk) -> Result<DiskConfig, ConfigError> {
         path,
         max_size: d.max_size.value.0,
         min_ttl: d.min_ttl.0,
-        promote_after: v.at_least(&d.promote_after, 1, "cache.disk.promote_after")?,
+        promote_after: promote_after(v, &d.promote_after)?,
         fsync: d.fsync,
         write_queue: d.write_queue.value.0,
     })
+}
+
+fn promote_after(v: &Validator, p: &Spanned<u32>) -> Result<u32, ConfigError> {
+    if !(1..=255).contains(&p.value) {
+        return Err(v.err(
+            p.referenced,
+            "cache.disk.promote_after",
+            "must be between 1 and 255",
+        ));
+    }
+    Ok(p.value)
 }
 
 fn slice(v: &Validator, s: RawSlice, max_object_size: u64) -> Result<SliceConfig, ConfigError> {

@@ -131,7 +131,8 @@ pub(super) async fn answer(
     // A hit only when every slice the answer needs is stored; else RFC 9211's `partial`.
     let ttl = Some(marker.freshness.ttl_secs(now));
     let all_stored = hit
-        && slice::touched(a, b, size).all(|n| ctx.proxy.store.holds(&slice::slice_slot(key, n)));
+        && slice::touched(a, b, size)
+            .all(|n| ctx.proxy.store.holds(&slice::slice_slot(key, size, n)));
     let status = if all_stored {
         CacheStatus::hit(marker.freshness.ttl_secs(now))
     } else {
@@ -265,14 +266,18 @@ async fn get_slice(
     n: u64,
     expect: Option<&Version>,
 ) -> Result<Option<Got>, EdgeError> {
-    let slot = slice::slice_slot(key, n);
+    let size = ctx.rt.config.cache.slice.size;
+    let slot = slice::slice_slot(key, size, n);
     let now = Instant::now();
     if let Some(obj) = ctx.proxy.store.find(&slot).await {
         let v = Version::of_slice(&obj.headers);
-        let usable = match expect {
-            Some(e) => v.as_ref() == Some(e),
-            None => v.is_some() && obj.freshness.is_fresh(now),
-        };
+        let exact = slice::is_slice(&obj.headers, n, size)
+            && slice::content_range(&obj.headers).is_some_and(|(a, b, _)| obj.body.len() == b - a);
+        let usable = exact
+            && match expect {
+                Some(e) => v.as_ref() == Some(e),
+                None => v.is_some() && obj.freshness.is_fresh(now),
+            };
         if usable {
             return Ok(Some(Got::Part(Source::Stored(obj))));
         }
@@ -292,6 +297,12 @@ async fn get_slice(
     };
     if head.status != StatusCode::PARTIAL_CONTENT {
         return Ok(Some(Got::Whole(head, reader)));
+    }
+    if !slice::is_slice(&head.headers, n, size) {
+        return Err(EdgeError::OriginProtocol {
+            origin: head.origin.to_string(),
+            detail: format!("{key}: a part that is not slice {n}"),
+        });
     }
     let src = Source::Filling(head, reader);
     if let Some(e) = expect
@@ -340,9 +351,13 @@ async fn fetch_slice(ctx: Ctx, key: CacheKey, n: u64, headers: HeaderMap, writer
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     );
-    let expected = slice::content_range(&headers)
-        .filter(|&(a, _, _)| a == n * size)
-        .map(|(a, b, _)| b - a);
+    if status == StatusCode::PARTIAL_CONTENT && !slice::is_slice(&headers, n, size) {
+        resp.finished(false);
+        let origin = resp.origin.name.to_string();
+        let detail = format!("{key}: asked for slice {n}, got a 206 for another range");
+        return writer.fail(EdgeError::OriginProtocol { origin, detail });
+    }
+    let expected = slice::content_range(&headers).map(|(a, b, _)| b - a);
     let decision = policy::decide(
         &Exchange {
             request_headers: &HeaderMap::new(),
@@ -415,7 +430,7 @@ async fn fetch_slice(ctx: Ctx, key: CacheKey, n: u64, headers: HeaderMap, writer
         });
         ctx.proxy
             .store
-            .replace(slice::slice_slot(&key, n), obj)
+            .replace(slice::slice_slot(&key, size, n), obj)
             .await;
         writer.leave_table();
         return writer.finish_with(body);
@@ -452,7 +467,13 @@ async fn whole(
         cfg,
     );
     let fits = length.is_some_and(|l| l <= cfg.max_object_size);
-    let freshness = decision.store.ok().filter(|_| fits && vary.is_none());
+    // Only a whole object is kept: an error answered to one client's range (a 416, say)
+    // must not become what every plain request gets.
+    let whole = status == StatusCode::OK;
+    let freshness = decision
+        .store
+        .ok()
+        .filter(|_| whole && fits && vary.is_none());
     writer.set_head(FillHead {
         status,
         headers: headers.clone(),
@@ -551,10 +572,17 @@ fn send_slices(
             }
             let src = match src {
                 Ok(Some(Got::Part(s))) if s.version().as_ref() == Some(&version) => s,
-                Ok(Some(Got::Whole(..))) => {
-                    // The origin stopped answering ranges: the key leaves the slice path.
-                    ctx.proxy.store.drop_slices(&key).await;
-                    let _ = tx.send(Err(Box::new(version_changed(&key)))).await;
+                Ok(Some(Got::Whole(head, _))) => {
+                    // A whole object: the origin stopped answering ranges, and the key leaves
+                    // the slice path. An error (a 503, say) ends this answer only.
+                    if head.status == StatusCode::OK {
+                        ctx.proxy.store.drop_slices(&key).await;
+                    }
+                    let e = EdgeError::OriginStatus {
+                        origin: head.origin.to_string(),
+                        status: head.status,
+                    };
+                    let _ = tx.send(Err(Box::new(e))).await;
                     return;
                 }
                 Ok(_) => {
@@ -566,9 +594,9 @@ fn send_slices(
                     return;
                 }
             };
-            let (s0, _) = slice::span(n, size, version.total);
+            let (s0, s1) = slice::span(n, size, version.total);
             let from = a.max(s0) - s0;
-            let to = b.min(s0 + size) - s0;
+            let to = b.min(s1).saturating_sub(s0);
             if !send_part(src, from, to, &tx).await {
                 return;
             }

@@ -325,6 +325,6 @@ impl http_body::Body for DiskStream {
 
     fn size_hint(&self) -> SizeHint {
         let ready: u64 = self.ready.iter().map(|b| b.len() as u64).sum();
-        SizeHint::with_exact(self.end - self.pos + ready)
+        SizeHint::with_exact(self.end.saturating_sub(self.pos) + ready)
     }
 }

@@ -65,7 +65,9 @@ impl Header {
             body_len: u64::from_le_bytes(le8(&h[16..24])),
             meta_crc: u32::from_le_bytes(le4(&h[24..28])),
         };
-        if header.block == 0 || header.meta_len > 64 << 20 {
+        // Every integer read from a disk is hostile: only the block size this build writes,
+        // bodies under 1 TiB, metas under 64 MiB (so no length below can overflow).
+        if header.block != BLOCK || header.meta_len > 64 << 20 || header.body_len > 1 << 40 {
             return Err(Damage("header values"));
         }
         Ok(header)

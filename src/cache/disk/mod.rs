@@ -22,7 +22,7 @@ mod rules;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -39,10 +39,14 @@ use rules::{Log, Rules, Verdict};
 use super::{Body, CacheKey, CachedObject, StoreKey};
 use crate::config::DiskConfig;
 
+/// How long a lookup waits for the disk before it answers "not stored".
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the disk had for a slot.
 pub(crate) enum DiskFound {
-    /// An object whose body is on disk, and its disk hits so far.
-    Object(Box<CachedObject>, u8),
+    /// An object whose body is on disk, and whether this hit promotes it to memory (decided
+    /// once, under the index lock: a burst of hits promotes once).
+    Object(Box<CachedObject>, bool),
     Vary(Arc<[HeaderName]>),
 }
 
@@ -99,7 +103,7 @@ pub(super) struct Shared {
 #[derive(Clone)]
 pub(crate) struct Disk {
     shared: Arc<Shared>,
-    tx: SyncSender<Job>,
+    tx: Sender<Job>,
 }
 
 impl Disk {
@@ -121,7 +125,9 @@ impl Disk {
             queued: AtomicU64::new(0),
             seq: AtomicU64::new(0),
         });
-        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+        // Unbounded: writes are bounded by the bytes they hold (`write_queue`); deletions must
+        // never be lost (the index has already forgotten their files).
+        let (tx, rx) = std::sync::mpsc::channel();
         match prepare(&shared) {
             Ok(rules) => *write(&shared.rules) = rules,
             Err(e) => {
@@ -163,10 +169,16 @@ impl Disk {
         }
         let sh = self.shared.clone();
         let slot = slot.clone();
-        tokio::task::spawn_blocking(move || load(&sh, &slot, id))
-            .await
-            .ok()
-            .flatten()
+        let read = tokio::task::spawn_blocking(move || load(&sh, &slot, id));
+        // A disk that hangs must not hold requests: past this, the lookup is a miss (the
+        // read finishes in the background).
+        match tokio::time::timeout(LOOKUP_TIMEOUT, read).await {
+            Ok(found) => found.ok().flatten(),
+            Err(_) => {
+                crate::metrics::disk_error("slow-read");
+                None
+            }
+        }
     }
 
     /// Whether the index has a file for the slot (no I/O; before the start-up scan is done,
@@ -190,26 +202,21 @@ impl Disk {
         }
     }
 
-    /// Resets a slot's hit count once a copy of it went to memory.
-    pub fn promoted(&self, slot: &StoreKey) {
-        if let Some(e) = lock(&self.shared.index).get_mut(id_of(slot)) {
-            e.hits = 0;
-        }
-        crate::metrics::disk_promotion();
-    }
-
     /// Offers a slot to the disk: written (later, by the writer thread) when the policy and
     /// the admission filter allow and the queue has room.
     pub fn offer(&self, slot: &StoreKey, offer: Offer<'_>, stale_retention: std::time::Duration) {
         let sh = &self.shared;
         if !sh.writes.load(Ordering::Relaxed) {
             crate::metrics::disk_write("dropped");
+            // An older copy on disk must not outlive the one replacing it.
+            self.remove(slot);
             return;
         }
         let (content, body) = match offer {
             Offer::Vary(names) => (Content::Vary(names.clone()), Source::Memory(Bytes::new())),
             Offer::Object(obj) => {
                 if !sh.eligible(obj, stale_retention) {
+                    self.remove(slot);
                     return;
                 }
                 let body = match &obj.body {
@@ -227,6 +234,7 @@ impl Disk {
         }
         if sh.queued.load(Ordering::Relaxed) + len > sh.cfg.write_queue {
             crate::metrics::disk_write("dropped");
+            self.remove(slot);
             return;
         }
         let meta = format::encode_meta(slot, now_ms(), &content);
@@ -237,9 +245,10 @@ impl Disk {
             body,
         }));
         sh.queued.fetch_add(len, Ordering::Relaxed);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(job) {
+        if self.tx.send(job).is_err() {
             sh.queued.fetch_sub(len, Ordering::Relaxed);
             crate::metrics::disk_write("dropped");
+            self.remove(slot);
         }
     }
 
@@ -247,7 +256,7 @@ impl Disk {
     pub fn remove(&self, slot: &StoreKey) {
         let id = id_of(slot);
         if lock(&self.shared.index).remove(id).is_some() {
-            let _ = self.tx.try_send(Job::Delete(vec![id]));
+            let _ = self.tx.send(Job::Delete(vec![id]));
             self.shared.publish_usage();
         }
     }
@@ -277,7 +286,7 @@ impl Disk {
             index.remove(*id);
         }
         drop(index);
-        let _ = self.tx.try_send(Job::Delete(ids));
+        let _ = self.tx.send(Job::Delete(ids));
         sh.publish_usage();
         n
     }
@@ -308,14 +317,9 @@ impl Disk {
     pub async fn flush(&self, limit: std::time::Duration) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sender = self.tx.clone();
-        let sent = tokio::task::spawn_blocking(move || sender.send(Job::Flush(tx)).is_ok()).await;
-        if matches!(sent, Ok(true)) {
+        if sender.send(Job::Flush(tx)).is_ok() {
             let _ = tokio::time::timeout(limit, rx).await;
         }
-    }
-
-    pub fn promote_after(&self) -> u32 {
-        self.shared.cfg.promote_after
     }
 }
 
@@ -476,7 +480,7 @@ fn load(sh: &Arc<Shared>, slot: &StoreKey, id: Id) -> Option<DiskFound> {
         return None;
     }
     let mut verdict = read(&sh.rules).verdict(slot, meta.written_ms);
-    let (flags, hits) = {
+    let (flags, promote) = {
         let mut ix = lock(&sh.index);
         if ix.get(id).is_none() {
             let evicted = ix.insert(id, entry(&header, slot, 0));
@@ -487,7 +491,11 @@ fn load(sh: &Arc<Shared>, slot: &StoreKey, id: Id) -> Option<DiskFound> {
         let e = ix.get_mut(id)?;
         e.flags |= REFERENCED;
         e.hits = e.hits.saturating_add(1);
-        (e.flags, e.hits)
+        let promote = u32::from(e.hits) >= sh.cfg.promote_after;
+        if promote {
+            e.hits = 0;
+        }
+        (e.flags, promote)
     };
     if flags & SOFT_PURGED != 0 && verdict == Verdict::Keep {
         verdict = Verdict::Stale;
@@ -514,7 +522,7 @@ fn load(sh: &Arc<Shared>, slot: &StoreKey, id: Id) -> Option<DiskFound> {
                 obj = Box::new(obj.expired());
             }
             obj.body = Body::Disk(Arc::new(body));
-            DiskFound::Object(obj, hits)
+            DiskFound::Object(obj, promote)
         }
     })
 }
@@ -640,7 +648,7 @@ fn write_file(sh: &Shared, w: &Write, tmp: &Path) -> Result<Header, Bad> {
 
 /// The start-up scan: indexes every file by its head (dropping damaged, foreign and purged
 /// ones), then marks the index ready and forgets the purge rules it applied.
-fn scan(sh: &Arc<Shared>, tx: &SyncSender<Job>) {
+fn scan(sh: &Arc<Shared>, tx: &Sender<Job>) {
     let started = now_ms();
     let t0 = tokio::time::Instant::now();
     let mut found = 0u64;
@@ -672,7 +680,7 @@ fn scan(sh: &Arc<Shared>, tx: &SyncSender<Job>) {
 }
 
 /// Indexes one file found by the scan; true when it was kept.
-fn scan_file(sh: &Arc<Shared>, tx: &SyncSender<Job>, path: &Path) -> bool {
+fn scan_file(sh: &Arc<Shared>, tx: &Sender<Job>, path: &Path) -> bool {
     let Some(id) = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -716,7 +724,7 @@ fn scan_file(sh: &Arc<Shared>, tx: &SyncSender<Job>, path: &Path) -> bool {
         && !evicted.is_empty()
     {
         crate::metrics::disk_evictions(evicted.len() as u64);
-        let _ = tx.try_send(Job::Delete(evicted));
+        let _ = tx.send(Job::Delete(evicted));
     }
     true
 }

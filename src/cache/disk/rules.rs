@@ -119,9 +119,10 @@ impl Rules {
                 m = m.join(*pm);
             }
         }
-        if m.hard > written_ms {
+        // A file written in the same millisecond as a purge counts as older: the purge wins.
+        if m.hard != 0 && m.hard >= written_ms {
             Verdict::Purged
-        } else if m.soft > written_ms {
+        } else if m.soft != 0 && m.soft >= written_ms {
             Verdict::Stale
         } else {
             Verdict::Keep
@@ -218,6 +219,11 @@ impl Log {
             Pattern::Prefix(p) => ("prefix", p),
         };
         let how = if soft { "soft" } else { "hard" };
+        if s.chars().any(char::is_control) {
+            // No key has one (keys are canonical): such a purge matches nothing, and its text
+            // must not add lines of its own to the log.
+            return Ok(());
+        }
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

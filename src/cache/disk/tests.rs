@@ -366,3 +366,48 @@ fn meta_round_trips_with_vary_and_encodings() {
         assert!(format::decode_meta(&meta[..cut]).is_err());
     }
 }
+
+#[test]
+fn header_integers_from_disk_are_bounded() {
+    let good = format::Header {
+        meta_len: 10,
+        block: format::BLOCK,
+        body_len: 100,
+        meta_crc: 0,
+    };
+    assert_eq!(format::Header::decode(&good.encode()), Ok(good));
+    for bad in [
+        format::Header { block: 0, ..good },
+        format::Header {
+            block: u32::MAX,
+            ..good
+        },
+        format::Header {
+            body_len: u64::MAX,
+            ..good
+        },
+        format::Header {
+            meta_len: u32::MAX,
+            ..good
+        },
+    ] {
+        assert!(format::Header::decode(&bad.encode()).is_err(), "{bad:?}");
+    }
+    let mut flipped = good.encode();
+    flipped[17] ^= 1;
+    assert!(format::Header::decode(&flipped).is_err(), "checksum");
+}
+
+#[test]
+fn a_purge_wins_over_a_write_of_the_same_millisecond_and_cannot_forge_log_lines() {
+    let mut r = rules::Rules::default();
+    r.add(Pattern::Key("/k"), 100, false);
+    assert_eq!(r.verdict(&slot("/k"), 100), rules::Verdict::Purged);
+    assert_eq!(r.verdict(&slot("/k"), 101), rules::Verdict::Keep);
+    let dir = Dir::new("forge");
+    let log = rules::Log::new(&dir.0);
+    log.append(Pattern::Prefix("/x\n1 hard prefix /"), 5, false)
+        .unwrap();
+    let loaded = log.load().unwrap();
+    assert_eq!(loaded.verdict(&slot("/anything"), 0), rules::Verdict::Keep);
+}
