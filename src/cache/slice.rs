@@ -1,8 +1,9 @@
 //! Large objects cached as fixed-size slices: the arithmetic and the identity of a version.
 //!
 //! A sliced object is stored as ordinary slots of its key: a marker (`slices`: the object's
-//! head, its validators and total length, no body) and one slot per slice (`slice:<n>`: the
-//! origin's 206 for that byte range). Slots of a key are its variants, so purging the key
+//! head, its validators and total length, no body) and one slot per slice
+//! (`slice:<size>:<n>`: the origin's 206 for exactly that byte range). Slots of a key are its
+//! variants, so purging the key
 //! removes every slice on both tiers. All slices served together must carry the marker's
 //! version — same `ETag`, `Last-Modified` and total length — or they are fetched again.
 

@@ -106,24 +106,29 @@ async fn serve(
         return forward::forward_unsafe(&ctx.proxy, &ctx.rt, parts, headers, body, key).await;
     }
     let (key, first_byte_timeout) = admit::ll_hls(ctx, parts, key).await;
-    if let Some(response) = slice::answer(ctx, parts, &key, out).await? {
+    let found = lookup::lookup(ctx, parts, &key, first_byte_timeout, out).await?;
+    if let Found::Fill(req) = &found
+        && let Some(response) = slice::answer(ctx, parts, &key, req.fwd, out).await?
+    {
         return Ok(response);
     }
-    let answer = answer(ctx, parts, &key, first_byte_timeout, out).await?;
+    let answer = answer(ctx, parts, &key, first_byte_timeout, found, out).await?;
     respond(answer, parts, &ctx.rt.cache_name)
 }
 
-/// Phases `lookup` and `fill`: what answers the request. A fill is made when the store cannot
-/// answer; once more when its answer was for the leader only (a fetch of this request's own),
-/// or was another `Vary` variant (a lookup of this request's own).
+/// Phase `fill` after `lookup` (and `slice`, which answers misses of sliced objects): what
+/// answers the request. A fill is made when the store cannot answer; once more when its
+/// answer was for the leader only (a fetch of this request's own), or was another `Vary`
+/// variant (a lookup of this request's own).
 async fn answer(
     ctx: &Ctx,
     parts: &http::request::Parts,
     key: &CacheKey,
     first_byte_timeout: Duration,
+    found: Found,
     out: &mut Outcome,
 ) -> Result<Answer, EdgeError> {
-    let mut found = lookup::lookup(ctx, parts, key, first_byte_timeout, out).await?;
+    let mut found = found;
     for again in [true, false] {
         let req = match found {
             Found::Answer(answer) => return Ok(answer),

@@ -1,8 +1,9 @@
 //! Phase `slice`: large objects answered from fixed-size slices fetched with `Range`.
 //!
-//! Runs after `key`, for GET and HEAD of a key this node owns, when the key is known to be
-//! sliced (its marker is stored), lies under a `cache.slice.prefixes` entry, or is asked for
-//! with a single `Range` while nothing is stored for it. Each slice is an ordinary slot of the
+//! Runs when `lookup` found no usable object (so hits never pay for it), for GET and HEAD of
+//! a key this node owns, when the key is known to be sliced (its marker is stored), lies
+//! under a `cache.slice.prefixes` entry, or is asked for with a single `Range` while nothing
+//! is stored for it. Each slice is an ordinary slot of the
 //! key, collapsed in the in-flight table like any fill and stored on either tier; a response
 //! reads the slices it touches in order, one fetched ahead, streaming each as it arrives.
 //! Every slice must carry the marker's version (validators and length): a slice of another
@@ -29,7 +30,7 @@ use crate::cache::conditional::{self, RangeRequest, RangeSpec};
 use crate::cache::fill::{FillHead, FillReader, FillWriter, HeadOutcome, Joined, Lane};
 use crate::cache::policy::{self, Exchange};
 use crate::cache::slice::{self, Version};
-use crate::cache::{Body, CacheKey, CachedObject, ContentKind, Lookup};
+use crate::cache::{Body, CacheKey, CachedObject, ContentKind};
 use crate::error::EdgeError;
 use crate::server::{BoxError, ResponseBody};
 use crate::upstream::OriginRequest;
@@ -64,13 +65,16 @@ enum Got {
 
 /// Answers the request from slices when it is for a sliced object; `None` lets the ordinary
 /// path answer (not sliced, or the origin does not answer ranges).
+/// `fwd` is why lookup wants a fill: `uri-miss` (nothing stored), `miss` (hit-for-miss: an
+/// oversized object, say), `vary-miss` or `stale`.
 pub(super) async fn answer(
     ctx: &Ctx,
     parts: &http::request::Parts,
     key: &CacheKey,
+    fwd: &str,
     out: &mut Outcome,
 ) -> Result<Option<Response<ResponseBody>>, EdgeError> {
-    if !applies(ctx, parts, key).await {
+    if !applies(ctx, parts, key, fwd).await {
         return Ok(None);
     }
     let size = ctx.rt.config.cache.slice.size;
@@ -172,11 +176,12 @@ pub(super) async fn answer(
     Ok(Some(respond_sliced(head, parts, body, &ctx.rt.cache_name)))
 }
 
-/// Whether the slice path answers this request.
-async fn applies(ctx: &Ctx, parts: &http::request::Parts, key: &CacheKey) -> bool {
+/// Whether the slice path answers this request, which lookup could not answer.
+async fn applies(ctx: &Ctx, parts: &http::request::Parts, key: &CacheKey, fwd: &str) -> bool {
     let only_if_cached =
         policy::CacheControl::from_headers(&parts.headers, header::CACHE_CONTROL).only_if_cached;
     if !matches!(parts.method, Method::GET | Method::HEAD)
+        || !matches!(fwd, "uri-miss" | "miss")
         || only_if_cached
         || parts.headers.contains_key(header::AUTHORIZATION)
         || ctx.owner_peer(key).is_some()
@@ -198,12 +203,7 @@ async fn applies(ctx: &Ctx, parts: &http::request::Parts, key: &CacheKey) -> boo
         return true;
     }
     // A single range of an object not stored: fetch only the slices it touches.
-    let single = conditional::parse_range(&parts.headers).is_some_and(|s| s.len() == 1);
-    single
-        && matches!(
-            store.lookup(key, &parts.headers).await,
-            Lookup::Missing(_, false)
-        )
+    fwd == "uri-miss" && conditional::parse_range(&parts.headers).is_some_and(|s| s.len() == 1)
 }
 
 /// The first byte a request wants, as far as it can be known before the length is.
