@@ -17,9 +17,9 @@
 //!                 key      cache key and media kind
 //!                 CMCD     what the player reports; the next object to prefetch
 //!                 LL-HLS   blocking playlist reloads wait for the asked-for part
-//!                 slice    large objects (and ranges on a miss) from slices fetched by Range
 //!                 lookup   memory, then disk: fresh → answer | stale → revalidate or serve
 //!                          stale | miss
+//!                 slice    a miss of a large object (or a range on a miss): slices by Range
 //!                 fill     join the in-flight fetch for the slot or lead a new one; a detached
 //!                          task asks the key's owner in the fleet (another node), or the
 //!                          ring's origin, and every waiter streams the bytes
