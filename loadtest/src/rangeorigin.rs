@@ -231,42 +231,16 @@ pub enum Asked {
     Unsatisfiable,
 }
 
-/// A single range of `Range: bytes=...` over an object of `size` bytes.
-pub fn parse_range(value: &str, size: u64) -> Asked {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return Asked::Whole;
-    };
-    if spec.contains(',') {
-        // Several ranges: answered with the whole object (RFC 9110 lets a server ignore Range).
-        return Asked::Whole;
+/// The single range of a request's `Range` over an object of `size` bytes, read by the
+/// edge's own parser (several ranges, or an invalid one, are answered whole: RFC 9110 lets a
+/// server ignore Range).
+pub fn parse_range(headers: &http::HeaderMap, size: u64) -> Asked {
+    use streamedge::cache::conditional::{RangeRequest, parse_range, resolve};
+    match parse_range(headers).map(|specs| resolve(&specs, size)) {
+        Some(RangeRequest::Single(a, b)) => Asked::Range(a, b - 1),
+        Some(RangeRequest::Unsatisfiable) => Asked::Unsatisfiable,
+        _ => Asked::Whole,
     }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return Asked::Whole;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        // The last `b` bytes.
-        return match b.parse::<u64>() {
-            Ok(n) if n > 0 && size > 0 => Asked::Range(size - n.min(size), size - 1),
-            Ok(_) => Asked::Unsatisfiable,
-            Err(_) => Asked::Whole,
-        };
-    }
-    let Ok(first) = a.parse::<u64>() else {
-        return Asked::Whole;
-    };
-    let last = if b.is_empty() {
-        size.saturating_sub(1)
-    } else {
-        match b.parse::<u64>() {
-            Ok(l) if l >= first => l.min(size.saturating_sub(1)),
-            _ => return Asked::Whole,
-        }
-    };
-    if first >= size {
-        return Asked::Unsatisfiable;
-    }
-    Asked::Range(first, last)
 }
 
 async fn respond(
@@ -287,11 +261,7 @@ async fn respond(
         *nf.status_mut() = StatusCode::NOT_FOUND;
         return Ok(nf);
     }
-    let range = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map_or(Asked::Whole, |v| parse_range(v, size));
+    let range = parse_range(req.headers(), size);
     let (first, last) = match range {
         Asked::Unsatisfiable => {
             let r = r
@@ -353,6 +323,12 @@ mod tests {
         let whole = bytes_at(0, 100);
         assert_eq!(bytes_at(13, 50), whole[13..63].to_vec());
         assert_ne!(whole[0..8], whole[8..16]);
+    }
+
+    fn parse_range(value: &str, size: u64) -> Asked {
+        let mut h = http::HeaderMap::new();
+        h.insert(header::RANGE, value.parse().unwrap());
+        super::parse_range(&h, size)
     }
 
     #[test]

@@ -270,45 +270,15 @@ fn header_str(req: &http::Request<Incoming>, name: header::HeaderName) -> Option
         .map(str::to_owned)
 }
 
-/// A single `bytes=` range of an object of `len` bytes: `Ok(None)` when there is none (or it is
-/// not one this origin understands), `Err(())` when it cannot be satisfied.
-fn parse_range(spec: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(r) = spec.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
-    if r.contains(',') {
-        return Ok(None);
+/// The single range asked for, read by the edge's own parser: `Ok(None)` when there is none
+/// (or several, or an invalid one: the whole body), `Err(())` when it cannot be satisfied.
+fn parse_range(headers: &http::HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    use streamedge::cache::conditional::{RangeRequest, parse_range, resolve};
+    match parse_range(headers).map(|specs| resolve(&specs, len)) {
+        Some(RangeRequest::Single(a, b)) => Ok(Some((a, b - 1))),
+        Some(RangeRequest::Unsatisfiable) => Err(()),
+        _ => Ok(None),
     }
-    let Some((a, b)) = r.split_once('-') else {
-        return Ok(None);
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let (start, end) = if a.is_empty() {
-        let Ok(n) = b.parse::<u64>() else {
-            return Ok(None);
-        };
-        if n == 0 {
-            return Err(());
-        }
-        (len.saturating_sub(n), len - 1)
-    } else {
-        let Ok(start) = a.parse::<u64>() else {
-            return Ok(None);
-        };
-        let end = if b.is_empty() {
-            len.saturating_sub(1)
-        } else {
-            match b.parse::<u64>() {
-                Ok(e) if e >= start => e.min(len.saturating_sub(1)),
-                _ => return Ok(None),
-            }
-        };
-        (start, end)
-    };
-    if start >= len {
-        return Err(());
-    }
-    Ok(Some((start, end)))
 }
 
 fn answer(state: &State, req: &http::Request<Incoming>) -> http::Response<SynthBody> {
@@ -329,7 +299,7 @@ fn answer(state: &State, req: &http::Request<Incoming>) -> http::Response<SynthB
     }
     let resp = match entry.current.clone() {
         None => empty(StatusCode::NOT_FOUND),
-        Some(v) => respond(req, &v, range.as_deref(), if_range.as_deref(), entry, state),
+        Some(v) => respond(req, &v, if_range.as_deref(), entry, state),
     };
     entry.seen.push(RangedSeen {
         method: req.method().clone(),
@@ -343,7 +313,6 @@ fn answer(state: &State, req: &http::Request<Incoming>) -> http::Response<SynthB
 fn respond(
     req: &http::Request<Incoming>,
     v: &Version,
-    range: Option<&str>,
     if_range: Option<&str>,
     entry: &Entry,
     state: &State,
@@ -377,9 +346,10 @@ fn respond(
     // If-Range with a validator that is no longer current: the whole body.
     let range_applies = if_range
         .is_none_or(|ir| v.etag.as_deref() == Some(ir) || v.last_modified.as_deref() == Some(ir));
-    let range = match range.filter(|_| range_applies) {
-        Some(spec) => parse_range(spec, v.len),
-        None => Ok(None),
+    let range = if range_applies {
+        parse_range(req.headers(), v.len)
+    } else {
+        Ok(None)
     };
     let (status, start, end) = match range {
         Err(()) => {
