@@ -9,7 +9,10 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 
-use super::{CacheKey, StoreKey};
+use std::sync::Arc;
+
+use super::policy::Freshness;
+use super::{Body, CacheKey, CachedObject, ContentKind, StoreKey};
 
 /// The marker slot of a sliced key.
 pub fn marker_slot(key: &CacheKey) -> StoreKey {
@@ -31,6 +34,32 @@ pub fn slice_slot(key: &CacheKey, size: u64, n: u64) -> StoreKey {
 /// Whether a slice's head says it is exactly slice `n` of `size` bytes of its object.
 pub fn is_slice(headers: &HeaderMap, n: u64, size: u64) -> bool {
     content_range(headers).is_some_and(|(a, b, total)| (a, b) == span(n, size, total) && a < b)
+}
+
+/// The marker of a sliced object: the object's head as a 200 of `total` bytes (the
+/// `Content-Length` it is answered with), without a body. `headers` may be a slice's: its
+/// `Content-Range` goes.
+pub(crate) fn marker(
+    headers: &HeaderMap,
+    total: u64,
+    kind: ContentKind,
+    freshness: Freshness,
+    origin: Arc<str>,
+) -> Arc<CachedObject> {
+    let mut headers = headers.clone();
+    headers.remove(header::CONTENT_RANGE);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+    Arc::new(CachedObject {
+        status: http::StatusCode::OK,
+        headers,
+        body: Body::empty(),
+        kind,
+        freshness,
+        vary: None,
+        origin,
+        encodings: None,
+        media: None,
+    })
 }
 
 /// What every slice of one version of an object shares.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
@@ -228,26 +228,13 @@ fn marker_version(m: &Arc<CachedObject>) -> Option<Version> {
 /// Stores the marker of a version (the object's head, its total length as
 /// `Content-Length`, no body) and returns it. Not stored when the slice was not storable.
 async fn store_marker(ctx: &Ctx, key: &CacheKey, src: &Source, v: &Version) -> Arc<CachedObject> {
-    let (status_headers, freshness, origin, kind) = match src {
+    let (headers, freshness, origin, kind) = match src {
         Source::Stored(o) => (&o.headers, Some(o.freshness), o.origin.clone(), o.kind),
         Source::Filling(h, _) => (&h.headers, h.freshness, h.origin.clone(), h.kind),
     };
-    let mut headers = status_headers.clone();
-    headers.remove(header::CONTENT_RANGE);
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(v.total));
-    let stored = freshness.is_some();
-    let marker = Arc::new(CachedObject {
-        status: StatusCode::OK,
-        headers,
-        body: Body::empty(),
-        kind,
-        freshness: freshness.unwrap_or_else(|| policy::Freshness::expired_now(Instant::now())),
-        vary: None,
-        origin,
-        encodings: None,
-        media: None,
-    });
-    if stored {
+    let kept = freshness.unwrap_or_else(|| policy::Freshness::expired_now(Instant::now()));
+    let marker = slice::marker(headers, v.total, kind, kept, origin);
+    if freshness.is_some() {
         ctx.proxy
             .store
             .replace(slice::marker_slot(key), marker.clone())
@@ -325,7 +312,7 @@ fn version_changed(key: &CacheKey) -> EdgeError {
 }
 
 /// The fill of one slice: a `Range` request to the ring's origin, its 206 streamed to the
-/// readers and stored when whole; any other answer is handed to the readers unstored.
+/// readers and stored when whole; any other answer is handed to the readers as `whole`.
 async fn fetch_slice(ctx: Ctx, key: CacheKey, n: u64, headers: HeaderMap, writer: FillWriter) {
     let rt = &ctx.rt;
     let size = rt.config.cache.slice.size;
@@ -351,91 +338,43 @@ async fn fetch_slice(ctx: Ctx, key: CacheKey, n: u64, headers: HeaderMap, writer
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     );
-    if status == StatusCode::PARTIAL_CONTENT && !slice::is_slice(&headers, n, size) {
+    if status != StatusCode::PARTIAL_CONTENT {
+        return whole(&ctx, &key, resp, headers, kind, writer).await;
+    }
+    let Some(length) = slice::content_range(&headers)
+        .filter(|_| slice::is_slice(&headers, n, size))
+        .map(|(a, b, _)| b - a)
+    else {
         resp.finished(false);
         let origin = resp.origin.name.to_string();
         let detail = format!("{key}: asked for slice {n}, got a 206 for another range");
         return writer.fail(EdgeError::OriginProtocol { origin, detail });
-    }
-    let expected = slice::content_range(&headers).map(|(a, b, _)| b - a);
-    let decision = policy::decide(
-        &Exchange {
-            request_headers: &HeaderMap::new(),
-            status: StatusCode::OK,
-            headers: &with_origin_age(&headers, resp.response.headers().get(header::AGE)),
-            kind,
-            request_time: resp.request_time,
-            response_time: resp.response_time,
-            received_at: resp.received_at,
-            media: None,
-        },
-        &rt.config.cache,
-    );
-    let partial = status == StatusCode::PARTIAL_CONTENT && expected.is_some();
-    let Some(expected) = expected.filter(|_| partial) else {
-        return whole(&ctx, &key, resp, headers, kind, writer).await;
     };
-    let freshness = decision.store.ok();
-    writer.set_head(FillHead {
+    // A slice is as fresh as the object would be.
+    let freshness = decided(&ctx, &resp, &headers, kind, StatusCode::OK);
+    writer.set_head(fill_head(
+        &resp,
         status,
-        headers: headers.clone(),
+        &headers,
         kind,
-        content_length: Some(expected),
-        shareable: true,
+        Some(length),
         freshness,
-        initial_age: freshness.map_or(std::time::Duration::ZERO, |f| f.initial_age),
-        vary: None,
-        origin: resp.origin.name.clone(),
-        revalidated: false,
-        from_store: false,
-        encodings: None,
-    });
+    ));
     let mut writer = writer;
-    let mut received = 0u64;
-    while received < expected {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                received += chunk.len() as u64;
-                if writer.push(chunk).await == crate::cache::fill::Push::Stop {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                resp.finished(false);
-                return writer.fail(e);
-            }
+    if let Err(e) = pump(&mut resp, &mut writer, Some(length)).await {
+        return writer.fail(e);
+    }
+    match freshness {
+        Some(freshness) if !writer.is_streaming() => {
+            let body = writer.body();
+            let obj = stored(&resp, status, headers, &body, kind, freshness);
+            let slot = slice::slice_slot(&key, size, n);
+            ctx.proxy.store.replace(slot, obj).await;
+            writer.leave_table();
+            writer.finish_with(body);
         }
+        _ => writer.finish(),
     }
-    resp.finished(received == expected);
-    if received != expected {
-        let detail = format!("slice {n}: {received} of {expected} bytes");
-        let origin = resp.origin.name.to_string();
-        return writer.fail(EdgeError::OriginProtocol { origin, detail });
-    }
-    if let Some(freshness) = freshness
-        && !writer.is_streaming()
-    {
-        let body = writer.body();
-        let obj = Arc::new(CachedObject {
-            status,
-            headers,
-            body: Body::Memory(body.clone()),
-            kind,
-            freshness,
-            vary: None,
-            origin: resp.origin.name.clone(),
-            encodings: None,
-            media: None,
-        });
-        ctx.proxy
-            .store
-            .replace(slice::slice_slot(&key, size, n), obj)
-            .await;
-        writer.leave_table();
-        return writer.finish_with(body);
-    }
-    writer.finish();
 }
 
 /// The origin answered a slice request with something other than a part: its answer goes to
@@ -449,36 +388,73 @@ async fn whole(
     kind: ContentKind,
     mut writer: FillWriter,
 ) {
-    let cfg = &ctx.rt.config.cache;
     let status = resp.response.status();
     let vary = super::headers::vary_names(&mut headers);
     let length = resp.response.content_length();
-    let decision = policy::decide(
+    let fits = length.is_some_and(|l| l <= ctx.rt.config.cache.max_object_size);
+    // Only a whole object is kept: an error answered to one client's range (a 416, say)
+    // must not become what every plain request gets.
+    let freshness = decided(ctx, &resp, &headers, kind, status)
+        .filter(|_| status == StatusCode::OK && fits && vary.is_none());
+    writer.set_head(fill_head(&resp, status, &headers, kind, length, freshness));
+    if freshness.is_none() {
+        writer.stream_only();
+    }
+    if let Err(e) = pump(&mut resp, &mut writer, length).await {
+        return writer.fail(e);
+    }
+    match freshness {
+        Some(freshness) if !writer.is_streaming() => {
+            let body = writer.body();
+            let obj = stored(&resp, status, headers, &body, kind, freshness);
+            ctx.proxy.store.insert(key, &HeaderMap::new(), obj).await;
+            writer.leave_table();
+            writer.finish_with(body);
+        }
+        _ => writer.finish(),
+    }
+}
+
+/// RFC 9111 freshness of an answer to a slice request, judged as `status`; `None` when it
+/// must not be stored.
+fn decided(
+    ctx: &Ctx,
+    resp: &crate::upstream::OriginResponse,
+    headers: &HeaderMap,
+    kind: ContentKind,
+    status: StatusCode,
+) -> Option<policy::Freshness> {
+    policy::decide(
         &Exchange {
             request_headers: &HeaderMap::new(),
             status,
-            headers: &with_origin_age(&headers, resp.response.headers().get(header::AGE)),
+            headers: &with_origin_age(headers, resp.response.headers().get(header::AGE)),
             kind,
             request_time: resp.request_time,
             response_time: resp.response_time,
             received_at: resp.received_at,
             media: None,
         },
-        cfg,
-    );
-    let fits = length.is_some_and(|l| l <= cfg.max_object_size);
-    // Only a whole object is kept: an error answered to one client's range (a 416, say)
-    // must not become what every plain request gets.
-    let whole = status == StatusCode::OK;
-    let freshness = decision
-        .store
-        .ok()
-        .filter(|_| whole && fits && vary.is_none());
-    writer.set_head(FillHead {
+        &ctx.rt.config.cache,
+    )
+    .store
+    .ok()
+}
+
+/// The head a slice fill's readers answer with.
+fn fill_head(
+    resp: &crate::upstream::OriginResponse,
+    status: StatusCode,
+    headers: &HeaderMap,
+    kind: ContentKind,
+    content_length: Option<u64>,
+    freshness: Option<policy::Freshness>,
+) -> FillHead {
+    FillHead {
         status,
         headers: headers.clone(),
         kind,
-        content_length: length,
+        content_length,
         shareable: true,
         freshness,
         initial_age: freshness.map_or(std::time::Duration::ZERO, |f| f.initial_age),
@@ -487,53 +463,65 @@ async fn whole(
         revalidated: false,
         from_store: false,
         encodings: None,
-    });
-    if freshness.is_none() {
-        writer.stream_only();
     }
+}
+
+/// Streams the origin's body to the fill's readers; an error when it breaks off, is not the
+/// announced length, or nobody reads it any more.
+async fn pump(
+    resp: &mut crate::upstream::OriginResponse,
+    writer: &mut FillWriter,
+    length: Option<u64>,
+) -> Result<(), EdgeError> {
     let mut received = 0u64;
     loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                received += chunk.len() as u64;
-                if writer.push(chunk).await == crate::cache::fill::Push::Stop {
-                    resp.finished(true);
-                    return writer.fail(EdgeError::Internal("no readers left".into()));
-                }
-            }
+        let chunk = match resp.chunk().await {
+            Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) => {
                 resp.finished(false);
-                return writer.fail(e);
+                return Err(e);
             }
+        };
+        received += chunk.len() as u64;
+        if length.is_some_and(|l| received > l) {
+            break;
+        }
+        if writer.push(chunk).await == crate::cache::fill::Push::Stop {
+            resp.finished(true);
+            return Err(EdgeError::Internal("no readers left".into()));
         }
     }
-    resp.finished(true);
-    if length.is_some_and(|l| l != received) {
-        let origin = resp.origin.name.to_string();
-        let detail = format!("short body: {received} bytes");
-        return writer.fail(EdgeError::OriginProtocol { origin, detail });
+    let whole = length.is_none_or(|l| l == received);
+    resp.finished(whole);
+    if whole {
+        return Ok(());
     }
-    match freshness {
-        Some(freshness) if !writer.is_streaming() => {
-            let body = writer.body();
-            let obj = Arc::new(CachedObject {
-                status,
-                headers,
-                body: Body::Memory(body.clone()),
-                kind,
-                freshness,
-                vary: None,
-                origin: resp.origin.name.clone(),
-                encodings: None,
-                media: None,
-            });
-            ctx.proxy.store.insert(key, &HeaderMap::new(), obj).await;
-            writer.leave_table();
-            writer.finish_with(body);
-        }
-        _ => writer.finish(),
-    }
+    let origin = resp.origin.name.to_string();
+    let detail = format!("{received} body bytes where {length:?} were announced");
+    Err(EdgeError::OriginProtocol { origin, detail })
+}
+
+/// The stored object of a complete answer.
+fn stored(
+    resp: &crate::upstream::OriginResponse,
+    status: StatusCode,
+    headers: HeaderMap,
+    body: &Bytes,
+    kind: ContentKind,
+    freshness: policy::Freshness,
+) -> Arc<CachedObject> {
+    Arc::new(CachedObject {
+        status,
+        headers,
+        body: Body::Memory(body.clone()),
+        kind,
+        freshness,
+        vary: None,
+        origin: resp.origin.name.clone(),
+        encodings: None,
+        media: None,
+    })
 }
 
 /// The response body: the slices over `[a, b)` in order, each fetched (one ahead) or read

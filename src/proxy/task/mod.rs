@@ -402,22 +402,17 @@ async fn mark_sliced(proxy: &Proxy, job: &FillJob, answer: &Answer, plan: &Plan)
     {
         return;
     }
-    let mut headers = answer.headers.clone();
-    headers.insert(header::CONTENT_LENGTH, total.into());
-    let marker = Arc::new(CachedObject {
-        status: StatusCode::OK,
-        headers,
-        body: crate::cache::Body::empty(),
-        kind: answer.kind,
-        freshness: *freshness,
-        vary: None,
-        origin: answer.origin.clone(),
-        encodings: None,
-        media: None,
-    });
+    use crate::cache::slice;
+    let marker = slice::marker(
+        &answer.headers,
+        total,
+        answer.kind,
+        *freshness,
+        answer.origin.clone(),
+    );
     proxy
         .store
-        .replace(crate::cache::slice::marker_slot(&job.key), marker)
+        .replace(slice::marker_slot(&job.key), marker)
         .await;
 }
 
