@@ -529,11 +529,18 @@ fn load(sh: &Arc<Shared>, slot: &StoreKey, id: Id) -> Option<DiskFound> {
 
 fn entry(header: &Header, slot: &StoreKey, flags: u8) -> Entry {
     Entry {
-        len: header.file_len(),
+        len: allocated(header.file_len()),
         base: base_of(&slot.key),
         flags,
         hits: 0,
     }
+}
+
+/// The bytes a file counts for: what a filesystem allocates for it (4 KiB blocks). Tiny
+/// objects then cannot make the index grow past `max_size / 4 KiB` entries: its memory
+/// follows from the configuration, not from what origins send.
+fn allocated(file_len: u64) -> u64 {
+    file_len.next_multiple_of(4096)
 }
 
 fn delete_files(sh: &Shared, ids: &[Id]) {
@@ -581,7 +588,7 @@ fn write_one(sh: &Shared, w: &Write) {
             let evicted = lock(&sh.index).insert(
                 w.id,
                 Entry {
-                    len: header.file_len(),
+                    len: allocated(header.file_len()),
                     base: w.base,
                     flags: VERIFIED,
                     hits: 0,

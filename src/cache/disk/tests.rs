@@ -411,3 +411,20 @@ fn a_purge_wins_over_a_write_of_the_same_millisecond_and_cannot_forge_log_lines(
     let loaded = log.load().unwrap();
     assert_eq!(loaded.verdict(&slot("/anything"), 0), rules::Verdict::Keep);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_objects_cannot_grow_the_index_past_the_configured_size() {
+    let dir = Dir::new("tiny");
+    let d = opened(&dir.cfg(1 << 20)).await;
+    for i in 0..600u32 {
+        let s = slot(&format!("/t/{i}.ts"));
+        let obj = object(payload(10, i as u8), 3600);
+        // Offered twice: the second offer passes the doorkeeper once the tier is full.
+        d.offer(&s, Offer::Object(&obj), Duration::ZERO);
+        d.offer(&s, Offer::Object(&obj), Duration::ZERO);
+    }
+    d.flush(Duration::from_secs(10)).await;
+    let n = lock(&d.shared.index).len();
+    assert!(n <= 256, "{n} objects indexed in 1 MiB of 4 KiB files");
+    assert!(n >= 200, "the tier still fills: {n}");
+}
