@@ -135,7 +135,7 @@ pub struct DiskConfig {
     pub max_size: u64,
     /// Objects kept for less than this (fresh and stale windows) stay in memory only.
     pub min_ttl: Duration,
-    /// Disk hits before a copy of the object goes to memory.
+    /// Disk hits before a copy of the object goes to memory; 0: never.
     pub promote_after: u32,
     /// fsync each file before it is renamed into place (survives power loss, not only crashes).
     pub fsync: bool,

@@ -217,6 +217,23 @@ fn out_of_range_values_are_errors_not_clamped() {
         ("prefetch:\n  segments: 17\n", "prefetch.segments"),
         ("prefetch:\n  concurrency: 0\n", "prefetch.concurrency"),
         ("log:\n  level: loud\n", "log.level"),
+        (
+            "cache:\n  disk:\n    path: /c\n    max_size: 1GiB\n    promote_after: 256\n",
+            "cache.disk.promote_after",
+        ),
+        (
+            "cache:\n  disk:\n    path: relative\n    max_size: 1GiB\n",
+            "cache.disk.path",
+        ),
+        (
+            "cache:\n  disk:\n    path: /c\n    max_size: 512KiB\n",
+            "cache.disk.max_size",
+        ),
+        ("cache:\n  slice:\n    size: 1KiB\n", "cache.slice.size"),
+        (
+            "cache:\n  slice:\n    prefixes: [vod]\n",
+            "cache.slice.prefixes",
+        ),
     ];
     for (section, field) in cases {
         let e = parse(&format!("{MINIMAL}{section}")).unwrap_err();
@@ -228,6 +245,11 @@ fn out_of_range_values_are_errors_not_clamped() {
     ))
     .unwrap();
     assert_eq!(ok.log.level, "info,streamedge=debug");
+    let never = parse(&format!(
+        "{MINIMAL}cache:\n  disk:\n    path: /c\n    max_size: 1GiB\n    promote_after: 0\n"
+    ))
+    .unwrap();
+    assert_eq!(never.cache.disk.map(|d| d.promote_after), Some(0));
 }
 
 #[test]

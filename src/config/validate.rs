@@ -269,11 +269,11 @@ fn disk(v: &Validator, d: RawDisk) -> Result<DiskConfig, ConfigError> {
 }
 
 fn promote_after(v: &Validator, p: &Spanned<u32>) -> Result<u32, ConfigError> {
-    if !(1..=255).contains(&p.value) {
+    if p.value > 255 {
         return Err(v.err(
             p.referenced,
             "cache.disk.promote_after",
-            "must be between 1 and 255",
+            "must be between 0 (never) and 255",
         ));
     }
     Ok(p.value)

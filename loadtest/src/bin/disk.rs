@@ -2,7 +2,7 @@
 //! four parts; see loadtest/README.md, "The disk tier":
 //!
 //! 1. **hits**: N distinct 1 MiB objects on each cache's disk (streamedge with a memory tier
-//!    too small to hold them and `promote_after` out of reach, so that every hit is a disk
+//!    too small to hold them and `promote_after: 0` (never), so that every hit is a disk
 //!    hit), then wrk asks for them at random: req/s and p99 with the page cache warm, then
 //!    after `drop_caches` (when the machine allows it), and one pass over the set right after
 //!    `drop_caches`;
@@ -154,7 +154,7 @@ struct Args {
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
 /// `promote_after` of the hits and restart parts: no disk hit is ever promoted to memory.
-const NEVER_PROMOTE: u64 = 1_000_000_000;
+const NEVER_PROMOTE: u64 = 0;
 /// Warnings about the machine's limits streamedge logs at start (notes, not anomalies).
 const MACHINE_LIMITS: &[&str] =
     &["server.max_connections is above what the open-file limit allows"];
@@ -1536,21 +1536,7 @@ impl Bench<'_> {
                 a.fill_conns,
             )
             .await;
-            println!(
-                "streamedge  fill pass {pass}: {} objects in {:.1} s ({:.0}/s; {}), {} errors",
-                p.ok,
-                p.wall.as_secs_f64(),
-                p.ok as f64 / p.wall.as_secs_f64().max(1e-9),
-                tally(&p.statuses),
-                p.errors
-            );
-            if p.errors > 0 {
-                self.anomalies.push(format!(
-                    "restart streamedge: fill pass {pass}: {} errors (first: {})",
-                    p.errors,
-                    p.first_error.as_deref().unwrap_or("-")
-                ));
-            }
+            self.report_fill("streamedge", &format!("fill pass {pass}"), &p);
             let mut p = p;
             p.times.clear();
             if pass == 1 {
@@ -1607,6 +1593,25 @@ impl Bench<'_> {
         }
     }
 
+    /// Prints one fill pass and records its errors as an anomaly.
+    fn report_fill(&mut self, target: &str, what: &str, p: &Pass) {
+        println!(
+            "{target:<11} {what}: {} objects in {:.1} s ({:.0}/s; {}), {} errors",
+            p.ok,
+            p.wall.as_secs_f64(),
+            p.ok as f64 / p.wall.as_secs_f64().max(1e-9),
+            tally(&p.statuses),
+            p.errors
+        );
+        if p.errors > 0 {
+            self.anomalies.push(format!(
+                "restart {target}: {what}: {} errors (first: {})",
+                p.errors,
+                p.first_error.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+
     async fn fill_nginx(&mut self, dir: &Path) -> anyhow::Result<Filled> {
         let a = self.args;
         let mut n = self.start_nginx(dir, |http| self.idx_nginx_conf(http))?;
@@ -1617,21 +1622,7 @@ impl Bench<'_> {
             a.fill_conns,
         )
         .await;
-        println!(
-            "nginx       fill: {} objects in {:.1} s ({:.0}/s; {}), {} errors",
-            p.ok,
-            p.wall.as_secs_f64(),
-            p.ok as f64 / p.wall.as_secs_f64().max(1e-9),
-            tally(&p.statuses),
-            p.errors
-        );
-        if p.errors > 0 {
-            self.anomalies.push(format!(
-                "restart nginx: fill: {} errors (first: {})",
-                p.errors,
-                p.first_error.as_deref().unwrap_or("-")
-            ));
-        }
+        self.report_fill("nginx", "fill", &p);
         p.times.clear();
         let t = Instant::now();
         n.stop();

@@ -491,7 +491,7 @@ fn load(sh: &Arc<Shared>, slot: &StoreKey, id: Id) -> Option<DiskFound> {
         let e = ix.get_mut(id)?;
         e.flags |= REFERENCED;
         e.hits = e.hits.saturating_add(1);
-        let promote = u32::from(e.hits) >= sh.cfg.promote_after;
+        let promote = sh.cfg.promote_after != 0 && u32::from(e.hits) >= sh.cfg.promote_after;
         if promote {
             e.hits = 0;
         }
