@@ -1,7 +1,7 @@
 //! What a restart keeps: VOD segments, init segments and playlists filled once are answered from
 //! disk by the next process without asking the origin; ranges of disk objects; headers refreshed
 //! by a 304. What it does not keep: live playlists and objects kept less than `disk.min_ttl`
-//! (never written), and purged objects.
+//! (never written), and purged objects. Vary variants and soft purges hold across it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -271,6 +271,75 @@ async fn a_purged_object_does_not_come_back_from_disk_after_a_restart() {
     assert_eq!(b.body, objects[1].1);
     assert!(is_disk_hit(&b), "{:?}", b.cache_status());
     assert_eq!(origin.count_path("/vod/b.m4s"), 1);
+
+    edge.stop();
+    origin.stop().await;
+}
+
+async fn lang(edge: &DiskEdge, l: &str) -> Resp {
+    send(
+        edge.client()
+            .get(edge.get_url("/vod/subs.vtt"))
+            .header("accept-language", l),
+    )
+    .await
+}
+
+/// `Vary` variants are stored on disk as well (the variant index is a record of its own): after
+/// a restart each variant is a disk hit with its own bytes. A soft purge before the restart
+/// still holds after it: the object is revalidated (304), not served as fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_variants_and_soft_purges_survive_a_restart() {
+    let origin = TestOrigin::start(|parts| {
+        let path = parts.uri.path();
+        if path == "/healthz" {
+            return Reply::ok("ok");
+        }
+        let lang = parts
+            .headers
+            .get("accept-language")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        if parts.headers.get("if-none-match").is_some() {
+            return Reply::ok("").status(304).header("etag", "\"v\"");
+        }
+        Reply::ok(format!("{path} in {lang}"))
+            .header("cache-control", "max-age=86400")
+            .header("etag", "\"v\"")
+            .header("vary", "Accept-Language")
+    })
+    .await;
+    let mut edge = DiskEdge::start(&origin.url(), &Layout::default());
+    for l in ["en", "fr"] {
+        assert_eq!(lang(&edge, l).await.body, format!("/vod/subs.vtt in {l}"));
+    }
+    edge.get("/vod/soft.m4s").await;
+    // The variant index and two variants, and the soft-purge target.
+    edge.wait_disk_objects(4).await;
+    let r = edge.purge("path=/vod/soft.m4s&soft=1").await;
+    assert_eq!(r.status, StatusCode::OK, "soft purge: {:?}", r.body);
+
+    edge.restart();
+    for l in ["en", "fr"] {
+        let r = lang(&edge, l).await;
+        assert_eq!(r.body, format!("/vod/subs.vtt in {l}"));
+        assert!(is_disk_hit(&r), "{l}: {:?}", r.cache_status());
+    }
+    assert_eq!(
+        origin.count_path("/vod/subs.vtt"),
+        2,
+        "one fetch per variant"
+    );
+    let soft = edge.get("/vod/soft.m4s").await;
+    assert_eq!(soft.body, "/vod/soft.m4s in none");
+    assert_eq!(
+        soft.cache_status().fwd_status,
+        Some(304),
+        "revalidated after the restart: {:?}",
+        soft.cache_status()
+    );
+    assert_eq!(origin.count_path("/vod/soft.m4s"), 2);
 
     edge.stop();
     origin.stop().await;
