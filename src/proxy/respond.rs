@@ -408,8 +408,8 @@ fn precondition_failed(extra: &[(HeaderName, HeaderValue)]) -> Response<Response
     resp
 }
 
-/// The one mapping from error to response: status from the error, a generic body, and the
-/// `Age` and `Cache-Status` every response carries.
+/// The one mapping from error to response: status from the error, a generic body readable
+/// cross-origin, and the `Age` and `Cache-Status` every response carries.
 pub fn respond_error(e: &EdgeError, cache: &str, out: &mut Outcome) -> Response<ResponseBody> {
     out.error = Some(e.to_string());
     let mut resp = error_response(e);
@@ -437,6 +437,13 @@ fn error_response(e: &EdgeError) -> Response<ResponseBody> {
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // A browser player on another origin sees an edge-made error only with this: without it the
+    // browser reports a network failure and the player cannot tell a 503 from a lost
+    // connection. The body is the generic message; nothing the client may not see.
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     match e {
         EdgeError::MethodNotAllowed { allow, .. } => {
             h.insert(header::ALLOW, HeaderValue::from_static(allow));

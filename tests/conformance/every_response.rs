@@ -34,6 +34,20 @@ async fn age_date_and_cache_status_on_every_response() {
             r.headers
         );
     }
+    // Errors the edge makes (412, 504, 405 here) can be read by a browser player on another
+    // origin: without CORS the browser hides the status behind a network failure.
+    for i in [5, 6, 8] {
+        let (what, r) = &answers[i];
+        assert!(
+            r.status.is_client_error() || r.status.is_server_error(),
+            "{what}"
+        );
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("*"),
+            "{what}: CORS on an edge-made error"
+        );
+    }
     let failed = &answers[5].1;
     assert_eq!(failed.status, StatusCode::PRECONDITION_FAILED);
     assert_hit(failed, "a 412 decided on the stored object");

@@ -232,7 +232,8 @@ pub struct Freshness {
     pub must_revalidate: bool,
     /// no-cache: revalidate before every use.
     pub no_cache: bool,
-    /// Never serve older than this, stale rules or not (live manifests: one target duration).
+    /// Never serve older than this (live manifests: one target duration), except in place of
+    /// a failed origin within `stale_if_error`.
     pub max_age: Option<Duration>,
 }
 
@@ -293,9 +294,12 @@ impl Freshness {
             && self.stale_while_revalidate > Duration::ZERO
     }
 
+    /// Stale in place of a failed origin (RFC 5861 §4), within `stale-if-error`. The live
+    /// manifest cap does not apply here: while the origin fails, the newest playlist the edge
+    /// has is still the best answer, and a player that reloads it sees it unchanged and waits,
+    /// where an error would make it give up.
     pub fn may_serve_stale_on_error(&self, now: Instant) -> bool {
-        self.within_cap(now)
-            && !self.must_revalidate
+        !self.must_revalidate
             && self.stale_if_error > Duration::ZERO
             && self.staleness(now) <= self.stale_if_error
     }
@@ -308,8 +312,17 @@ impl Freshness {
             || (no_origin && !self.must_revalidate && self.within_cap(now))
     }
 
+    /// Never served older than `until` (age), not even in place of a failed origin: a
+    /// forwarding node's short-lived copy.
+    pub fn limit_age(&mut self, until: Duration) {
+        self.lifetime = self.lifetime.min(until);
+        self.stale_if_error = self.stale_if_error.min(until.saturating_sub(self.lifetime));
+        self.max_age = Some(self.max_age.map_or(until, |cap| cap.min(until)));
+    }
+
     /// How long the cache should keep the object at all (a backstop for moka): never past
-    /// the age it may no longer be served at (`max_age`).
+    /// the age it may no longer be served at (`max_age`, plus `stale_if_error` for a copy in
+    /// place of a failed origin).
     pub fn retention(&self, has_validator: bool, stale_retention: Duration) -> Duration {
         let remaining = self.lifetime.saturating_sub(self.initial_age);
         let stale = self
@@ -321,8 +334,10 @@ impl Freshness {
                 Duration::ZERO
             });
         let keep = remaining + stale;
-        self.max_age
-            .map_or(keep, |cap| keep.min(cap.saturating_sub(self.initial_age)))
+        // Capped (live manifests): kept as long as it may still stand in for a failed origin.
+        self.max_age.map_or(keep, |cap| {
+            keep.min((cap + self.stale_if_error).saturating_sub(self.initial_age))
+        })
     }
 }
 
@@ -396,7 +411,8 @@ fn decide_inner(x: &Exchange<'_>, cfg: &CacheConfig) -> Result<Freshness, Refusa
     if lifetime.is_zero() && !(has_validator(x.headers) && (explicit.is_some() || cc.no_cache)) {
         return Err(Refusal::NoFreshness);
     }
-    // A live manifest is never served older than one target duration, whatever its headers.
+    // A live manifest is never served older than one target duration, whatever its headers
+    // (except in place of a failed origin, within stale-if-error).
     let cap = x.media.and_then(|m| m.cap);
     let default_stale = |d: &crate::config::KindDurations| match x.kind {
         ContentKind::Manifest => d.manifest,

@@ -362,8 +362,22 @@ fn live_manifest_cap() {
         "explicit max-age capped at the target duration"
     );
     let t = f.stored_at + Duration::from_secs(3);
+    assert!(
+        !f.within_cap(t),
+        "past the cap: not served in normal operation"
+    );
     assert!(!f.may_serve_stale_while_revalidate(t));
-    assert!(!f.may_serve_stale_on_error(t));
+    assert!(
+        f.may_serve_stale_on_error(t),
+        "in place of a failed origin, within stale-if-error, the cap does not apply"
+    );
+    assert!(f.may_serve_stale_on_error(f.stored_at + Duration::from_secs(602)));
+    assert!(!f.may_serve_stale_on_error(f.stored_at + Duration::from_secs(603)));
+    assert_eq!(
+        f.retention(true, Duration::from_secs(600)),
+        Duration::from_secs(602),
+        "kept for as long as it may stand in for a failed origin"
+    );
 }
 
 #[test]
@@ -408,6 +422,10 @@ fn retention_never_passes_the_age_an_object_may_be_served_at() {
     let long = Duration::from_secs(600);
     assert_eq!(f.retention(true, long), Duration::from_secs(60 + 3600));
     // A forwarding node's copy: served for two seconds at most, kept no longer.
-    f.max_age = Some(f.initial_age + Duration::from_secs(2));
+    f.limit_age(f.initial_age + Duration::from_secs(2));
     assert_eq!(f.retention(true, long), Duration::from_secs(2));
+    assert!(
+        !f.may_serve_stale_on_error(f.stored_at + Duration::from_secs(3)),
+        "not even in place of a failed origin"
+    );
 }

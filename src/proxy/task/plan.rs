@@ -116,9 +116,7 @@ impl Answer {
             if ttl.is_zero() {
                 decision.store = Err(policy::Refusal::NoFreshness);
             } else {
-                let until = f.initial_age + ttl;
-                f.lifetime = f.lifetime.min(until);
-                f.max_age = Some(f.max_age.map_or(until, |cap| cap.min(until)));
+                f.limit_age(f.initial_age + ttl);
             }
         }
         decision
