@@ -287,9 +287,11 @@ impl Stats {
     /// The numbers now: totals and TTFB include the current second, rates and the top list
     /// are of whole seconds (the last `WINDOW_SECS` and `HISTORY_SECS`).
     pub fn snapshot(&self) -> Snapshot {
+        // Read under the lock: a tick pushes what it read before taking it, so the current
+        // counts are never behind the window's last.
+        let w = lock(&self.window);
         let totals = self.totals();
         let ttfb_now = self.ttfb_histogram();
-        let w = lock(&self.window);
         let last = w.totals.back().copied().unwrap_or_default();
         let span = (w.totals.len() - 1).min(WINDOW_SECS);
         let first = w.totals[w.totals.len() - 1 - span];
@@ -297,20 +299,22 @@ impl Stats {
             if span == 0 {
                 0.0
             } else {
-                (a - b) as f64 / span as f64
+                a.saturating_sub(b) as f64 / span as f64
             }
         };
         let mut history = vec![0; HISTORY_SECS + 1 - w.totals.len()];
-        history.extend(w.totals.iter().zip(w.totals.iter().skip(1)).map(|(a, b)| b.requests - a.requests));
+        history.extend(
+            w.totals
+                .iter()
+                .zip(w.totals.iter().skip(1))
+                .map(|(a, b)| b.requests.saturating_sub(a.requests)),
+        );
         let oldest = w.ttfb.front().map_or(&[][..], |h| &h[..]);
         let recent: Vec<u64> = ttfb_now
             .iter()
             .zip(oldest.iter().chain(std::iter::repeat(&0)))
-            .map(|(now, then)| now - then)
+            .map(|(now, then)| now.saturating_sub(*then))
             .collect();
-        let mut top: Vec<(Arc<str>, u64)> = w.keys.iter().map(|(k, n)| (k.clone(), *n)).collect();
-        top.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        top.truncate(TOP_KEYS);
         Snapshot {
             uptime: self.started.elapsed(),
             requests: totals.requests,
@@ -320,11 +324,24 @@ impl Stats {
             bytes_per_s: per_s(last.bytes, first.bytes),
             ttfb_samples: recent.iter().sum(),
             ttfb_ms: [0.5, 0.9, 0.99].map(|q| quantile_ms(&recent, q)),
-            top,
+            top: top_keys(&w.keys),
             top_dropped: w.dropped,
             history,
         }
     }
+}
+
+/// The `TOP_KEYS` most counted keys, most first (ties by key), without sorting them all.
+fn top_keys(keys: &HashMap<Arc<str>, u64>) -> Vec<(Arc<str>, u64)> {
+    let order =
+        |a: &(&Arc<str>, u64), b: &(&Arc<str>, u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0));
+    let mut all: Vec<(&Arc<str>, u64)> = keys.iter().map(|(k, n)| (k, *n)).collect();
+    if all.len() > TOP_KEYS {
+        all.select_nth_unstable_by(TOP_KEYS - 1, order);
+        all.truncate(TOP_KEYS);
+    }
+    all.sort_unstable_by(order);
+    all.into_iter().map(|(k, n)| (k.clone(), n)).collect()
 }
 
 fn push_bounded<T>(ring: &mut VecDeque<T>, value: T, max: usize) {
@@ -459,6 +476,30 @@ mod tests {
         stats.tick();
         assert!(stats.snapshot().top.is_empty());
         assert!(lock(&stats.window).keys.is_empty(), "no zero counts kept");
+    }
+
+    #[test]
+    fn top_keys_are_the_most_counted() {
+        let keys: HashMap<Arc<str>, u64> = (0..100u64)
+            .map(|i| (Arc::from(format!("/k{i:02}")), i % 50))
+            .collect();
+        let top = top_keys(&keys);
+        let top: Vec<(&str, u64)> = top.iter().map(|(k, n)| (&**k, *n)).collect();
+        assert_eq!(
+            top,
+            [
+                ("/k49", 49),
+                ("/k99", 49),
+                ("/k48", 48),
+                ("/k98", 48),
+                ("/k47", 47),
+                ("/k97", 47),
+                ("/k46", 46),
+                ("/k96", 46),
+                ("/k45", 45),
+                ("/k95", 45),
+            ]
+        );
     }
 
     #[test]
