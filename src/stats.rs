@@ -120,14 +120,19 @@ struct Window {
     totals: VecDeque<Totals>,
     /// Cumulative TTFB histograms at the last `WINDOW_SECS + 1` ticks, oldest first.
     ttfb: VecDeque<Box<[u64]>>,
-    /// Key counts of each of the last `HISTORY_SECS` seconds, oldest first, with the
-    /// requests whose key was not counted.
-    seconds: VecDeque<(Vec<(Arc<str>, u64)>, u64)>,
+    /// Key counts of each of the last `HISTORY_SECS` seconds, oldest first.
+    seconds: VecDeque<Second>,
     /// The sum of `seconds`.
     keys: HashMap<Arc<str>, u64>,
     dropped: u64,
     /// Emptied maps swapped into the shards at the next tick (their capacity is kept).
     spares: Vec<HashMap<Box<str>, u64>>,
+}
+
+/// One second's key counts, and its requests whose key was not counted.
+struct Second {
+    keys: Vec<(Arc<str>, u64)>,
+    dropped: u64,
 }
 
 /// The live numbers of one edge.
@@ -268,12 +273,15 @@ impl Stats {
             slot.push((key, n));
         }
         w.dropped += dropped;
-        w.seconds.push_back((slot, dropped));
+        w.seconds.push_back(Second {
+            keys: slot,
+            dropped,
+        });
         if w.seconds.len() > HISTORY_SECS
-            && let Some((old, old_dropped)) = w.seconds.pop_front()
+            && let Some(old) = w.seconds.pop_front()
         {
-            w.dropped -= old_dropped;
-            for (k, n) in old {
+            w.dropped -= old.dropped;
+            for (k, n) in old.keys {
                 if let Some(sum) = w.keys.get_mut(&k) {
                     *sum -= n;
                     if *sum == 0 {
