@@ -1,6 +1,6 @@
 //! Operating the edge as a process: signals (SIGTERM drain, SIGHUP reload that keeps the old
 //! config on errors), the JSON access log, the Prometheus exposition checked by `promtool`,
-//! and the health endpoints.
+//! the health endpoints, and the status page and its JSON.
 
 mod common;
 
