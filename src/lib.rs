@@ -91,8 +91,10 @@
 //! signing.rs            signed-URL tokens
 //! error.rs              the request path's error type and its status mapping
 //! metrics.rs            every metric name, the recorder
+//! stats.rs              the node's live numbers for the status page (rates, TTFB, top keys)
 //! logging.rs            log setup, non-blocking access lines
-//! admin.rs              the admin listener: metrics, health, readiness, purge
+//! admin/                the admin listener: metrics, health, readiness, purge
+//!   status.rs           the live status page and its JSON
 //! origin/               the synthetic origin (`streamedge origin`) and the bundled demo media
 //!   setup.rs            the file table and live views, built at start
 //!   respond.rs          requests to responses (200, 206, 304, 416)
@@ -124,6 +126,7 @@ mod proxy;
 mod run;
 mod server;
 pub mod signing;
+mod stats;
 pub mod syntax;
 pub mod target;
 pub mod tls;

@@ -112,6 +112,8 @@ struct Edge {
     accept_loops: Vec<JoinHandle<()>>,
     probes: Vec<JoinHandle<()>>,
     upkeep: JoinHandle<()>,
+    /// Rolls the status page's numbers every second, while there is an admin listener.
+    stats_ticker: Option<JoinHandle<()>>,
 }
 
 impl Edge {
@@ -140,6 +142,7 @@ impl Edge {
             accept_loops: Vec::new(),
             probes: proxy.runtime().spawn_background(),
             upkeep: spawn_upkeep(proxy.clone()),
+            stats_ticker: None,
             proxy,
             tls,
             limits,
@@ -168,6 +171,7 @@ impl Edge {
             };
             let serving = self.admin_server.clone().serve(l, None, admin);
             self.accept_loops.push(tokio::spawn(serving));
+            self.stats_ticker = Some(spawn_stats_ticker(self.proxy.clone()));
         }
         self.listening.store(true, Ordering::Relaxed);
     }
@@ -219,6 +223,9 @@ impl Edge {
             p.abort();
         }
         self.upkeep.abort();
+        if let Some(t) = self.stats_ticker {
+            t.abort();
+        }
     }
 }
 
@@ -230,6 +237,19 @@ fn spawn_upkeep(proxy: Arc<Proxy>) -> JoinHandle<()> {
             tick.tick().await;
             proxy.store.run_pending_tasks().await;
             metrics::upkeep(proxy.store.weighted_size(), proxy.store.entry_count());
+        }
+    })
+}
+
+/// Closes each second of the status page's numbers (rates, history, top keys).
+fn spawn_stats_ticker(proxy: Arc<Proxy>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut tick = tokio::time::interval_at(start, Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            proxy.stats.tick();
         }
     })
 }

@@ -1,6 +1,6 @@
 //! Operating the edge as a process: signals (SIGTERM drain, SIGHUP reload that keeps the old
 //! config on errors), the JSON access log, the Prometheus exposition checked by `promtool`,
-//! and the health endpoints.
+//! the health endpoints, and the status page and its JSON.
 
 mod common;
 
@@ -366,6 +366,254 @@ async fn client_timeouts_close_silent_connections() {
         took >= Duration::from_millis(350) && took < Duration::from_millis(2500),
         "idle keep-alive connection closed after {took:?}"
     );
+    edge.stop().await;
+    origin.stop().await;
+}
+
+/// `/status.json` on the edge's admin listener, parsed.
+async fn status_json(edge: &TestEdge) -> serde_json::Value {
+    let r = get(&edge.http_client(), &edge.admin_url("/status.json")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    serde_json::from_slice(&r.body).expect("status.json is JSON")
+}
+
+/// Polls `/status.json` (bounded) until `done` holds; returns that status.
+async fn status_until(
+    edge: &TestEdge,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    within(secs, what, async {
+        loop {
+            let s = status_json(edge).await;
+            if done(&s) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_is_self_contained_with_a_strict_policy() {
+    let origin = TestOrigin::fixed(Reply::ok("ok")).await;
+    let edge = TestEdge::start(&origin).await;
+    let c = edge.http_client();
+    let r = get(&c, &edge.admin_url("/status")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let csp = r.header("content-security-policy").expect("a CSP");
+    for part in [
+        "default-src 'none'",
+        "script-src 'sha256-",
+        "style-src 'sha256-",
+        "connect-src 'self'",
+        "img-src data:",
+    ] {
+        assert!(csp.contains(part), "{part} in {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    let page = String::from_utf8(r.body.to_vec()).expect("HTML is text");
+    for id in [
+        "requests_per_s",
+        "bytes_per_s",
+        "hit_ratio",
+        "ttfb_p50_ms",
+        "ttfb_p90_ms",
+        "ttfb_p99_ms",
+        "fills_in_flight",
+        "requests_total",
+        "hits_total",
+        "bytes_total",
+        "cache_memory_bytes",
+        "cache_memory_max_bytes",
+        "cache_memory_objects",
+        "cache_disk_bytes",
+        "cache_disk_objects",
+        "history",
+        "origins",
+        "peers",
+        "top",
+        "updated",
+    ] {
+        assert!(page.contains(&format!("id=\"{id}\"")), "no element {id}");
+    }
+    // Nothing from elsewhere: no absolute or scheme-relative URL, every src/href inline.
+    for external in ["http://", "https://", "\"//", "'//"] {
+        assert!(!page.contains(external), "the page refers to {external}");
+    }
+    for attr in ["src=", "href="] {
+        for (i, _) in page.match_indices(attr) {
+            let value = &page[i + attr.len()..];
+            assert!(
+                value.starts_with("\"data:"),
+                "{attr} not inline: {value:.40}"
+            );
+        }
+    }
+    assert!(page.contains("fetch(\"status.json\""));
+    let wrong = send(c.post(edge.admin_url("/status.json"))).await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.header("allow"), Some("GET, HEAD"));
+    edge.stop().await;
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_counts_what_clients_got() {
+    let sizes = [("/a.ts", 1000), ("/b.ts", 2000), ("/c.m3u8", 300)];
+    let origin = TestOrigin::start(move |parts| match parts.uri.path() {
+        "/health" => Reply::ok("ok"),
+        "/slow.ts" => Reply::ok(payload(5000, 3)).delay(Duration::from_millis(1500)),
+        path => {
+            let size = sizes.iter().find(|(p, _)| *p == path).map_or(10, |s| s.1);
+            Reply::ok(payload(size, 1)).header("cache-control", "max-age=60")
+        }
+    })
+    .await;
+    let dead = dead_port().await;
+    let edge = TestEdge::start_fleet(
+        &[("good", origin.url(), 1), ("dead", format!("http://{dead}"), 1)],
+        "health_check:\n  path: /health\n  interval: 50ms\n  timeout: 500ms\n  rise: 1\n  fall: 1\n",
+    )
+    .await;
+
+    // Before traffic: nothing counted; one origin down, the other up.
+    let s = status_until(&edge, 10, "the dead origin to be reported down", |s| {
+        s["origins"][1]["healthy"] == false
+    })
+    .await;
+    assert_eq!(s["requests_total"], 0, "{s}");
+    assert_eq!(s["hits_total"], 0);
+    assert_eq!(s["bytes_total"], 0);
+    assert_eq!(s["hit_ratio"], 0.0);
+    assert_eq!(s["fills_in_flight"], 0);
+    assert_eq!(s["top"], serde_json::json!([]));
+    assert_eq!(s["history"].as_array().map(Vec::len), Some(60));
+    assert_eq!(s["ttfb_ms"]["p50"], serde_json::Value::Null);
+    assert_eq!(s["origins"][0]["name"], "good");
+    assert_eq!(s["origins"][0]["address"], format!("{}/", origin.url()));
+    assert_eq!(s["origins"][0]["healthy"], true);
+    assert_eq!(s["origins"][1]["name"], "dead");
+    assert_eq!(s["peers"], serde_json::json!([]));
+    assert_eq!(s["cache"]["disk"], serde_json::Value::Null);
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+
+    // 4 × a, 2 × b, 1 × c, one after the other: 3 misses, 4 hits.
+    let c = edge.http_client();
+    let (mut hits, mut bytes) = (0, 0);
+    for path in [
+        "/a.ts", "/a.ts", "/b.ts", "/a.ts", "/c.m3u8", "/b.ts", "/a.ts",
+    ] {
+        let r = get(&c, &edge.http_url(path)).await;
+        assert_eq!(r.status, StatusCode::OK);
+        hits += u64::from(r.cache_status().hit);
+        bytes += r.body.len() as u64;
+    }
+    assert_eq!((hits, bytes), (4, 4 * 1000 + 2 * 2000 + 300));
+    let s = status_json(&edge).await;
+    assert_eq!(s["requests_total"], 7, "{s}");
+    assert_eq!(s["hits_total"], hits);
+    assert_eq!(s["bytes_total"], bytes);
+    assert_eq!(s["hit_ratio"], 4.0 / 7.0);
+    assert!(s["ttfb_ms"]["p50"].as_f64().is_some_and(|p| p > 0.0), "{s}");
+    assert!(s["ttfb_ms"]["samples"].as_u64() >= Some(7), "{s}");
+
+    // Rates and the top list count whole seconds: they follow within the next tick.
+    let s = status_until(&edge, 3, "requests_per_s above 0", |s| {
+        s["requests_per_s"].as_f64() > Some(0.0)
+    })
+    .await;
+    assert!(s["bytes_per_s"].as_f64() > Some(0.0), "{s}");
+    let s = status_until(&edge, 3, "all 7 requests in the top list", |s| {
+        s["top"].as_array().map_or(0, |t| {
+            t.iter().filter_map(|e| e["requests"].as_u64()).sum::<u64>()
+        }) == 7
+    })
+    .await;
+    assert_eq!(
+        s["top"],
+        serde_json::json!([
+            {"key": "/a.ts", "requests": 4},
+            {"key": "/b.ts", "requests": 2},
+            {"key": "/c.m3u8", "requests": 1},
+        ])
+    );
+    let history: u64 = s["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert!(history <= 7, "{s}");
+
+    // The memory tier's size is settled by its maintenance, a few seconds at most.
+    let s = status_until(&edge, 10, "the memory tier to count its objects", |s| {
+        s["cache"]["memory"]["objects"].as_u64() >= Some(3)
+    })
+    .await;
+    let memory = &s["cache"]["memory"];
+    assert!(memory["bytes"].as_u64() >= Some(3300), "{s}");
+    assert!(
+        memory["max_bytes"].as_u64() > memory["bytes"].as_u64(),
+        "{s}"
+    );
+
+    // A fill is in flight while the slow origin answers, and gone after.
+    let slow = tokio::spawn({
+        let c = c.clone();
+        let url = edge.http_url("/slow.ts");
+        async move { get(&c, &url).await }
+    });
+    status_until(&edge, 3, "a fill in flight", |s| {
+        s["fills_in_flight"].as_u64() >= Some(1)
+    })
+    .await;
+    let r = within(10, "the slow response", slow).await.unwrap();
+    assert_eq!(r.body.len(), 5000);
+    status_until(&edge, 3, "no fill in flight", |s| s["fills_in_flight"] == 0).await;
+    let s = status_json(&edge).await;
+    assert_eq!(s["requests_total"], 8);
+    assert_eq!(s["bytes_total"], bytes + 5000);
+    assert_eq!(s["origins"][0]["healthy"], true);
+    assert_eq!(s["origins"][1]["healthy"], false);
+    edge.stop().await;
+    origin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_reports_the_disk_tier() {
+    let origin =
+        TestOrigin::fixed(Reply::ok(payload(10_000, 5)).header("cache-control", "max-age=3600"))
+            .await;
+    let dir = TempDir::new("status-disk");
+    let edge = TestEdge::builder(&[origin.url()])
+        .yaml(&format!(
+            "cache:\n  disk:\n    path: \"{}\"\n    max_size: 64MiB\n",
+            dir.path().join("cache").display()
+        ))
+        .start()
+        .await;
+    let s = status_until(&edge, 10, "the disk index to be ready", |s| {
+        s["cache"]["disk"]["ready"] == true
+    })
+    .await;
+    let disk = &s["cache"]["disk"];
+    assert_eq!(disk["enabled"], true, "{s}");
+    assert_eq!(disk["max_bytes"], 64 << 20);
+    assert_eq!(disk["objects"], 0);
+    let r = get(&edge.http_client(), &edge.http_url("/seg.ts")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let s = status_until(&edge, 10, "the object on disk", |s| {
+        s["cache"]["disk"]["objects"] == 1
+    })
+    .await;
+    assert!(s["cache"]["disk"]["bytes"].as_u64() >= Some(10_000), "{s}");
     edge.stop().await;
     origin.stop().await;
 }

@@ -561,6 +561,16 @@ impl Store {
         self.cache.weighted_size()
     }
 
+    /// The memory tier's capacity in bytes.
+    pub fn max_size(&self) -> u64 {
+        self.cache.policy().max_capacity().unwrap_or(0)
+    }
+
+    /// The disk tier's state and size, when one is configured.
+    pub fn disk_usage(&self) -> Option<disk::DiskUsage> {
+        self.disk.as_ref().map(disk::Disk::usage)
+    }
+
     pub async fn run_pending_tasks(&self) {
         self.cache.run_pending_tasks().await;
     }

@@ -13,6 +13,7 @@ use crate::cache::fill::FillTable;
 use crate::cache::key::KeyRules;
 use crate::cluster::{Cluster, Route};
 use crate::config::Config;
+use crate::stats::Stats;
 use crate::upstream::{Origin, Upstream, UpstreamError};
 
 /// Everything a request reads that a config reload may replace.
@@ -75,6 +76,8 @@ impl Runtime {
 pub struct Proxy {
     pub store: Store,
     pub fills: Arc<FillTable>,
+    /// The live numbers of the status page (kept across reloads).
+    pub stats: Stats,
     runtime: ArcSwap<Runtime>,
 }
 
@@ -83,6 +86,7 @@ impl Proxy {
         Proxy {
             store: Store::new(&runtime.config.cache),
             fills: FillTable::new(runtime.config.cache.max_in_flight),
+            stats: Stats::new(),
             runtime: ArcSwap::from_pointee(runtime),
         }
     }

@@ -9,7 +9,8 @@ use http_body::Body;
 use tokio::time::Instant;
 
 use super::body::empty;
-use crate::cache::ContentKind;
+use super::context::Proxy;
+use crate::cache::{CacheKey, ContentKind};
 use crate::cmcd::Cmcd;
 use crate::server::{BodyWatch, BoxError, ConnInfo, ResponseBody, Watched};
 
@@ -55,6 +56,8 @@ pub struct Outcome {
     pub origin: Option<Arc<str>>,
     pub error: Option<String>,
     pub cmcd: Option<Cmcd>,
+    /// The cache key, once the request has one (for the status page's top keys).
+    pub key: Option<CacheKey>,
     ttfb: Duration,
 }
 
@@ -74,16 +77,27 @@ impl Outcome {
             origin: None,
             error: None,
             cmcd: None,
+            key: None,
             ttfb: Duration::ZERO,
         }
     }
 }
 
-/// Wraps the body so the access line and metrics are written when it ends.
-pub fn log(mut response: Response<ResponseBody>, mut out: Outcome) -> Response<ResponseBody> {
+/// Wraps the body so the access line and metrics are written when it ends. The status page's
+/// numbers count the response now (its head is out) and its body bytes as they go.
+pub fn log(
+    mut response: Response<ResponseBody>,
+    mut out: Outcome,
+    proxy: Arc<Proxy>,
+) -> Response<ResponseBody> {
     let status = response.status().as_u16();
     out.ttfb = out.started.elapsed();
     crate::metrics::first_byte(out.cache.as_str(), out.ttfb);
+    proxy.stats.response(
+        out.cache == CacheResult::Hit,
+        out.ttfb,
+        out.key.as_ref().map(CacheKey::as_repr),
+    );
     if out.method == Method::HEAD || response.body().is_end_stream() {
         emit(&out, status, 0, None);
         return response;
@@ -101,6 +115,7 @@ pub fn log(mut response: Response<ResponseBody>, mut out: Outcome) -> Response<R
             bytes: 0,
             expected,
             log,
+            proxy,
         },
     );
     response
@@ -145,11 +160,15 @@ struct Logged {
     /// The declared length: hyper may drop a body as soon as it has sent that many bytes.
     expected: Option<u64>,
     log: Option<(Outcome, u16)>,
+    proxy: Arc<Proxy>,
 }
 
 impl BodyWatch for Logged {
     fn sent(&mut self, data: Option<usize>) {
-        self.bytes += data.unwrap_or(0) as u64;
+        if let Some(n) = data {
+            self.bytes += n as u64;
+            self.proxy.stats.sent(n as u64);
+        }
     }
 
     fn ended(&mut self, error: Option<&BoxError>) {

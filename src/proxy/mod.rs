@@ -75,7 +75,7 @@ pub async fn handle(
         Ok(r) => r,
         Err(e) => respond_error(&e, &ctx.rt.cache_name, &mut out),
     };
-    log::log(response, out)
+    log::log(response, out, ctx.proxy)
 }
 
 /// The phases in order.
@@ -96,6 +96,7 @@ async fn serve(
     let forward = admit::admit(ctx, parts)?;
     admit::sign(ctx, &mut target)?;
     let key = admit::key(&ctx.rt, &target);
+    out.key = Some(key.clone());
     out.kind = ContentKind::from_path(&target.path);
     if let Some(next) = admit::cmcd(ctx, parts, &target, out) {
         spawn::prefetch(&ctx.proxy, &ctx.rt, next);

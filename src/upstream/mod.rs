@@ -297,6 +297,11 @@ impl Upstream {
         resp
     }
 
+    /// The configured origins, in configuration order.
+    pub fn origins(&self) -> &[Arc<Origin>] {
+        &self.origins
+    }
+
     pub fn any_up(&self) -> bool {
         self.origins.iter().any(|o| o.health.is_up())
     }

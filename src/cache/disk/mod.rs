@@ -50,6 +50,17 @@ pub(crate) enum DiskFound {
     Vary(Arc<[HeaderName]>),
 }
 
+/// The disk tier's state and size, for the status page.
+pub(crate) struct DiskUsage {
+    /// Reads and writes on (an I/O error turns them off).
+    pub enabled: bool,
+    /// The start-up scan has rebuilt the index.
+    pub ready: bool,
+    pub objects: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+}
+
 /// What is offered to the disk.
 pub(crate) enum Offer<'a> {
     Object(&'a CachedObject),
@@ -178,6 +189,22 @@ impl Disk {
                 crate::metrics::disk_error("slow-read");
                 None
             }
+        }
+    }
+
+    /// The tier's state and size now (from the index: no I/O).
+    pub fn usage(&self) -> DiskUsage {
+        let sh = &self.shared;
+        let (objects, bytes) = {
+            let ix = lock(&sh.index);
+            (ix.len(), ix.bytes())
+        };
+        DiskUsage {
+            enabled: sh.reads.load(Ordering::Relaxed) && sh.writes.load(Ordering::Relaxed),
+            ready: sh.ready.load(Ordering::Relaxed),
+            objects,
+            bytes,
+            max_bytes: sh.cfg.max_size,
         }
     }
 

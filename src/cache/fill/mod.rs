@@ -449,7 +449,7 @@ impl FillTable {
         }
     }
 
-    #[cfg(test)]
+    /// Fills in flight: the table's size.
     pub fn len(&self) -> usize {
         self.lock().len()
     }

@@ -1,4 +1,7 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, and the token-protected purge API.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, the live status page (`/status`,
+//! `/status.json`) and the token-protected purge API.
+
+mod status;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -83,8 +86,10 @@ impl AdminHandler {
                     )
                 }
             }
+            (&Method::GET | &Method::HEAD, "/status") => status::page(),
+            (&Method::GET | &Method::HEAD, "/status.json") => status::json(&self.proxy),
             (&Method::POST, "/purge") => self.purge(&req).await,
-            (_, "/metrics" | "/healthz" | "/readyz" | "/purge") => {
+            (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/status.json" | "/purge") => {
                 let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
                 let allow = if path == "/purge" {
                     "POST"
