@@ -252,6 +252,7 @@ async fn origin(
         dir,
         delay: Duration::from_millis(delay_ms),
         live_window,
+        requests: None,
     };
     tracing::info!("origin on http://{listen}");
     for (label, path) in streamedge::origin::demo_paths() {
