@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::clock::{self, Micros};
 use super::files::Entity;
-use super::hls::{PartRef, Report};
+use super::hls::{LowLatency, PartRef, Report};
 use super::live::{HLS_TYPE, Partable};
 use super::respond::plain;
 use super::{Origin, paths};
@@ -46,10 +46,8 @@ impl Hold {
 
 impl Origin {
     /// Phase `hold`: runs before the response for `/ll/` playlists and parts. A blocking
-    /// reload (`_HLS_msn`, `_HLS_part`) waits until the playlist has what it asks for (400
-    /// when that is more than two segments ahead); a part not yet produced waits until it is,
-    /// if it is the next one or the one after (404 when further). Either waits at most three
-    /// target durations (then 503). Everything else passes at once.
+    /// reload waits until the playlist has what it asks for ([`Origin::hold_reload`]), a part
+    /// until it is produced ([`Origin::hold_part`]). Everything else passes at once.
     pub(super) async fn hold(
         &self,
         method: &Method,
@@ -62,36 +60,51 @@ impl Origin {
             return Ok(Hold::None);
         };
         if let Some(view) = self.ll_hls.get(&key) {
-            let ll = &view.live.source;
-            let d = Directives::from_query(uri.query());
-            let Some(msn) = d.msn else {
-                return match d.part {
-                    // RFC 8216bis 6.2.5.2: _HLS_part without _HLS_msn is a client error.
-                    Some(_) => Err(refused(StatusCode::BAD_REQUEST, "bad request\n")),
-                    None => Ok(Hold::None),
-                };
-            };
-            let last = ll
-                .playlist
-                .available(self.clock.elapsed())
-                .saturating_sub(1);
-            if msn > last.saturating_add(2) {
-                return Err(refused(StatusCode::BAD_REQUEST, "bad request\n"));
-            }
-            let wanted = match d.part {
-                None => ll.last_part_of(msn),
-                Some(part) => ll.normalize(PartRef { msn, part }),
-            };
-            let at = ll.end_of(wanted).unwrap_or(Micros::MAX);
-            return match self.wait_until(at, ll.target_duration()).await {
-                true => Ok(Hold::Directed),
-                false => Err(refused(StatusCode::SERVICE_UNAVAILABLE, "not yet\n")),
-            };
+            return self.hold_reload(&view.live.source, uri.query()).await;
         }
-        let Some((partable, _, p)) = self.part_of(&key) else {
-            return Ok(Hold::None);
+        match self.part_of(&key) {
+            Some((partable, _, p)) => self.hold_part(&partable.playlist, p).await,
+            None => Ok(Hold::None),
+        }
+    }
+
+    /// A playlist request with `_HLS_msn` (and `_HLS_part`) waits until the part (or the
+    /// whole segment) is out; 400 for an msn more than two segments past the last complete
+    /// one (RFC 8216bis 6.2.5.2), or `_HLS_part` alone. Without directives, no wait.
+    async fn hold_reload(
+        &self,
+        ll: &LowLatency,
+        query: Option<&str>,
+    ) -> Result<Hold, Response<Full<Bytes>>> {
+        let d = Directives::from_query(query);
+        let Some(msn) = d.msn else {
+            return match d.part {
+                Some(_) => Err(refused(StatusCode::BAD_REQUEST, "bad request\n")),
+                None => Ok(Hold::None),
+            };
         };
-        let ll = &self.ll_hls[&partable.playlist].live.source;
+        let last = ll
+            .playlist
+            .available(self.clock.elapsed())
+            .saturating_sub(1);
+        if msn > last.saturating_add(2) {
+            return Err(refused(StatusCode::BAD_REQUEST, "bad request\n"));
+        }
+        let wanted = match d.part {
+            None => ll.last_part_of(msn),
+            Some(part) => ll.normalize(PartRef { msn, part }),
+        };
+        let at = ll.end_of(wanted).unwrap_or(Micros::MAX);
+        match self.wait_until(at, ll.target_duration()).await {
+            true => Ok(Hold::Directed),
+            false => Err(refused(StatusCode::SERVICE_UNAVAILABLE, "not yet\n")),
+        }
+    }
+
+    /// Part `p` of LL playlist `playlist`: at once if it is out, after a wait if it is the
+    /// next part (the preload hint) or the one after, else 404.
+    async fn hold_part(&self, playlist: &str, p: PartRef) -> Result<Hold, Response<Full<Bytes>>> {
+        let ll = &self.ll_hls[playlist].live.source;
         let Some(at) = ll.end_of(p) else {
             return Ok(Hold::None);
         };

@@ -136,14 +136,15 @@ pub(crate) fn tracks(init: &[u8]) -> Option<Tracks> {
     if let Some(&(_, mvex, mvex_end)) = child(&moov, b"mvex") {
         for (kind, start, end) in boxes(init, mvex, mvex_end)? {
             // version/flags(4) track_ID(4) description index(4) duration(4) size(4) flags(4)
-            if &kind == b"trex" && end - start >= 24 {
-                if let Some(t) = out.get_mut(&be32(init, start + 4)?) {
-                    t.defaults = Defaults {
-                        duration: be32(init, start + 12),
-                        size: be32(init, start + 16),
-                        flags: be32(init, start + 20),
-                    };
-                }
+            if &kind == b"trex"
+                && end - start >= 24
+                && let Some(t) = out.get_mut(&be32(init, start + 4)?)
+            {
+                t.defaults = Defaults {
+                    duration: be32(init, start + 12),
+                    size: be32(init, start + 16),
+                    flags: be32(init, start + 20),
+                };
             }
         }
     }
