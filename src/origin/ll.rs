@@ -126,7 +126,7 @@ impl Origin {
 
     /// Waits until the live clock reaches `at`, or for [`HOLD_TARGETS`] × `target`; whether
     /// it got there.
-    async fn wait_until(&self, at: Micros, target: Micros) -> bool {
+    pub(super) async fn wait_until(&self, at: Micros, target: Micros) -> bool {
         let deadline = Instant::now() + Duration::from_micros(target) * HOLD_TARGETS;
         loop {
             let now = self.clock.elapsed();

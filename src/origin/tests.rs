@@ -296,6 +296,14 @@ fn malformed_input_never_panics() {
                     let _ = o.live(&format!("hls/loop-3/{name}"));
                 }
                 let _ = o.live("dash/seg-1-099.m4s");
+                for key in [
+                    "hls/media_0.m3u8",
+                    "hls/media_1.m3u8",
+                    "hls/loop-3/seg-0-002.p1.m4s",
+                    "hls/loop-3/seg-1-006.p3.m4s",
+                ] {
+                    let _ = o.low_latency(key);
+                }
                 assert!(o.files.contains_key(*key));
             }
         }
@@ -399,4 +407,70 @@ fn parts_of_live_segments_are_the_segment_split() {
     }
     // Parts exist only under /ll/.
     assert!(o.live("hls/loop-0/seg-0-003.p1.m4s").is_none());
+}
+
+#[test]
+fn any_retimable_playlist_goes_low_latency() {
+    // A --dir layout: segments in a subdirectory, one named without an extension, and a
+    // playlist of MPEG-TS beside it, which cannot be split.
+    let file = |key: &str, name: &str| files::Loaded {
+        key: key.to_owned(),
+        body: Bytes::from_static(
+            media::FILES
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, b)| *b)
+                .unwrap(),
+        ),
+        modified: SystemTime::now(),
+    };
+    let text = |key: &str, body: &'static str| files::Loaded {
+        key: key.to_owned(),
+        body: Bytes::from_static(body.as_bytes()),
+        modified: SystemTime::now(),
+    };
+    let loaded = vec![
+        text(
+            "s/index.m3u8",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"v/init.mp4\"\n\
+             #EXTINF:2.0,\nv/a.mp4\n#EXTINF:2.0,\nv/b\n",
+        ),
+        file("s/v/init.mp4", "hls/init-0.m4s"),
+        file("s/v/a.mp4", "hls/seg-0-001.m4s"),
+        file("s/v/b", "hls/seg-0-002.m4s"),
+        text("ts/p.m3u8", "#EXTM3U\n#EXTINF:2.0,\nx.ts\n"),
+        text("ts/x.ts", "not really"),
+    ];
+    let o = Origin::new(loaded, &OriginOptions::default(), SystemTime::now());
+    assert_eq!(o.ll_hls.len(), 1);
+    let e = o.low_latency("s/index.m3u8").unwrap();
+    let body = std::str::from_utf8(&e.body).unwrap();
+    assert!(body.contains(".p0.mp4\",INDEPENDENT=YES"), "{body}");
+    assert!(body.contains("/v/b.p0.m4s\",INDEPENDENT=YES"), "{body}");
+    for key in ["s/loop-2/v/a.p3.mp4", "s/loop-2/v/b.p0.m4s"] {
+        let part = o.low_latency(key).unwrap();
+        assert_eq!(&part.body[4..8], b"moof", "{key}");
+    }
+    assert!(o.low_latency("s/loop-2/v/b.p0").is_none());
+    // What cannot be split is what /live serves.
+    assert_eq!(
+        o.low_latency("ts/p.m3u8").unwrap().body,
+        o.live("ts/p.m3u8").unwrap().body
+    );
+}
+
+#[tokio::test]
+async fn holds_are_bounded_by_three_target_durations() {
+    let o = origin(6);
+    let started = tokio::time::Instant::now();
+    // Due in 50 ms, with time to spare: held, then let through.
+    assert!(o.wait_until(o.clock.elapsed() + 50_000, 2_000_000).await);
+    // Due in 10 s, held at most 3 × 0.1 s.
+    assert!(!o.wait_until(o.clock.elapsed() + 10_000_000, 100_000).await);
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(340),
+        "{waited:?}"
+    );
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
 }
