@@ -105,7 +105,7 @@ impl Retimable {
     /// `file` as loop `loops` of content `loop_len` long, from the recent copies when one
     /// was made already.
     pub(super) fn retimed(&self, file: &Entity, loops: u64, loop_len: Micros) -> Entity {
-        let made = self.recent.get((loops, loop_len), || {
+        let Ok(e) = self.recent.get((loops, loop_len), || {
             Ok::<_, Infallible>(file.with_body(Bytes::from(mp4::shift(
                 &file.body,
                 &self.sites,
@@ -113,9 +113,7 @@ impl Retimable {
                 loop_len,
             ))))
         });
-        match made {
-            Ok(e) => e,
-        }
+        e
     }
 }
 
@@ -125,6 +123,7 @@ pub(super) struct Partable {
     /// The LL playlist's key, and the segment's index in one loop of it.
     pub(super) playlist: String,
     pub(super) index: usize,
+    /// The segment's own key (`hls/seg-0-003.m4s`).
     pub(super) segment: String,
     tracks: mp4::Tracks,
     /// Keyed by loop.

@@ -13,7 +13,7 @@
 //! MP4, see `mp4`), the playlist is switched to loop directories: loop `k`
 //! of `seg.m4s` is listed as `loop-k/seg.m4s`, a distinct URL whose bytes
 //! carry loop `k`'s timestamps. Everything here is a pure function of
-//! elapsed time.
+//! elapsed time. `ll` renders the same window as LL-HLS, with parts.
 
 use std::fmt::Write as _;
 
@@ -164,14 +164,15 @@ impl MediaPlaylist {
         self.total
     }
 
-    /// `#EXT-X-TARGETDURATION` (always in the header: `parse` adds it when missing).
+    /// `#EXT-X-TARGETDURATION`, or the longest segment if the source's is unreadable.
     pub(crate) fn target_duration(&self) -> Micros {
         self.header
             .iter()
             .find_map(|h| h.strip_prefix("#EXT-X-TARGETDURATION:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            .saturating_mul(clock::MICROS_PER_SEC)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .and_then(clock::seconds_to_micros)
+            .filter(|&t| t > 0)
+            .unwrap_or_else(|| self.segments.iter().map(|s| s.duration).max().unwrap_or(0))
     }
 
     /// Duration of segment `i` of a loop.
