@@ -252,6 +252,7 @@ async fn origin(
         dir,
         delay: Duration::from_millis(delay_ms),
         live_window,
+        requests: None,
     };
     tracing::info!("origin on http://{listen}");
     for (label, path) in streamedge::origin::demo_paths() {
@@ -281,10 +282,10 @@ async fn demo() -> anyhow::Result<()> {
     println!("streamedge demo: origin at http://{origin_addr}, edge in front of it");
     for (label, path) in streamedge::origin::demo_paths() {
         if let Some(h) = addrs.https {
-            println!("  {label:<10} https://localhost:{}{path}", h.port());
+            println!("  {label:<11} https://localhost:{}{path}", h.port());
         }
         if let Some(h) = addrs.http {
-            println!("  {label:<10} http://{h}{path}");
+            println!("  {label:<11} http://{h}{path}");
         }
     }
     if let Some(a) = addrs.admin {

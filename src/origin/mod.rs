@@ -11,6 +11,18 @@
 //!   (`hls`); a static single-Period MPD becomes a dynamic one (`dash`);
 //!   everything else, multivariant playlists included, is served unchanged,
 //!   so relative URIs land on the live media playlists and segments.
+//! * `/ll/<key>`: `/live/`, with every media playlist whose fMP4 segments can
+//!   be retimed and split made low-latency HLS (`ll`, `hls::ll`): the
+//!   segments of the last few seconds also as ~0.5 s parts,
+//!   `loop-k/seg.pJ.m4s` (part `J` of `loop-k/seg.m4s`: its samples whose
+//!   decode time falls in `[J × 0.5 s, (J + 1) × 0.5 s)` of the segment,
+//!   re-fragmented into their own `moof`+`mdat` by `mp4`), an
+//!   `EXT-X-PRELOAD-HINT` for the next part, and blocking playlist reloads
+//!   (`_HLS_msn`, `_HLS_part`). A blocking reload or a request for one of the
+//!   next two parts is held until what it asks for is produced on the live
+//!   clock (at most three target durations, then 503); further ahead is 400
+//!   (playlist) or 404 (part). Anything else under `/ll/` (the multivariant
+//!   playlist, segments, DASH) is what `/live/` serves.
 //!
 //! # Live segments
 //!
@@ -63,8 +75,12 @@
 //! and `If-Modified-Since` are answered with 304 so an edge can revalidate;
 //! a single `Range` gets 206 (byte-range playlists need it), several get the
 //! whole entity. No `Cache-Control` is sent: the edge under test derives
-//! TTLs itself. The configured delay is slept before every response, errors
-//! included.
+//! TTLs itself (for an LL playlist, half its part target). The exceptions are
+//! LL-HLS: the answer to a blocking reload gets `max-age=60` (what it was
+//! asked for is in it for good), its refusals `no-store`. The configured
+//! delay is slept before every response (and before any LL-HLS hold), errors
+//! included. A `RequestLog` in the options records every request received,
+//! for tests that count what reached the origin.
 //!
 //! # Serving
 //!
@@ -83,15 +99,18 @@
 //! # Files
 //!
 //! Here: options, `serve` and the connection loop. `setup` builds the origin
-//! from the files (`files`, the embedded demo in `media`); `respond` answers a
-//! request (`paths` says which file it names); `live` renders the live views
-//! (`hls`, `dash`) on the `clock` and retimes segments (`mp4`).
+//! from the files (`files`, the embedded demo in `media`); `ll` holds LL-HLS
+//! requests until their answer exists, then `respond` answers a request
+//! (`paths` says which file it names); `live` renders the live views (`hls`,
+//! `dash`) on the `clock`, retimes segments and splits them into parts
+//! (`mp4`).
 
 mod clock;
 mod dash;
 mod files;
 mod hls;
 mod live;
+mod ll;
 mod media;
 mod mp4;
 mod paths;
@@ -103,7 +122,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hyper::service::service_fn;
@@ -116,7 +135,7 @@ use tokio::task::JoinSet;
 use crate::accept::Acceptor;
 use clock::{LiveClock, Micros};
 use files::Entity;
-use live::{Live, Retimable};
+use live::{Live, LowLatencyView, Partable, Retimable};
 
 /// How the origin serves.
 #[derive(Debug, Clone)]
@@ -129,6 +148,9 @@ pub struct OriginOptions {
     /// Segments in a live sliding window (and the DASH time-shift buffer);
     /// taken as at least 1 and at most 10 000.
     pub live_window: usize,
+    /// Where to record every request received (for tests that count what reached the
+    /// origin); `None` records nothing.
+    pub requests: Option<RequestLog>,
 }
 
 impl Default for OriginOptions {
@@ -137,7 +159,57 @@ impl Default for OriginOptions {
             dir: None,
             delay: Duration::ZERO,
             live_window: 6,
+            requests: None,
         }
+    }
+}
+
+/// A shared record of the requests an origin received, in order; clones share it. It grows
+/// without bound: it is meant for tests, not for an origin that runs for days.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLog {
+    entries: Arc<Mutex<Vec<LoggedRequest>>>,
+}
+
+/// One request as the origin received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub method: http::Method,
+    /// Path and query, as sent (`/ll/hls/media_0.m3u8?_HLS_msn=12&_HLS_part=1`).
+    pub target: String,
+    /// When it arrived (before the configured delay and any hold).
+    pub received: tokio::time::Instant,
+}
+
+impl RequestLog {
+    pub fn new() -> RequestLog {
+        RequestLog::default()
+    }
+
+    /// Every request so far, oldest first.
+    pub fn entries(&self) -> Vec<LoggedRequest> {
+        self.lock().clone()
+    }
+
+    /// How many requests so far had exactly this path and query.
+    pub fn count(&self, target: &str) -> usize {
+        self.lock().iter().filter(|e| e.target == target).count()
+    }
+
+    fn record(&self, method: &http::Method, uri: &http::Uri) {
+        let target = uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        self.lock().push(LoggedRequest {
+            method: method.clone(),
+            target,
+            received: tokio::time::Instant::now(),
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<LoggedRequest>> {
+        // Entries are pushed whole, so a poisoned log is still a consistent one.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -149,6 +221,7 @@ pub fn demo_paths() -> Vec<(&'static str, &'static str)> {
         ("VOD DASH", "/vod/dash/manifest.mpd"),
         ("live HLS", "/live/hls/master.m3u8"),
         ("live DASH", "/live/dash/manifest.mpd"),
+        ("live LL-HLS", "/ll/hls/master.m3u8"),
     ]
 }
 
@@ -235,10 +308,15 @@ struct Origin {
     numbered: Vec<(dash::NumberAlias, Option<Micros>)>,
     /// Segments whose decode times can be shifted.
     retimable: HashMap<String, Retimable>,
+    /// LL-HLS views of the live media playlists whose segments split into parts.
+    ll_hls: HashMap<String, LowLatencyView>,
+    /// The segments of those playlists, by the (stem, extension) of their parts' names.
+    partable: HashMap<(String, String), Partable>,
     clock: LiveClock,
     epoch_text: String,
     window: usize,
     delay: Duration,
+    requests: Option<RequestLog>,
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Request paths: which view (`/vod`, `/live`) and which file key, with traversal ruled out.
+//! Request paths: which view (`/vod`, `/live`, `/ll`) and which file key, with traversal ruled
+//! out; the names of loop directories and of parts.
 //!
 //! Files are only ever looked up by key in the in-memory table, so a path
 //! cannot reach outside the served directory anyway; refusing `.`/`..`
@@ -11,6 +12,8 @@ use crate::percent;
 pub(crate) enum View {
     Vod,
     Live,
+    /// `/ll/`: live, with LL-HLS media playlists and their parts.
+    LowLatency,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +36,7 @@ pub(crate) fn parse(path: &str) -> Result<(View, String), Rejection> {
     let view = match segments.next() {
         Some("vod") => View::Vod,
         Some("live") => View::Live,
+        Some("ll") => View::LowLatency,
         _ => return Err(Rejection::NotFound),
     };
     let mut key = String::with_capacity(decoded.len());
@@ -87,6 +91,35 @@ pub(crate) fn split_loop(key: &str) -> Option<(String, u64)> {
     }
     let n = parts.remove(at).strip_prefix("loop-")?.parse().ok()?;
     Some((parts.join("/"), n))
+}
+
+/// `a/seg.m4s` → `a/seg.p2.m4s`: the name of part `n` of a segment, the index put before the
+/// extension so the part keeps it (a name without one gets `.m4s`).
+pub(crate) fn part_name(segment: &str, n: u64) -> String {
+    let (stem, ext) = part_stem(segment);
+    format!("{stem}.p{n}{ext}")
+}
+
+/// (stem, extension) that the names of a segment's parts are made of: `a/seg.m4s` →
+/// (`a/seg`, `.m4s`).
+pub(crate) fn part_stem(segment: &str) -> (&str, &str) {
+    let name = segment.rfind('/').map_or(0, |i| i + 1);
+    match segment[name..].rfind('.') {
+        Some(dot) if dot > 0 => segment.split_at(name + dot),
+        _ => (segment, ".m4s"),
+    }
+}
+
+/// `a/seg.p2.m4s` → (`a/seg`, 2, `.m4s`): a part name taken apart, for [`part_stem`] to match.
+pub(crate) fn split_part(key: &str) -> Option<(&str, u64, &str)> {
+    let name = key.rfind('/').map_or(0, |i| i + 1);
+    let (rest, ext) = key.split_at(name + key[name..].rfind('.')?);
+    let at = rest[name..].rfind(".p")? + name;
+    let digits = &rest[at + 2..];
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some((&rest[..at], digits.parse().ok()?, ext))
 }
 
 #[cfg(test)]
@@ -181,6 +214,37 @@ mod tests {
         ] {
             assert_eq!(join_plain("d/", uri), None, "{uri}");
         }
+    }
+
+    #[test]
+    fn part_names() {
+        assert_eq!(
+            part_name("loop-3/seg-0-003.m4s", 2),
+            "loop-3/seg-0-003.p2.m4s"
+        );
+        assert_eq!(part_name("a.b/seg", 0), "a.b/seg.p0.m4s");
+        assert_eq!(part_name(".hidden", 1), ".hidden.p1.m4s");
+        for seg in ["hls/seg-0-003.m4s", "a.b/seg", "x/y.z.mp4", ".hidden"] {
+            for n in [0, 7, 12345] {
+                let name = part_name(seg, n);
+                let (stem, got, ext) = split_part(&name).unwrap();
+                assert_eq!(((stem, ext), got), (part_stem(seg), n), "{seg} {n}");
+            }
+        }
+        for key in [
+            "seg.m4s",
+            "seg.p.m4s",
+            "seg.px.m4s",
+            "seg.p1",
+            "a.p1/seg.m4s",
+            "seg.p-1.m4s",
+        ] {
+            assert_eq!(split_part(key), None, "{key}");
+        }
+        assert_eq!(
+            parse("/ll/hls/a.m3u8"),
+            Ok((View::LowLatency, "hls/a.m3u8".into()))
+        );
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! Requests to responses: the method and path pick an entity (a file, a live rendering or a
-//! retimed segment), and the entity answers with 200, 206, 304 or 416 through the edge's own
+//! Requests to responses: the method and path pick an entity (a file, a live rendering, a
+//! retimed segment or a part), and the entity answers with 200, 206, 304 or 416 through the edge's own
 //! precondition and Range code (`cache::conditional`).
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_RANGES, ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED,
+    ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    LAST_MODIFIED,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -17,12 +18,27 @@ use super::{Origin, paths};
 use crate::cache::conditional::{self, RangeRequest};
 
 impl Origin {
-    /// Answers one request, after the configured delay (errors included).
+    /// Answers one request, after the configured delay (errors included) and, for LL-HLS,
+    /// once what it asks for exists (`ll`).
     pub(super) async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Some(log) = &self.requests {
+            log.record(req.method(), req.uri());
+        }
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        let mut resp = self.respond(req.method(), req.uri().path(), req.headers());
+        let mut resp = match self.hold(req.method(), req.uri()).await {
+            Ok(hold) => {
+                let mut r = self.respond(req.method(), req.uri().path(), req.headers());
+                if r.status() == StatusCode::OK
+                    && let Some(cc) = hold.cache_control()
+                {
+                    r.headers_mut().insert(CACHE_CONTROL, cc);
+                }
+                r
+            }
+            Err(r) => r,
+        };
         // Browser players (hls.js, dash.js) on any page may fetch the demo media.
         resp.headers_mut().insert(
             http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -52,6 +68,7 @@ impl Origin {
             Err(paths::Rejection::NotFound) => None,
             Ok((paths::View::Vod, key)) => self.files.get(&key).cloned(),
             Ok((paths::View::Live, key)) => self.live(&key),
+            Ok((paths::View::LowLatency, key)) => self.low_latency(&key),
         };
         match entity {
             Some(e) => entity_response(e, head, headers),
@@ -115,7 +132,7 @@ fn entity_response(e: Entity, head: bool, req: &HeaderMap) -> Response<Full<Byte
     r
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+pub(super) fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -173,7 +190,7 @@ impl Origin {
     }
 
     /// Segment `key` as loop `loops` of content `loop_len` long.
-    fn retimed(&self, key: &str, loops: u64, loop_len: Micros) -> Option<Entity> {
+    pub(super) fn retimed(&self, key: &str, loops: u64, loop_len: Micros) -> Option<Entity> {
         let file = self.files.get(key)?;
         let r = self.retimable.get(key)?;
         if loops == 0 {

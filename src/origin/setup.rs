@@ -1,20 +1,21 @@
-//! Building the origin at start: the file table, the live view each manifest allows, the
-//! segments whose timestamps can be shifted per loop, and the live clock with its pre-roll.
+//! Building the origin at start: the file table, the live view each manifest allows (and the
+//! LL-HLS view of media playlists whose segments split into parts), the segments whose
+//! timestamps can be shifted per loop, and the live clock with its pre-roll.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
 
 use super::clock::{self, LiveClock, Micros};
 use super::files::{self, Entity};
-use super::live::{Live, Retimable};
+use super::live::{self, Live, LowLatencyView, Partable, Retimable};
 use super::{Origin, OriginOptions, dash, hls, mp4, paths};
 
 /// `live_window` is clamped to this: a window is rendered on every move, and
 /// ten thousand segments is already hours of content.
 const MAX_WINDOW: usize = 10_000;
 
-/// The timescales of each initialisation segment looked at so far (`None`: not fragmented MP4).
-type Inits = HashMap<String, Option<mp4::Timescales>>;
+/// The tracks of each initialisation segment looked at so far (`None`: not fragmented MP4).
+type Inits = HashMap<String, Option<mp4::Tracks>>;
 
 impl Origin {
     /// The origin for `loaded`: every file served as it is, and a live view of every manifest
@@ -32,10 +33,13 @@ impl Origin {
             looped: HashMap::new(),
             numbered: Vec::new(),
             retimable: HashMap::new(),
+            ll_hls: HashMap::new(),
+            partable: HashMap::new(),
             clock: LiveClock::new(live_start, 0),
             epoch_text: String::new(),
             window: opts.live_window.clamp(1, MAX_WINDOW),
             delay: opts.delay,
+            requests: opts.requests.clone(),
         };
         let mut inits = Inits::new();
         let mut preroll: Micros = 0;
@@ -54,6 +58,7 @@ impl Origin {
             };
             preroll = preroll.max(needs.unwrap_or(0));
         }
+        origin.link_low_latency();
         origin.start_clock(live_start, preroll);
         origin
     }
@@ -63,7 +68,7 @@ impl Origin {
     fn add_live_hls(&mut self, key: String, text: &str, inits: &mut Inits) -> Option<Micros> {
         let dir = directory(&key);
         let mut p = hls::MediaPlaylist::parse(text)?;
-        let pairs = p.fmp4_segments().and_then(|segs| {
+        let pairs: Option<Vec<(String, String)>> = p.fmp4_segments().and_then(|segs| {
             segs.iter()
                 .map(|s| {
                     Some((
@@ -73,11 +78,14 @@ impl Origin {
                 })
                 .collect()
         });
-        if let Some(segments) = pairs.and_then(|pairs| self.retime_all(pairs, inits)) {
+        if let Some(pairs) = pairs
+            && let Some(segments) = self.retime_all(pairs.clone(), inits)
+        {
             for seg in segments {
                 self.looped.entry(seg).or_insert(p.loop_duration());
             }
             p.use_loop_dirs();
+            self.add_low_latency(&key, &p, &pairs, inits);
         }
         let loops = (self.window as u64).div_ceil(p.segment_count());
         let preroll = loops.saturating_mul(p.loop_duration());
@@ -115,11 +123,78 @@ impl Origin {
     /// The decode-time fields of segment `seg` as described by `init`, if
     /// both are fragmented MP4 that fit together.
     fn sites(&self, seg: &str, init: &str, inits: &mut Inits) -> Option<Vec<mp4::Site>> {
-        let timescales = inits
+        let tracks = self.tracks(init, inits)?;
+        mp4::sites(&self.files.get(seg)?.body, &mp4::timescales_of(&tracks))
+    }
+
+    /// The tracks of initialisation segment `init`, if it is one.
+    fn tracks(&self, init: &str, inits: &mut Inits) -> Option<mp4::Tracks> {
+        inits
             .entry(init.to_owned())
-            .or_insert_with(|| self.files.get(init).and_then(|e| mp4::timescales(&e.body)))
-            .as_ref()?;
-        mp4::sites(&self.files.get(seg)?.body, timescales)
+            .or_insert_with(|| self.files.get(init).and_then(|e| mp4::tracks(&e.body)))
+            .clone()
+    }
+
+    /// Adds the LL-HLS view of live playlist `key` (in loop directories, its segments and
+    /// their initialisation segments `pairs`), if every segment can be split into parts.
+    fn add_low_latency(
+        &mut self,
+        key: &str,
+        p: &hls::MediaPlaylist,
+        pairs: &[(String, String)],
+        inits: &mut Inits,
+    ) -> Option<()> {
+        let mut parts = Vec::with_capacity(pairs.len());
+        let mut partables = Vec::with_capacity(pairs.len());
+        for (i, (seg, init)) in pairs.iter().enumerate() {
+            let tracks = self.tracks(init, inits)?;
+            let split = mp4::split(&self.files.get(seg)?.body, &tracks, live::PART_LENGTH)?;
+            // On the playlist's clock: the last part ends with the segment's EXTINF.
+            let duration = p.segment_duration(i)?;
+            let mut ends: Vec<Micros> = split.ends.iter().map(|&e| e.min(duration)).collect();
+            *ends.last_mut()? = duration;
+            parts.push(hls::SegmentParts {
+                ends,
+                independent: split.independent,
+            });
+            let (stem, ext) = paths::part_stem(seg);
+            let partable = Partable::new(key.to_owned(), i, seg.clone(), tracks);
+            partables.push(((stem.to_owned(), ext.to_owned()), partable));
+        }
+        let ll = hls::LowLatency::new(p.clone(), parts)?;
+        for (stem, partable) in partables {
+            self.partable.entry(stem).or_insert(partable);
+        }
+        self.ll_hls.insert(key.to_owned(), LowLatencyView::new(ll));
+        Some(())
+    }
+
+    /// Gives the LL-HLS playlists of each directory (the renditions of one stream) one
+    /// `PART-TARGET`, and each the others as siblings to report on.
+    fn link_low_latency(&mut self) {
+        let mut streams: HashMap<String, Vec<String>> = HashMap::new();
+        for key in self.ll_hls.keys() {
+            streams.entry(directory(key)).or_default().push(key.clone());
+        }
+        for (dir, mut keys) in streams {
+            keys.sort();
+            let target = keys
+                .iter()
+                .map(|k| self.ll_hls[k].live.source.longest_part())
+                .max()
+                .unwrap_or(0);
+            for key in &keys {
+                let siblings = keys
+                    .iter()
+                    .filter(|k| *k != key)
+                    .map(|k| (k[dir.len()..].to_owned(), k.clone()))
+                    .collect();
+                if let Some(view) = self.ll_hls.get_mut(key) {
+                    view.live.source.set_part_target(target);
+                    view.siblings = siblings;
+                }
+            }
+        }
     }
 
     /// Makes every (segment, initialisation segment) pair retimable, if all of them are

@@ -235,6 +235,7 @@ fn malformed_input_never_panics() {
         state
     };
     let video = mp4::timescales(&origin(6).files["hls/init-0.m4s"].body).unwrap();
+    let audio_init = origin(6).files["hls/init-1.m4s"].body.clone();
     let times = [0, 1, 12_345_678, 3_600_000_000, u64::MAX / 2, u64::MAX];
     for (i, (key, original)) in media::FILES.iter().enumerate() {
         for round in 0..150 {
@@ -272,6 +273,10 @@ fn malformed_input_never_panics() {
                 }
             }
             let _ = mp4::timescales(&b);
+            if let Some(t) = mp4::tracks(&audio_init) {
+                let _ = mp4::split(&b, &t, 500_000);
+            }
+            let _ = paths::split_part(&text);
             if let Some(s) = mp4::sites(&b, &video) {
                 mp4::shift(&b, &s, u64::MAX, u64::MAX);
             }
@@ -291,6 +296,14 @@ fn malformed_input_never_panics() {
                     let _ = o.live(&format!("hls/loop-3/{name}"));
                 }
                 let _ = o.live("dash/seg-1-099.m4s");
+                for key in [
+                    "hls/media_0.m3u8",
+                    "hls/media_1.m3u8",
+                    "hls/loop-3/seg-0-002.p1.m4s",
+                    "hls/loop-3/seg-1-006.p3.m4s",
+                ] {
+                    let _ = o.low_latency(key);
+                }
                 assert!(o.files.contains_key(*key));
             }
         }
@@ -309,4 +322,155 @@ fn live_renderings_are_cached_until_the_window_moves() {
     live.get(1u64, &mut render);
     live.get(2u64, &mut render);
     assert_eq!(renders, 2);
+}
+
+#[test]
+fn demo_media_goes_low_latency() {
+    let o = origin(6);
+    assert_eq!(o.ll_hls.len(), 2);
+    assert_eq!(o.partable.len(), 12);
+    for key in ["hls/media_0.m3u8", "hls/media_1.m3u8"] {
+        let view = &o.ll_hls[key];
+        // Video parts are 13 or 12 frames of 40 ms, audio ones 16 or 15 of 32 ms: one target.
+        assert_eq!(view.live.source.part_target(), 520_000, "{key}");
+        assert_eq!(view.siblings.len(), 1);
+        let e = o.low_latency(key).unwrap();
+        let text = std::str::from_utf8(&e.body).unwrap();
+        assert!(
+            text.contains("#EXT-X-PART-INF:PART-TARGET=0.520\n"),
+            "{text}"
+        );
+        assert!(text.contains("PART-HOLD-BACK=1.560"), "{text}");
+        assert!(
+            text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"loop-"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#EXT-X-RENDITION-REPORT:URI=\"media_"),
+            "{text}"
+        );
+        assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:"));
+        // Cached until the next part: the same allocation.
+        let again = o.low_latency(key).unwrap();
+        if again.etag == e.etag {
+            assert_eq!(again.body.as_ptr(), e.body.as_ptr());
+        }
+    }
+    // The multivariant playlist and the DASH view are the /live ones.
+    assert_eq!(
+        o.low_latency("hls/master.m3u8").unwrap().body,
+        o.files["hls/master.m3u8"].body
+    );
+    assert!(o.low_latency("dash/manifest.mpd").is_some());
+    assert_eq!(get(&o, "/ll/hls/media_0.m3u8").status(), StatusCode::OK);
+}
+
+#[test]
+fn parts_of_live_segments_are_the_segment_split() {
+    let o = origin(6);
+    let t = mp4::tracks(&o.files["hls/init-0.m4s"].body).unwrap();
+    for loops in [0, 3] {
+        let seg = o.live(&format!("hls/loop-{loops}/seg-0-003.m4s")).unwrap();
+        let parts: Vec<Entity> = (0..4)
+            .map(|j| {
+                o.low_latency(&format!("hls/loop-{loops}/seg-0-003.p{j}.m4s"))
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            o.low_latency(&format!("hls/loop-{loops}/seg-0-003.p4.m4s"))
+                .is_none()
+        );
+        let split = mp4::split(&seg.body, &t, 500_000).unwrap();
+        for (p, want) in parts.iter().zip(&split.parts) {
+            assert_eq!(&p.body[..], &want[..]);
+            assert_ne!(p.etag, seg.etag);
+        }
+        // Cached per loop: the same allocation again.
+        let again = o
+            .low_latency(&format!("hls/loop-{loops}/seg-0-003.p1.m4s"))
+            .unwrap();
+        assert_eq!(again.body.as_ptr(), parts[1].body.as_ptr());
+    }
+    // Loop 3's parts carry loop 3's decode times: different bytes from loop 0's.
+    assert_ne!(
+        o.low_latency("hls/loop-0/seg-0-003.p2.m4s").unwrap().etag,
+        o.low_latency("hls/loop-3/seg-0-003.p2.m4s").unwrap().etag
+    );
+    for key in [
+        "hls/loop-0/seg-0-003.p-1.m4s",
+        "hls/seg-0-003.p1.m4s",
+        "hls/loop-0/nope.p1.m4s",
+        "dash/loop-0/seg-0-003.p1.m4s",
+    ] {
+        assert!(o.low_latency(key).is_none(), "{key}");
+    }
+    // Parts exist only under /ll/.
+    assert!(o.live("hls/loop-0/seg-0-003.p1.m4s").is_none());
+}
+
+#[test]
+fn any_retimable_playlist_goes_low_latency() {
+    // A --dir layout: segments in a subdirectory, one named without an extension, and a
+    // playlist of MPEG-TS beside it, which cannot be split.
+    let file = |key: &str, name: &str| files::Loaded {
+        key: key.to_owned(),
+        body: Bytes::from_static(
+            media::FILES
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, b)| *b)
+                .unwrap(),
+        ),
+        modified: SystemTime::now(),
+    };
+    let text = |key: &str, body: &'static str| files::Loaded {
+        key: key.to_owned(),
+        body: Bytes::from_static(body.as_bytes()),
+        modified: SystemTime::now(),
+    };
+    let loaded = vec![
+        text(
+            "s/index.m3u8",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"v/init.mp4\"\n\
+             #EXTINF:2.0,\nv/a.mp4\n#EXTINF:2.0,\nv/b\n",
+        ),
+        file("s/v/init.mp4", "hls/init-0.m4s"),
+        file("s/v/a.mp4", "hls/seg-0-001.m4s"),
+        file("s/v/b", "hls/seg-0-002.m4s"),
+        text("ts/p.m3u8", "#EXTM3U\n#EXTINF:2.0,\nx.ts\n"),
+        text("ts/x.ts", "not really"),
+    ];
+    let o = Origin::new(loaded, &OriginOptions::default(), SystemTime::now());
+    assert_eq!(o.ll_hls.len(), 1);
+    let e = o.low_latency("s/index.m3u8").unwrap();
+    let body = std::str::from_utf8(&e.body).unwrap();
+    assert!(body.contains(".p0.mp4\",INDEPENDENT=YES"), "{body}");
+    assert!(body.contains("/v/b.p0.m4s\",INDEPENDENT=YES"), "{body}");
+    for key in ["s/loop-2/v/a.p3.mp4", "s/loop-2/v/b.p0.m4s"] {
+        let part = o.low_latency(key).unwrap();
+        assert_eq!(&part.body[4..8], b"moof", "{key}");
+    }
+    assert!(o.low_latency("s/loop-2/v/b.p0").is_none());
+    // What cannot be split is what /live serves.
+    assert_eq!(
+        o.low_latency("ts/p.m3u8").unwrap().body,
+        o.live("ts/p.m3u8").unwrap().body
+    );
+}
+
+#[tokio::test]
+async fn holds_are_bounded_by_three_target_durations() {
+    let o = origin(6);
+    let started = tokio::time::Instant::now();
+    // Due in 50 ms, with time to spare: held, then let through.
+    assert!(o.wait_until(o.clock.elapsed() + 50_000, 2_000_000).await);
+    // Due in 10 s, held at most 3 × 0.1 s.
+    assert!(!o.wait_until(o.clock.elapsed() + 10_000_000, 100_000).await);
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(340),
+        "{waited:?}"
+    );
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
 }

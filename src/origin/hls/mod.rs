@@ -13,12 +13,16 @@
 //! MP4, see `mp4`), the playlist is switched to loop directories: loop `k`
 //! of `seg.m4s` is listed as `loop-k/seg.m4s`, a distinct URL whose bytes
 //! carry loop `k`'s timestamps. Everything here is a pure function of
-//! elapsed time.
+//! elapsed time. `ll` renders the same window as LL-HLS, with parts.
 
 use std::fmt::Write as _;
 
 use super::clock::{self, Micros};
 use crate::syntax::hls_attr;
+
+mod ll;
+
+pub(crate) use ll::{LowLatency, PartRef, Report, SegmentParts};
 
 /// Playlist-level tags that stay in a live playlist.
 const KEPT_HEADER_TAGS: &[&str] = &[
@@ -160,6 +164,22 @@ impl MediaPlaylist {
         self.total
     }
 
+    /// `#EXT-X-TARGETDURATION`, or the longest segment if the source's is unreadable.
+    pub(crate) fn target_duration(&self) -> Micros {
+        self.header
+            .iter()
+            .find_map(|h| h.strip_prefix("#EXT-X-TARGETDURATION:"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .and_then(clock::seconds_to_micros)
+            .filter(|&t| t > 0)
+            .unwrap_or_else(|| self.segments.iter().map(|s| s.duration).max().unwrap_or(0))
+    }
+
+    /// Duration of segment `i` of a loop.
+    pub(crate) fn segment_duration(&self, i: usize) -> Option<Micros> {
+        self.segments.get(i).map(|s| s.duration)
+    }
+
     /// Segments whose end time is at or before `elapsed`.
     pub(crate) fn available(&self, elapsed: Micros) -> u64 {
         let loops = elapsed / self.total;
@@ -214,6 +234,18 @@ impl MediaPlaylist {
         window: usize,
         date: impl Fn(Micros) -> String,
     ) -> LiveWindow {
+        self.render(elapsed, window, &date, None)
+    }
+
+    /// The live window; with `ll`, as the LL-HLS view renders it (`ll`): its own header
+    /// tags, the parts of the last segments, and the live edge after them.
+    fn render(
+        &self,
+        elapsed: Micros,
+        window: usize,
+        date: &impl Fn(Micros) -> String,
+        ll: Option<ll::Edge<'_>>,
+    ) -> LiveWindow {
         let available = self.available(elapsed);
         let first = available.saturating_sub(window.max(1) as u64);
         let discontinuity_sequence = if available == 0 {
@@ -224,9 +256,14 @@ impl MediaPlaylist {
 
         let mut body = String::with_capacity(256 + 64 * window.min(1024));
         body.push_str("#EXTM3U\n");
-        for h in &self.header {
-            body.push_str(h);
-            body.push('\n');
+        match &ll {
+            Some(edge) => edge.write_header(&mut body, &self.header),
+            None => {
+                for h in &self.header {
+                    body.push_str(h);
+                    body.push('\n');
+                }
+            }
         }
         let _ = writeln!(body, "#EXT-X-MEDIA-SEQUENCE:{first}");
         let _ = writeln!(
@@ -234,13 +271,20 @@ impl MediaPlaylist {
             "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}"
         );
         for g in first..available {
-            self.write_segment(&mut body, g, g == first, &date);
+            self.write_head(&mut body, g, g == first, date);
+            if let Some(edge) = &ll {
+                edge.write_parts_of_complete(&mut body, g, available);
+            }
+            self.write_tail(&mut body, g);
         }
-        let changed_at = match available.checked_sub(1) {
-            Some(last) => self
-                .start_of(last)
-                .saturating_add(self.segments[self.split(last).1].duration),
-            None => 0,
+        let changed_at = match &ll {
+            Some(edge) => edge.write_live_edge(&mut body, first, available, date),
+            None => match available.checked_sub(1) {
+                Some(last) => self
+                    .start_of(last)
+                    .saturating_add(self.segments[self.split(last).1].duration),
+                None => 0,
+            },
         };
         LiveWindow {
             body,
@@ -251,10 +295,10 @@ impl MediaPlaylist {
         }
     }
 
-    /// Absolute segment `g` as the window lists it: a discontinuity where there is one, the
-    /// map and keys where they change, the date where the window starts or the timeline jumps,
-    /// then the segment's own tags and its URI.
-    fn write_segment(
+    /// What comes before absolute segment `g` (and before its parts): a discontinuity where
+    /// there is one, the map and keys where they change, the date where the window starts or
+    /// the timeline jumps.
+    fn write_head(
         &self,
         body: &mut String,
         g: u64,
@@ -278,18 +322,30 @@ impl MediaPlaylist {
         if first_in_window || disc {
             let _ = writeln!(body, "#EXT-X-PROGRAM-DATE-TIME:{}", date(self.start_of(g)));
         }
-        let Some((uri, tags)) = seg.lines.split_last() else {
+    }
+
+    /// Absolute segment `g`'s own tags and its URI.
+    fn write_tail(&self, body: &mut String, g: u64) {
+        let Some((_, tags)) = self.segments[self.split(g).1].lines.split_last() else {
             return;
         };
         for l in tags {
             body.push_str(l);
             body.push('\n');
         }
-        if self.loop_dirs {
-            let _ = write!(body, "loop-{}/", self.split(g).0);
-        }
-        body.push_str(uri);
+        body.push_str(&self.uri(g));
         body.push('\n');
+    }
+
+    /// Absolute segment `g`'s URI: in its loop directory when the playlist uses them.
+    fn uri(&self, g: u64) -> String {
+        let (k, i) = self.split(g);
+        let uri = self.segments[i].lines.last().map_or("", String::as_str);
+        if self.loop_dirs {
+            format!("loop-{k}/{uri}")
+        } else {
+            uri.to_owned()
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Fragmented MP4: finding the decode-time fields of a segment and shifting them by whole loops.
+//! Fragmented MP4: finding the decode-time fields of a segment and shifting them by whole loops;
+//! splitting a segment into low-latency parts (`parts`).
 //!
 //! A looping live view serves loop `k` of a segment with every
 //! `tfdt.baseMediaDecodeTime` (and `sidx.earliest_presentation_time`) moved
@@ -10,6 +11,10 @@
 use std::collections::HashMap;
 
 use super::clock::{MICROS_PER_SEC, Micros};
+
+mod parts;
+
+pub(crate) use parts::split;
 
 /// A decode-time field inside a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,13 +71,45 @@ fn child<'a>(
     list.iter().find(|(k, _, _)| k == kind)
 }
 
+/// A track as an initialisation segment describes it: its media timescale and the sample
+/// defaults of its `trex`, which apply where a fragment states none of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Track {
+    pub(crate) timescale: u32,
+    defaults: Defaults,
+}
+
+/// Per-sample values a `trex` or `tfhd` may give once for all samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Defaults {
+    duration: Option<u32>,
+    size: Option<u32>,
+    flags: Option<u32>,
+}
+
+/// Track ID → track, from an initialisation segment's `moov`.
+pub(crate) type Tracks = HashMap<u32, Track>;
+
 /// The timescale of every track in an initialisation segment; `None` if it
 /// is not one.
+#[cfg(test)]
 pub(crate) fn timescales(init: &[u8]) -> Option<Timescales> {
+    Some(timescales_of(&tracks(init)?))
+}
+
+/// The timescale of each of `tracks`.
+pub(crate) fn timescales_of(tracks: &Tracks) -> Timescales {
+    tracks.iter().map(|(&id, t)| (id, t.timescale)).collect()
+}
+
+/// Every track of an initialisation segment, with its `trex` defaults if `mvex` has them;
+/// `None` if it is not one.
+pub(crate) fn tracks(init: &[u8]) -> Option<Tracks> {
     let top = boxes(init, 0, init.len())?;
     let &(_, moov_start, moov_end) = child(&top, b"moov")?;
-    let mut out = Timescales::new();
-    for (kind, start, end) in boxes(init, moov_start, moov_end)? {
+    let moov = boxes(init, moov_start, moov_end)?;
+    let mut out = Tracks::new();
+    for &(kind, start, end) in &moov {
         if &kind != b"trak" {
             continue;
         }
@@ -90,7 +127,26 @@ pub(crate) fn timescales(init: &[u8]) -> Option<Timescales> {
         if timescale == 0 {
             return None;
         }
-        out.insert(be32(init, id_at)?, timescale);
+        let track = Track {
+            timescale,
+            defaults: Defaults::default(),
+        };
+        out.insert(be32(init, id_at)?, track);
+    }
+    if let Some(&(_, mvex, mvex_end)) = child(&moov, b"mvex") {
+        for (kind, start, end) in boxes(init, mvex, mvex_end)? {
+            // version/flags(4) track_ID(4) description index(4) duration(4) size(4) flags(4)
+            if &kind == b"trex"
+                && end - start >= 24
+                && let Some(t) = out.get_mut(&be32(init, start + 4)?)
+            {
+                t.defaults = Defaults {
+                    duration: be32(init, start + 12),
+                    size: be32(init, start + 16),
+                    flags: be32(init, start + 20),
+                };
+            }
+        }
     }
     (!out.is_empty()).then_some(out)
 }
