@@ -214,12 +214,12 @@ pub(crate) fn shift(segment: &[u8], sites: &[Site], loops: u64, loop_len: Micros
         if s.wide {
             if let Some(field) = out.get_mut(s.pos..s.pos + 8) {
                 let old = u128::from(u64::from_be_bytes(field.try_into().unwrap_or_default()));
-                let new = u64::try_from(old + add).unwrap_or(u64::MAX);
+                let new = u64::try_from(old.saturating_add(add)).unwrap_or(u64::MAX);
                 field.copy_from_slice(&new.to_be_bytes());
             }
         } else if let Some(field) = out.get_mut(s.pos..s.pos + 4) {
             let old = u128::from(u32::from_be_bytes(field.try_into().unwrap_or_default()));
-            let new = ((old + add) % (1u128 << 32)) as u32;
+            let new = ((old + add % (1u128 << 32)) % (1u128 << 32)) as u32;
             field.copy_from_slice(&new.to_be_bytes());
         }
     }
