@@ -105,7 +105,7 @@
 //!   hls/                HLS playlists: parsing, the live sliding window
 //!   dash/               DASH MPDs: xml.rs, template.rs, render.rs
 //!   mp4.rs              fragmented MP4 decode times, shifted per loop
-//!   media.rs            the embedded demo rendition
+//!   media.rs            the embedded demo media
 //! ```
 
 mod accept;

@@ -1,18 +1,21 @@
-//! The bundled demo rendition, embedded in the binary so `streamedge origin` works from any directory.
+//! The bundled demo media, embedded in the binary so `streamedge origin` works from any directory.
 //!
-//! `media/make.sh` makes one set of CMAF files (see `media/README.md`). The
-//! table serves it as two directories, `hls/` (the playlists) and `dash/`
-//! (the MPD), each with the segments beside its manifests, as a
-//! single-format origin would lay them out; the bytes are embedded once and
-//! shared. The table is written out by hand because the file list is small
-//! and fixed; a test checks it against the directory.
+//! `media/make.sh` makes one set of CMAF files: two video renditions (for
+//! players to switch between) and one audio rendition (see
+//! `media/README.md`). The table serves it as two directories, `hls/` (the
+//! playlists) and `dash/` (the MPD), each with the segments beside its
+//! manifests, as a single-format origin would lay them out; the bytes are
+//! embedded once and shared. The table is written out by hand because the
+//! file list is small and fixed; a test checks it against the directory.
 
 static INIT_0_M4S: &[u8] = include_bytes!("media/cmaf/init-0.m4s");
 static INIT_1_M4S: &[u8] = include_bytes!("media/cmaf/init-1.m4s");
+static INIT_2_M4S: &[u8] = include_bytes!("media/cmaf/init-2.m4s");
 static MANIFEST_MPD: &[u8] = include_bytes!("media/cmaf/manifest.mpd");
 static MASTER_M3U8: &[u8] = include_bytes!("media/cmaf/master.m3u8");
 static MEDIA_0_M3U8: &[u8] = include_bytes!("media/cmaf/media_0.m3u8");
 static MEDIA_1_M3U8: &[u8] = include_bytes!("media/cmaf/media_1.m3u8");
+static MEDIA_2_M3U8: &[u8] = include_bytes!("media/cmaf/media_2.m3u8");
 static SEG_0_001_M4S: &[u8] = include_bytes!("media/cmaf/seg-0-001.m4s");
 static SEG_0_002_M4S: &[u8] = include_bytes!("media/cmaf/seg-0-002.m4s");
 static SEG_0_003_M4S: &[u8] = include_bytes!("media/cmaf/seg-0-003.m4s");
@@ -25,14 +28,22 @@ static SEG_1_003_M4S: &[u8] = include_bytes!("media/cmaf/seg-1-003.m4s");
 static SEG_1_004_M4S: &[u8] = include_bytes!("media/cmaf/seg-1-004.m4s");
 static SEG_1_005_M4S: &[u8] = include_bytes!("media/cmaf/seg-1-005.m4s");
 static SEG_1_006_M4S: &[u8] = include_bytes!("media/cmaf/seg-1-006.m4s");
+static SEG_2_001_M4S: &[u8] = include_bytes!("media/cmaf/seg-2-001.m4s");
+static SEG_2_002_M4S: &[u8] = include_bytes!("media/cmaf/seg-2-002.m4s");
+static SEG_2_003_M4S: &[u8] = include_bytes!("media/cmaf/seg-2-003.m4s");
+static SEG_2_004_M4S: &[u8] = include_bytes!("media/cmaf/seg-2-004.m4s");
+static SEG_2_005_M4S: &[u8] = include_bytes!("media/cmaf/seg-2-005.m4s");
+static SEG_2_006_M4S: &[u8] = include_bytes!("media/cmaf/seg-2-006.m4s");
 
 /// (key relative to the served root, bytes)
 pub(crate) static FILES: &[(&str, &[u8])] = &[
     ("hls/master.m3u8", MASTER_M3U8),
     ("hls/media_0.m3u8", MEDIA_0_M3U8),
     ("hls/media_1.m3u8", MEDIA_1_M3U8),
+    ("hls/media_2.m3u8", MEDIA_2_M3U8),
     ("hls/init-0.m4s", INIT_0_M4S),
     ("hls/init-1.m4s", INIT_1_M4S),
+    ("hls/init-2.m4s", INIT_2_M4S),
     ("hls/seg-0-001.m4s", SEG_0_001_M4S),
     ("hls/seg-0-002.m4s", SEG_0_002_M4S),
     ("hls/seg-0-003.m4s", SEG_0_003_M4S),
@@ -45,9 +56,16 @@ pub(crate) static FILES: &[(&str, &[u8])] = &[
     ("hls/seg-1-004.m4s", SEG_1_004_M4S),
     ("hls/seg-1-005.m4s", SEG_1_005_M4S),
     ("hls/seg-1-006.m4s", SEG_1_006_M4S),
+    ("hls/seg-2-001.m4s", SEG_2_001_M4S),
+    ("hls/seg-2-002.m4s", SEG_2_002_M4S),
+    ("hls/seg-2-003.m4s", SEG_2_003_M4S),
+    ("hls/seg-2-004.m4s", SEG_2_004_M4S),
+    ("hls/seg-2-005.m4s", SEG_2_005_M4S),
+    ("hls/seg-2-006.m4s", SEG_2_006_M4S),
     ("dash/manifest.mpd", MANIFEST_MPD),
     ("dash/init-0.m4s", INIT_0_M4S),
     ("dash/init-1.m4s", INIT_1_M4S),
+    ("dash/init-2.m4s", INIT_2_M4S),
     ("dash/seg-0-001.m4s", SEG_0_001_M4S),
     ("dash/seg-0-002.m4s", SEG_0_002_M4S),
     ("dash/seg-0-003.m4s", SEG_0_003_M4S),
@@ -60,6 +78,12 @@ pub(crate) static FILES: &[(&str, &[u8])] = &[
     ("dash/seg-1-004.m4s", SEG_1_004_M4S),
     ("dash/seg-1-005.m4s", SEG_1_005_M4S),
     ("dash/seg-1-006.m4s", SEG_1_006_M4S),
+    ("dash/seg-2-001.m4s", SEG_2_001_M4S),
+    ("dash/seg-2-002.m4s", SEG_2_002_M4S),
+    ("dash/seg-2-003.m4s", SEG_2_003_M4S),
+    ("dash/seg-2-004.m4s", SEG_2_004_M4S),
+    ("dash/seg-2-005.m4s", SEG_2_005_M4S),
+    ("dash/seg-2-006.m4s", SEG_2_006_M4S),
 ];
 
 #[cfg(test)]
@@ -105,6 +129,6 @@ mod tests {
             .iter()
             .map(|n| std::fs::metadata(dir.join(n)).unwrap().len())
             .sum();
-        assert!((200_000..=450_000).contains(&total), "{total} bytes");
+        assert!((700_000..=1_000_000).contains(&total), "{total} bytes");
     }
 }

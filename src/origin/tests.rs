@@ -37,21 +37,23 @@ fn demo_paths_resolve() {
 #[test]
 fn demo_media_goes_live_with_a_full_window() {
     let o = origin(6);
-    assert_eq!(o.live_hls.len(), 2);
+    // Two video renditions and one audio: three media playlists, three Representations.
+    assert_eq!(o.live_hls.len(), 3);
     assert_eq!(o.live_dash.len(), 1);
     assert!(o.live_dash["dash/manifest.mpd"].source.is_continuous());
-    assert_eq!(o.numbered.len(), 2);
+    assert_eq!(o.numbered.len(), 3);
     assert!(
         o.numbered
             .iter()
             .all(|(_, shift)| *shift == Some(12_000_000))
     );
-    assert_eq!(o.looped.len(), 12);
-    assert_eq!(o.retimable.len(), 24);
+    assert_eq!(o.looped.len(), 18);
+    assert_eq!(o.retimable.len(), 36);
     // One 12 s loop of pre-roll fills six 2 s segments.
     for (playlist, prefix) in [
         ("hls/media_0.m3u8", "seg-0-"),
         ("hls/media_1.m3u8", "seg-1-"),
+        ("hls/media_2.m3u8", "seg-2-"),
     ] {
         let e = o.live(playlist).unwrap();
         let text = std::str::from_utf8(&e.body).unwrap();
@@ -63,7 +65,21 @@ fn demo_media_goes_live_with_a_full_window() {
             "{text}"
         );
     }
-    assert!(o.live("hls/master.m3u8").is_some());
+    // The multivariant playlist is served as it is: both video variants, one audio group.
+    let master = o.live("hls/master.m3u8").unwrap();
+    assert_eq!(master.body, o.files["hls/master.m3u8"].body);
+    let master = std::str::from_utf8(&master.body).unwrap();
+    assert_eq!(master.matches("AUDIO=\"group_A1\"").count(), 2, "{master}");
+    assert!(master.contains("\nmedia_0.m3u8\n") && master.contains("\nmedia_2.m3u8\n"));
+    // The live MPD keeps both video Representations in one AdaptationSet.
+    let mpd = o.live("dash/manifest.mpd").unwrap();
+    let mpd = std::str::from_utf8(&mpd.body).unwrap();
+    let video = &mpd[..mpd.find("</AdaptationSet>").unwrap()];
+    assert!(video.contains("contentType=\"video\""), "{mpd}");
+    assert_eq!(video.matches("<Representation ").count(), 2, "{mpd}");
+    assert!(
+        video.contains("<Representation id=\"0\"") && video.contains("<Representation id=\"2\"")
+    );
     assert_eq!(o.epoch_text.len(), "2024-01-01T00:00:00.000Z".len());
     assert!(o.epoch_text.ends_with(".000Z"));
 }
@@ -89,6 +105,13 @@ fn live_segments_carry_their_loops_timestamps() {
     // Cached: the second request is the same allocation.
     let again = o.live("hls/loop-5/seg-0-002.m4s").unwrap();
     assert_eq!(again.body.as_ptr(), hls.body.as_ptr());
+    // The high video rendition loops the same way.
+    let file = &o.files["hls/seg-2-002.m4s"].body;
+    let hls = o.live("hls/loop-5/seg-2-002.m4s").unwrap();
+    assert_eq!(hls.body, o.live("dash/seg-2-032.m4s").unwrap().body);
+    let ts = mp4::timescales(&o.files["hls/init-2.m4s"].body).unwrap();
+    let sites = mp4::sites(file, &ts).unwrap();
+    assert_eq!(mp4::shift(file, &sites, 5, 12_000_000), hls.body.to_vec());
     // Not a segment, or not one of these.
     assert!(o.live("hls/loop-5/init-0.m4s").is_none());
     assert!(o.live("hls/loop-5/nope.m4s").is_none());
@@ -327,13 +350,14 @@ fn live_renderings_are_cached_until_the_window_moves() {
 #[test]
 fn demo_media_goes_low_latency() {
     let o = origin(6);
-    assert_eq!(o.ll_hls.len(), 2);
-    assert_eq!(o.partable.len(), 12);
-    for key in ["hls/media_0.m3u8", "hls/media_1.m3u8"] {
+    // Two video renditions and one audio; each reports the other two.
+    assert_eq!(o.ll_hls.len(), 3);
+    assert_eq!(o.partable.len(), 18);
+    for key in ["hls/media_0.m3u8", "hls/media_1.m3u8", "hls/media_2.m3u8"] {
         let view = &o.ll_hls[key];
         // Video parts are 13 or 12 frames of 40 ms, audio ones 16 or 15 of 32 ms: one target.
         assert_eq!(view.live.source.part_target(), 520_000, "{key}");
-        assert_eq!(view.siblings.len(), 1);
+        assert_eq!(view.siblings.len(), 2);
         let e = o.low_latency(key).unwrap();
         let text = std::str::from_utf8(&e.body).unwrap();
         assert!(

@@ -64,14 +64,15 @@ fn demo_mpd_goes_live() {
     // Loop 2 began at 24 s; loop 0 left the window at 24 s too.
     assert_eq!(m.published_at, 24 * S);
     assert_eq!(root.attr("publishTime"), Some("t24000000"));
-    // Each Period is a verbatim copy: same templates, no offset added.
+    // Each Period is a verbatim copy: same templates (one per
+    // Representation: two video, one audio), no offset added.
     assert_eq!(
         m.body
             .matches("media=\"seg-$RepresentationID$-$Number%03d$.m4s\"")
             .count(),
-        4
+        6
     );
-    assert_eq!(m.body.matches("startNumber=\"1\"").count(), 4);
+    assert_eq!(m.body.matches("startNumber=\"1\"").count(), 6);
     assert!(!m.body.contains("presentationTimeOffset"));
     assert!(m.body.contains("<ServiceDescription id=\"0\">"));
     assert!(m.body.trim_end().ends_with("</MPD>"));
@@ -107,11 +108,13 @@ fn periods_follow_the_time_shift_window() {
 fn aliases_map_numbers_to_files_and_loops() {
     let mpd = LiveMpd::parse(STATIC_MPD, "dash/").unwrap();
     let a = mpd.aliases();
-    assert_eq!(a.len(), 2);
+    // In document order: the video AdaptationSet's two Representations, then audio.
+    assert_eq!(a.len(), 3);
     assert_eq!(a[0].init.as_deref(), Some("dash/init-0.m4s"));
-    assert_eq!(a[1].init.as_deref(), Some("dash/init-1.m4s"));
+    assert_eq!(a[1].init.as_deref(), Some("dash/init-2.m4s"));
+    assert_eq!(a[2].init.as_deref(), Some("dash/init-1.m4s"));
     assert_eq!(
-        a[1].keys().collect::<Vec<_>>(),
+        a[2].keys().collect::<Vec<_>>(),
         (1..=6)
             .map(|i| format!("dash/seg-1-00{i}.m4s"))
             .collect::<Vec<_>>()
@@ -121,13 +124,14 @@ fn aliases_map_numbers_to_files_and_loops() {
     assert_eq!(resolve("dash/seg-0-003.m4s"), file("dash/seg-0-003.m4s", 0));
     assert_eq!(resolve("dash/seg-0-006.m4s"), file("dash/seg-0-006.m4s", 0));
     assert_eq!(resolve("dash/seg-0-007.m4s"), file("dash/seg-0-001.m4s", 1));
+    assert_eq!(resolve("dash/seg-2-008.m4s"), file("dash/seg-2-002.m4s", 1));
     assert_eq!(
         resolve("dash/seg-1-1234.m4s"),
         file("dash/seg-1-004.m4s", 205)
     );
     assert_eq!(resolve("dash/seg-0-000.m4s"), None); // before startNumber
     assert_eq!(resolve("dash/seg-0-07.m4s"), None); // narrower than %03d
-    assert_eq!(resolve("dash/seg-2-007.m4s"), None);
+    assert_eq!(resolve("dash/seg-3-007.m4s"), None); // no such Representation
     assert_eq!(resolve("seg-0-007.m4s"), None);
     assert_eq!(resolve("dash/seg-0-99999999999999999999999.m4s"), None);
     assert_eq!(resolve("dash/seg-0-+07.m4s"), None);
@@ -151,7 +155,7 @@ fn continuous_timeline() {
     assert_eq!(period.attr("duration"), None);
     assert_eq!(tags[0].attr("type"), Some("dynamic"));
     assert_eq!(tags[0].attr("timeShiftBufferDepth"), Some("PT12S"));
-    assert_eq!(a.body.matches("startNumber=\"1\"").count(), 2);
+    assert_eq!(a.body.matches("startNumber=\"1\"").count(), 3);
 }
 
 #[test]

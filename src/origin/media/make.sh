@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerates the bundled demo rendition in ./cmaf (see README.md for the why).
+# Regenerates the bundled demo media in ./cmaf (see README.md for the why).
 # The file list is fixed: if it changes, update the table in ../media.rs.
 set -eu
 cd "$(dirname "$0")"
@@ -10,16 +10,18 @@ cd cmaf
 ffmpeg -hide_banner -loglevel error -y \
   -f lavfi -i "testsrc2=size=320x180:rate=25:duration=12" \
   -itsoffset 0.032 -f lavfi -i "sine=frequency=440:beep_factor=4:sample_rate=32000:duration=11.968" \
-  -map 0:v -map 1:a -map_metadata -1 -fflags +bitexact -flags +bitexact \
+  -f lavfi -i "testsrc2=size=640x360:rate=25:duration=12" \
+  -map 0:v -map 1:a -map 2:v -map_metadata -1 -fflags +bitexact -flags +bitexact \
   -c:v libx264 -profile:v main -preset medium -pix_fmt yuv420p -bf 0 -threads 1 \
   -b:v 120k -maxrate 150k -bufsize 300k \
+  -b:v:1 350k -maxrate:v:1 440k -bufsize:v:1 880k \
   -g 50 -keyint_min 50 -sc_threshold 0 \
   -c:a aac -b:a 64k -ac 1 -ar 32000 \
   -f dash -seg_duration 2 -use_template 1 -use_timeline 0 \
   -hls_playlist 1 -hls_master_name master.m3u8 \
   -init_seg_name 'init-$RepresentationID$.m4s' \
   -media_seg_name 'seg-$RepresentationID$-$Number%03d$.m4s' \
-  -adaptation_sets "id=0,streams=v id=1,streams=a" \
+  -adaptation_sets "id=0,streams=0,2 id=1,streams=1" \
   manifest.mpd
 
 # ffmpeg stamps wall-clock PROGRAM-DATE-TIMEs (meaningless for VOD, and they
