@@ -32,3 +32,36 @@ for p in media_*.m3u8; do
       "$p" > "$p.tmp"
   mv "$p.tmp" "$p"
 done
+
+# ffmpeg's BANDWIDTH is the nominal bit rate (-b:v plus the audio's); RFC 8216
+# wants the peak segment bit rate, the highest segment's bits per second of
+# its #EXTINF, of the variant plus its audio rendition. Segments are one
+# target duration long, so the peak is that of the largest one.
+peak() {
+  max=0
+  while IFS= read -r line; do
+    case $line in
+      '#EXTINF:'*) d=${line#\#EXTINF:}; d=${d%%,*} ;;
+      '#'* | '') ;;
+      *)
+        r=$(awk -v b="$(wc -c < "$line")" -v d="$d" \
+          'BEGIN { r = b * 8 / d; printf "%d", (r == int(r)) ? r : int(r) + 1 }')
+        if [ "$r" -gt "$max" ]; then max=$r; fi ;;
+    esac
+  done < "$1"
+  echo "$max"
+}
+audio=$(peak "$(sed -n 's/^#EXT-X-MEDIA:TYPE=AUDIO,.*URI="\([^"]*\)".*/\1/p' master.m3u8)")
+inf=
+while IFS= read -r line; do
+  case $line in
+    '#EXT-X-STREAM-INF:'*) inf=$line; continue ;;
+  esac
+  if [ -n "$inf" ]; then
+    bw=$(($(peak "$line") + audio))
+    printf '%s\n' "$inf" | sed "s/BANDWIDTH=[0-9]*/BANDWIDTH=$bw/"
+    inf=
+  fi
+  printf '%s\n' "$line"
+done < master.m3u8 > master.m3u8.tmp
+mv master.m3u8.tmp master.m3u8
