@@ -1397,7 +1397,8 @@ fn run_ffmpeg(args: &[String], limit: Duration) -> FfmpegRun {
     }
 }
 
-/// Plays 4 s of `url`, trusting only `ca_file`, decoding every frame and throwing it away.
+/// Plays 4 s of `url`, trusting only `ca_file`, decoding every frame of every stream (`-map 0`:
+/// both video renditions of the demo, not only the one ffmpeg would pick) and throwing it away.
 ///
 /// `-tls_verify 1 -ca_file` applies to the request for `url`. ffmpeg 5.1's HLS and DASH
 /// demuxers hand only a few options (headers, user agent, cookies, ...) down to the requests
@@ -1416,6 +1417,8 @@ fn ffmpeg_args(ca_file: &std::path::Path, url: &str) -> Vec<String> {
         &ca_file.display().to_string(),
         "-i",
         url,
+        "-map",
+        "0",
         "-t",
         "4",
         "-progress",
