@@ -419,6 +419,54 @@ fn httpdate_to_iso(secs: u64) -> String {
     format!("{}-{month:02}-{}T{}", parts[3], parts[1], parts[4])
 }
 
+/// A live MPD names the origin's clock (`UTCTiming`, http-iso, by path: through a CDN it is the
+/// CDN's host), and `/time` answers it, never to be stored; a VOD MPD needs no clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_mpds_name_the_origin_clock_and_it_answers() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let o = Origin::start(OriginOptions::default()).await;
+        let c = client();
+        let mpd = c
+            .get(o.url("/live/dash/manifest.mpd"))
+            .send()
+            .await
+            .unwrap();
+        let mpd = mpd.text().await.unwrap();
+        let timing = "<UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"/time\"/>";
+        assert_eq!(mpd.matches(timing).count(), 1, "{mpd}");
+        let at = mpd.find(timing).unwrap();
+        assert!(
+            mpd[at..].trim_end().ends_with("</MPD>") && mpd.rfind("</Period>").unwrap() < at,
+            "after the Periods, inside the root: {mpd}"
+        );
+        let vod = c.get(o.url("/vod/dash/manifest.mpd")).send().await.unwrap();
+        assert!(!vod.text().await.unwrap().contains("UTCTiming"));
+
+        let before = SystemTime::now();
+        let r = c.get(o.url("/time")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "cache-control"), Some("no-store"));
+        assert_eq!(header(&r, "access-control-allow-origin"), Some("*"));
+        let text = r.text().await.unwrap();
+        // 2026-12-03T13:13:17.123Z: compare to the wall clock, to the second.
+        assert_eq!(text.len(), 24, "{text}");
+        let now = httpdate::fmt_http_date(before);
+        let secs_of = |t: &str| t[11..19].to_owned();
+        let hms = now.split_whitespace().nth(4).unwrap().to_owned();
+        let after = httpdate::fmt_http_date(SystemTime::now());
+        let hms_after = after.split_whitespace().nth(4).unwrap().to_owned();
+        assert!(
+            secs_of(&text) == hms || secs_of(&text) == hms_after,
+            "{text} vs {now}"
+        );
+        let head = c.head(o.url("/time")).send().await.unwrap();
+        assert_eq!(head.status(), 200);
+        o.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delay_is_applied_to_every_response() {
     tokio::time::timeout(TEST_LIMIT, async {

@@ -137,6 +137,10 @@ use clock::{LiveClock, Micros};
 use files::Entity;
 use live::{Live, LowLatencyView, Partable, Retimable};
 
+/// The origin's clock: `GET /time` answers the current UTC time (`2024-05-01T12:00:00.250Z`,
+/// `no-store`), which every live MPD names in a `UTCTiming` element.
+pub const TIME_PATH: &str = "/time";
+
 /// How the origin serves.
 #[derive(Debug, Clone)]
 pub struct OriginOptions {

@@ -2,6 +2,8 @@
 //! retimed segment or a part), and the entity answers with 200, 206, 304 or 416 through the edge's own
 //! precondition and Range code (`cache::conditional`).
 
+use std::time::SystemTime;
+
 use bytes::Bytes;
 use http::header::{
     ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
@@ -55,6 +57,9 @@ impl Origin {
         headers: &HeaderMap,
     ) -> Response<Full<Bytes>> {
         let head = method == Method::HEAD;
+        if path == super::TIME_PATH && (method == Method::GET || head) {
+            return now(head);
+        }
         if method != Method::GET && !head {
             let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             r.headers_mut()
@@ -129,6 +134,26 @@ fn entity_response(e: Entity, head: bool, req: &HeaderMap) -> Response<Full<Byte
         h.insert(CONTENT_RANGE, v);
     }
     h.extend(validators);
+    r
+}
+
+/// The origin's clock (`TIME_PATH`), as the ISO 8601 text `urn:mpeg:dash:utc:http-iso:2014`
+/// asks for; never stored by a cache.
+fn now(head: bool) -> Response<Full<Bytes>> {
+    let text = clock::format_utc(SystemTime::now());
+    let len = text.len();
+    let mut r = Response::new(Full::new(if head {
+        Bytes::new()
+    } else {
+        Bytes::from(text)
+    }));
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 

@@ -79,6 +79,8 @@ pub(crate) struct LiveMpd {
     period_inner: String,
     /// Children of the root after the Period, and the closing tag.
     epilogue: String,
+    /// The source names its own clock (`UTCTiming`): no other is added.
+    has_utc_timing: bool,
     content: Micros,
     segment: Micros,
     aliases: Vec<NumberAlias>,
@@ -137,6 +139,7 @@ impl LiveMpd {
             period_attrs: kept_attrs(&period.attrs, MANAGED_PERIOD_ATTRS),
             period_inner: xml[period.end..period_end.start].to_owned(),
             epilogue: xml[period_end.end..tags[root_close].end].to_owned(),
+            has_utc_timing: xml.contains("UTCTiming"),
             content,
             segment,
             aliases: found.aliases,

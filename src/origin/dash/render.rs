@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::LiveMpd;
+use crate::origin::TIME_PATH;
 use crate::origin::clock::{self, Micros};
 
 /// One rendering of the dynamic MPD.
@@ -71,7 +72,7 @@ impl LiveMpd {
         self.write_root(&mut body, window, epoch_text, &date(published_at));
         body.push_str(&self.prelude);
         self.write_periods(&mut body, first_loop, last_loop);
-        body.push_str(&self.epilogue);
+        self.write_epilogue(&mut body);
         body.push('\n');
         LiveManifest {
             body,
@@ -107,6 +108,27 @@ impl LiveMpd {
             );
         }
         body.push('>');
+    }
+
+    /// What follows the Periods, with a `UTCTiming` before the root's end tag unless the source
+    /// has one: a live MPD's clients need the server's clock (availability is wall-clock time),
+    /// and without one dash.js asks time.akamai.com. It names [`TIME_PATH`] on this origin by a
+    /// path, which players resolve against the MPD's URL, so through a CDN it is the CDN's
+    /// host (the origin answers it `no-store`: a cache passes it on).
+    fn write_epilogue(&self, body: &mut String) {
+        let close = self.epilogue.rfind("</").unwrap_or(self.epilogue.len());
+        if self.has_utc_timing {
+            body.push_str(&self.epilogue);
+            return;
+        }
+        // `indent` starts with the line break before a Period.
+        body.push_str(self.epilogue[..close].trim_end());
+        let _ = writeln!(
+            body,
+            "{}<UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"{TIME_PATH}\"/>",
+            self.indent
+        );
+        body.push_str(&self.epilogue[close..]);
     }
 
     /// The one continuous Period, or a copy of the source Period for each loop listed.
