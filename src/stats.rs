@@ -22,6 +22,10 @@ pub const WINDOW_SECS: usize = 10;
 /// Distinct keys counted per second, over all shards; requests for further new keys in the
 /// same second count in the totals but not in the top list.
 pub const MAX_KEYS_PER_SEC: usize = 4096;
+/// Bytes of a key kept for the top list: longer keys (a client's choice) are counted under
+/// their first `MAX_KEY_BYTES` bytes, so the window's memory is bounded by bytes, not only by
+/// the number of keys (4096 keys × 60 s × 256 B ≈ 63 MiB at most).
+pub const MAX_KEY_BYTES: usize = 256;
 /// Keys in the top list.
 pub const TOP_KEYS: usize = 10;
 
@@ -31,6 +35,18 @@ const SUB_BITS: u32 = 3;
 const SUB: usize = 1 << SUB_BITS;
 const MAX_EXP: u32 = 25;
 const BUCKETS: usize = (MAX_EXP as usize - SUB_BITS as usize + 2) * SUB;
+
+/// `key` cut to at most [`MAX_KEY_BYTES`] bytes, on a character boundary.
+fn truncate_key(key: &str) -> &str {
+    if key.len() <= MAX_KEY_BYTES {
+        return key;
+    }
+    let mut end = MAX_KEY_BYTES;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    &key[..end]
+}
 
 /// The bucket of a value in microseconds.
 fn bucket_of(us: u64) -> usize {
@@ -207,6 +223,7 @@ impl Stats {
         let us = u64::try_from(ttfb.as_micros()).unwrap_or(u64::MAX);
         shard.ttfb[bucket_of(us)].fetch_add(1, Ordering::Relaxed);
         if let Some(key) = key {
+            let key = truncate_key(key);
             let mut keys = lock(&shard.keys);
             if let Some(n) = keys.counts.get_mut(key) {
                 *n += 1;
@@ -458,6 +475,21 @@ mod tests {
         }
         assert_eq!(stats.snapshot().requests_per_s, 0.0);
         assert_eq!(stats.snapshot().history.len(), HISTORY_SECS);
+    }
+
+    #[test]
+    fn long_keys_are_counted_under_their_first_bytes() {
+        let stats = Stats::new();
+        let long = format!("/{}é{}", "a".repeat(MAX_KEY_BYTES - 2), "b".repeat(10_000));
+        stats.response(true, Duration::ZERO, Some(&long));
+        stats.response(true, Duration::ZERO, Some(&format!("{long}c")));
+        stats.tick();
+        let top = stats.snapshot().top;
+        assert_eq!(top.len(), 1, "one key: both share their first bytes");
+        assert_eq!(top[0].1, 2);
+        // Cut before the two-byte character that would straddle the limit.
+        assert_eq!(top[0].0.len(), MAX_KEY_BYTES - 1);
+        assert!(long.starts_with(&*top[0].0));
     }
 
     #[test]

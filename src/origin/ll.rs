@@ -20,6 +20,9 @@ use super::respond::plain;
 use super::{Origin, paths};
 use crate::llhls::Directives;
 
+/// The longest any request is held, whatever the playlist's target duration says.
+const MAX_HOLD: Duration = Duration::from_secs(30);
+
 /// Holds are bounded by this many target durations (RFC 8216bis: three), then answered 503.
 const HOLD_TARGETS: u32 = 3;
 
@@ -124,10 +127,14 @@ impl Origin {
         }
     }
 
-    /// Waits until the live clock reaches `at`, or for [`HOLD_TARGETS`] × `target`; whether
-    /// it got there.
+    /// Waits until the live clock reaches `at`, or for [`HOLD_TARGETS`] × `target` but never
+    /// longer than [`MAX_HOLD`] (a `--dir` playlist may state any target duration); whether it
+    /// got there.
     pub(super) async fn wait_until(&self, at: Micros, target: Micros) -> bool {
-        let deadline = Instant::now() + Duration::from_micros(target) * HOLD_TARGETS;
+        let hold = Duration::from_micros(target)
+            .saturating_mul(HOLD_TARGETS)
+            .min(MAX_HOLD);
+        let deadline = Instant::now() + hold;
         loop {
             let now = self.clock.elapsed();
             if now >= at {

@@ -22,6 +22,9 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+// The test holds our stdin open; when it goes away, so do we (and Chromium with us).
+process.stdin.on("end", () => process.exit(3));
+process.stdin.resume();
 const spec = JSON.parse(readFileSync(process.argv[2], "utf8"));
 mkdirSync(spec.artifacts, { recursive: true });
 
@@ -140,6 +143,7 @@ async function runCase(c) {
         played_s: +x.played_s.toFixed(2), startup_ms: x.startup_ms, stalls: x.stalls, stall_ms: x.stall_ms,
         waiting_events: x.waiting_events, errors: x.errors, warnings: x.warnings, latency_s: x.latency_s,
         levels: x.levels, manifest_levels: x.manifest_levels ?? null, log: x.log,
+        playing_at: x.playing_at, stall_at: x.stall_at,
         hls_latency: x.hls_latency ? x.hls_latency() : null,
         hls_target_latency: x.hls_target_latency ? x.hls_target_latency() : null,
       };
@@ -169,6 +173,7 @@ async function runCase(c) {
     const m = /;\s*(hit|fwd=[a-z-]+)/.exec(r.cache_status);
     const k = m ? m[1] : r.cache_status;
     counts[k] = (counts[k] || 0) + 1;
+    if (r.cache_status.includes("detail=stale-if-error")) counts["stale-if-error"] = (counts["stale-if-error"] || 0) + 1;
   }
   result.cache_status = counts;
   result.responses = responses.length;
@@ -239,3 +244,4 @@ if (existsSync(netlog)) {
 const done = { event: "done", blocked, blocked_total: Object.values(blocked).reduce((a, b) => a + b, 0), sockets, escaped: [...new Set(escaped)], route_probes: probes.length };
 writeFileSync(path.join(spec.artifacts, "results.json"), JSON.stringify({ results, network: done }, null, 2));
 emit(done);
+process.exit(0);

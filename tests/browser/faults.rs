@@ -3,23 +3,18 @@
 //! and the only origin down for a few seconds during VOD playback (it goes on from the cache)
 //! and during live playback (a player may wait, and plays on by itself once it is back).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use streamedge::origin::{OriginOptions, RequestLog};
 
 use crate::common::TestEdge;
-use crate::{Browser, DemoOrigin, assert_played, assert_played_through, player_case};
+use crate::{
+    Browser, DemoOrigin, assert_played, assert_played_through, player_case, stalls_since, wall_ms,
+};
 
 /// How long the only origin stays down.
 const OUTAGE: Duration = Duration::from_secs(5);
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 /// Seconds from `since_ms` (wall clock) until the player's playhead moved again, from the
 /// driver's one-second timeline (`[wall ms, played s, stalls]`): 0 if it never stopped.
@@ -63,13 +58,19 @@ async fn vod_plays_on_from_the_cache_while_the_only_origin_restarts() {
     browser.playing("hls-vod", 30).await;
     browser.playing("dash-vod", 30).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let down = wall_ms();
     origin.kill().await;
     tokio::time::sleep(OUTAGE).await;
     origin.restart().await;
     let report = browser.finish(90).await;
     for (name, r) in &report.results {
         assert_played(r, 20.0);
-        assert_eq!(r["stalls"], 0, "{name} stalled while the origin restarted");
+        assert_eq!(
+            stalls_since(r, down),
+            0,
+            "{name} stalled while the origin was down or after: {}",
+            r["log"]
+        );
     }
     edge.stop().await;
 }
@@ -111,6 +112,22 @@ async fn live_players_recover_by_themselves_after_the_only_origin_restarts() {
     origin.restart().await;
     let back = wall_ms();
     let report = browser.finish(120).await;
+    // The outage reached the players: stale playlists in place of the origin, or errors.
+    let felt: u64 = report
+        .results
+        .values()
+        .map(|r| {
+            let stale = r["cache_status"]["stale-if-error"].as_u64().unwrap_or(0);
+            let errors = r["statuses"].as_object().map_or(0, |m| {
+                m.iter()
+                    .filter(|(code, _)| code.starts_with('5'))
+                    .filter_map(|(_, n)| n.as_u64())
+                    .sum()
+            });
+            stale + errors
+        })
+        .sum();
+    assert!(felt > 0, "the players never met the outage");
     for (name, r) in &report.results {
         // Errors are allowed here (segments the origin could not give); playing on is not.
         assert_played_through(r, 24.0);
@@ -187,11 +204,17 @@ async fn live_players_do_not_notice_the_owning_origin_die_when_another_is_up() {
         .filter(|e| e.target.starts_with("/live/"))
         .count();
     eprintln!("killing origin {owner}: it had served {live_before} live requests");
+    let killed = wall_ms();
     origins[owner].kill().await;
     let report = browser.finish(90).await;
     for (name, r) in &report.results {
         assert_played(r, 20.0);
-        assert_eq!(r["stalls"], 0, "{name} stalled when the owning origin died");
+        assert_eq!(
+            stalls_since(r, killed),
+            0,
+            "{name} stalled when the owning origin died: {}",
+            r["log"]
+        );
     }
     let survivor = 1 - owner;
     let taken_over: Vec<&String> = owned

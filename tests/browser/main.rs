@@ -80,7 +80,13 @@ fn npm_ready() {
             return;
         }
         let status = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .args([
+                "ci",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ])
             .current_dir(&dir)
             .status()
             .expect("run npm (the browser tests need Node.js >= 20 and npm)");
@@ -172,7 +178,21 @@ pub struct Browser {
     /// Events received while waiting for another one.
     seen: Vec<Value>,
     pub artifacts: PathBuf,
+    /// The case names given, each of which must report a result.
+    cases: Vec<String>,
     _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // node, its Chromium and Chromium's helpers: the whole process group.
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+    }
 }
 
 /// What a run gave: each case's result by name, and the network report.
@@ -192,6 +212,10 @@ impl Browser {
             .join(test);
         let _ = std::fs::remove_dir_all(&artifacts);
         std::fs::create_dir_all(&artifacts).expect("artifacts directory");
+        let names = cases
+            .iter()
+            .map(|c| c["name"].as_str().expect("a case has a name").to_owned())
+            .collect();
         let spec = json!({
             "chromium": chromium(),
             "artifacts": artifacts,
@@ -200,12 +224,15 @@ impl Browser {
         });
         let spec_path = artifacts.join("spec.json");
         std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+        // Its own process group, so that Chromium's processes go with node on drop; and our
+        // pipe on its stdin, which the driver takes as its lifeline if this process dies.
         let mut child = Command::new("node")
             .arg(here().join("driver.mjs"))
             .arg(&spec_path)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("run node (the browser tests need Node.js >= 20)");
@@ -228,6 +255,7 @@ impl Browser {
             results: HashMap::new(),
             seen: Vec::new(),
             artifacts,
+            cases: names,
             _turn: turn,
         };
         b.wait_for(60, "the browser to start", |e| e["event"] == "ready")
@@ -278,6 +306,12 @@ impl Browser {
             .wait_for(secs, "the browser run to end", |e| e["event"] == "done")
             .await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        for name in &self.cases {
+            assert!(
+                self.results.contains_key(name),
+                "case {name} reported no result (see the driver's output above)"
+            );
+        }
         for (name, r) in &self.results {
             eprintln!("{name}: {}", summary(r));
         }
@@ -303,7 +337,7 @@ impl Browser {
             "the net log recorded no socket at all: the check would see nothing: {network}"
         );
         Report {
-            results: self.results,
+            results: std::mem::take(&mut self.results),
             network,
         }
     }
@@ -392,4 +426,29 @@ pub fn latencies(r: &Value, skip_s: f64) -> Vec<f64> {
         .unwrap_or_default();
     let skip = (skip_s * 10.0) as usize;
     all.into_iter().skip(skip).collect()
+}
+
+/// Stalls of a case that began at or after `since_ms` (wall clock, ms).
+pub fn stalls_since(r: &Value, since_ms: u64) -> usize {
+    r["stall_at"].as_array().map_or(0, |a| {
+        a.iter()
+            .filter_map(Value::as_u64)
+            .filter(|&t| t >= since_ms)
+            .count()
+    })
+}
+
+/// Stalls of a case after its first `settle_s` seconds of playing (a player finding its place
+/// right after start-up, e.g. Shaka jumping a gap, is not what a fault test looks for).
+pub fn stalls_after_start(r: &Value, settle_s: f64) -> usize {
+    let start = r["playing_at"].as_u64().unwrap_or(0);
+    stalls_since(r, start + (settle_s * 1000.0) as u64)
+}
+
+/// Now, as the wall-clock milliseconds the driver reports in.
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }

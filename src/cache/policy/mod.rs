@@ -334,9 +334,11 @@ impl Freshness {
                 Duration::ZERO
             });
         let keep = remaining + stale;
-        // Capped (live manifests): kept as long as it may still stand in for a failed origin.
+        // Capped (live manifests): kept as long as it may still be served, fresh within its cap
+        // or in place of a failed origin.
         self.max_age.map_or(keep, |cap| {
-            keep.min((cap + self.stale_if_error).saturating_sub(self.initial_age))
+            let last = cap.max(self.lifetime.saturating_add(self.stale_if_error));
+            keep.min(last.saturating_sub(self.initial_age))
         })
     }
 }
@@ -427,9 +429,17 @@ fn decide_inner(x: &Exchange<'_>, cfg: &CacheConfig) -> Result<Freshness, Refusa
             default_stale(&cfg.stale_while_revalidate),
             Duration::from_secs,
         ),
+        // A live manifest may stand in for a failing origin past its cap, but not longer than
+        // the configured manifest window, whatever the origin's headers say (a generic
+        // `stale-if-error=86400` must not bring back a day-old live playlist).
         stale_if_error: cc
             .stale_if_error
-            .map_or(default_stale(&cfg.stale_if_error), Duration::from_secs),
+            .map_or(default_stale(&cfg.stale_if_error), Duration::from_secs)
+            .min(if cap.is_some() {
+                cfg.stale_if_error.manifest
+            } else {
+                Duration::MAX
+            }),
         must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
         no_cache: cc.no_cache,
         max_age: cap,

@@ -371,11 +371,14 @@ fn live_manifest_cap() {
         f.may_serve_stale_on_error(t),
         "in place of a failed origin, within stale-if-error, the cap does not apply"
     );
-    assert!(f.may_serve_stale_on_error(f.stored_at + Duration::from_secs(602)));
-    assert!(!f.may_serve_stale_on_error(f.stored_at + Duration::from_secs(603)));
+    // stale-if-error=600 from the origin, but a live manifest gets at most the configured
+    // manifest window (10 s by default) past its 2 s.
+    assert_eq!(f.stale_if_error, Duration::from_secs(10));
+    assert!(f.may_serve_stale_on_error(f.stored_at + Duration::from_secs(12)));
+    assert!(!f.may_serve_stale_on_error(f.stored_at + Duration::from_secs(13)));
     assert_eq!(
         f.retention(true, Duration::from_secs(600)),
-        Duration::from_secs(602),
+        Duration::from_secs(12),
         "kept for as long as it may stand in for a failed origin"
     );
 }
@@ -424,6 +427,16 @@ fn retention_never_passes_the_age_an_object_may_be_served_at() {
     // A forwarding node's copy: served for two seconds at most, kept no longer.
     f.limit_age(f.initial_age + Duration::from_secs(2));
     assert_eq!(f.retention(true, long), Duration::from_secs(2));
+    // A copy fresh for less than its cap: kept no longer than the cap either.
+    let mut g = decide_for(
+        200,
+        &[("cache-control", "max-age=1, stale-if-error=3600")],
+        ContentKind::Segment,
+    )
+    .unwrap();
+    g.limit_age(g.initial_age + Duration::from_secs(2));
+    assert_eq!(g.stale_if_error, Duration::from_secs(1));
+    assert_eq!(g.retention(true, long), Duration::from_secs(2));
     assert!(
         !f.may_serve_stale_on_error(f.stored_at + Duration::from_secs(3)),
         "not even in place of a failed origin"

@@ -19,7 +19,9 @@ use super::{Tracks, be32, be64, boxes, child};
 /// has (a thousand 0.5 s parts are eight minutes).
 const PART_SEQUENCE_STRIDE: u32 = 1000;
 
-/// Samples per `trun` beyond which a segment is taken for garbage rather than media.
+/// Samples per segment (all its `trun`s together) beyond which it is taken for garbage rather
+/// than media; with every sample at least one byte, no segment can claim more samples than it
+/// has bytes either.
 const MAX_SAMPLES: u32 = 1 << 20;
 
 /// Parts per segment beyond which splitting is refused (a segment of hours, or garbage).
@@ -263,7 +265,8 @@ fn parse_trun(
         .filter(|&&b| flags & b != 0)
         .count()
         * 4;
-    if count > MAX_SAMPLES || at + per_sample * count as usize > end {
+    let total = out.samples.len().saturating_add(count as usize);
+    if total > MAX_SAMPLES as usize || total > buf.len() || at + per_sample * count as usize > end {
         return None;
     }
     for n in 0..count {
@@ -288,7 +291,7 @@ fn parse_trun(
             }
         });
         let data_end = data.checked_add(usize::try_from(size).ok()?)?;
-        if data_end > buf.len() {
+        if size == 0 || data_end > buf.len() {
             return None;
         }
         out.samples.push(Sample {
@@ -462,6 +465,24 @@ mod tests {
                 assert_eq!(split.independent, [true; 4]);
             }
         }
+    }
+
+    /// A `trun` may claim a million samples in 16 bytes; all of a segment's `trun`s together may
+    /// not claim more samples than the segment has bytes (nor zero-byte samples), so a crafted
+    /// segment cannot make the splitter allocate gigabytes.
+    #[test]
+    fn sample_counts_are_bounded_by_the_segment() {
+        let t = tracks(media("hls/init-0.m4s")).unwrap();
+        let seg = media("hls/seg-0-001.m4s");
+        let trun = seg.windows(4).position(|w| w == b"trun").unwrap() + 4;
+        for (flags, count) in [(0x0000_0001u32, 1_000_000u32), (0x0000_0001, 40_000)] {
+            let mut bad = seg.to_vec();
+            bad[trun..trun + 4].copy_from_slice(&flags.to_be_bytes());
+            bad[trun + 4..trun + 8].copy_from_slice(&count.to_be_bytes());
+            assert!(parse(&bad, &t).is_none(), "{count} samples claimed");
+            assert!(split(&bad, &t, 500_000).is_none());
+        }
+        assert!(parse(seg, &t).is_some());
     }
 
     #[test]
