@@ -3,6 +3,14 @@
 
 use http::HeaderMap;
 
+/// The CMCD request headers (CTA-5004 §2.3), as header names made once.
+const CMCD_HEADERS: [http::HeaderName; 4] = [
+    http::HeaderName::from_static("cmcd-request"),
+    http::HeaderName::from_static("cmcd-object"),
+    http::HeaderName::from_static("cmcd-status"),
+    http::HeaderName::from_static("cmcd-session"),
+];
+
 /// The CMCD keys the edge uses. Everything else is ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cmcd {
@@ -29,6 +37,8 @@ impl Cmcd {
 
     /// Reads CMCD from the query (`CMCD=<url-encoded list>`) or, failing that, the headers.
     pub fn from_request(query: Option<&str>, headers: &HeaderMap) -> Cmcd {
+        // The four headers are looked up by prebuilt names: a name given as text is parsed
+        // and hashed again on every lookup, and most requests carry none of them.
         let mut c = Cmcd::default();
         if let Some(q) = query {
             for pair in q.split('&') {
@@ -38,7 +48,7 @@ impl Cmcd {
                 }
             }
         }
-        for name in ["cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session"] {
+        for name in &CMCD_HEADERS {
             for v in headers.get_all(name) {
                 if let Ok(s) = v.to_str() {
                     c.parse_list(s);

@@ -107,7 +107,7 @@ impl CacheStatus {
         }
         if let Some(st) = self.fwd_status {
             s.push_str("; fwd-status=");
-            s.push_str(&st.to_string());
+            s.push_str(itoa::Buffer::new().format(st));
         }
         if self.stored {
             s.push_str("; stored");
@@ -117,13 +117,15 @@ impl CacheStatus {
         }
         if let Some(t) = self.ttl {
             s.push_str("; ttl=");
-            s.push_str(&t.to_string());
+            s.push_str(itoa::Buffer::new().format(t));
         }
         if let Some(d) = self.detail {
             s.push_str("; detail=");
             s.push_str(d);
         }
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("streamedge"))
+        // The String becomes the value's bytes (no copy); `cache` is a validated name.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
+            .unwrap_or(HeaderValue::from_static("streamedge"))
     }
 }
 
