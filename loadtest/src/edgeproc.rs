@@ -1,6 +1,7 @@
 //! streamedge as a child process (`streamedge --config FILE`, the release binary), so that its
 //! memory and CPU are its own and it shares no runtime with the load generators; stopped
-//! (SIGTERM: graceful drain, then SIGKILL of its process group) when dropped.
+//! (SIGTERM: graceful drain, then SIGKILL of its process group) when dropped. The comparison's
+//! bare server takes the same config file and is started the same way.
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -29,6 +30,8 @@ pub struct EdgeConfig<'a> {
 
 pub struct EdgeProcess {
     child: Option<Child>,
+    /// The binary's file name ("streamedge", or the comparison's "bare"), in messages.
+    name: String,
     pub http: SocketAddr,
     pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
@@ -159,8 +162,12 @@ impl EdgeProcess {
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
+        let name = bin
+            .file_name()
+            .map_or("streamedge".into(), |n| n.to_string_lossy().into_owned());
         Ok(EdgeProcess {
             child: Some(child),
+            name,
             http,
             https,
             admin,
@@ -179,7 +186,8 @@ impl EdgeProcess {
             {
                 self.child = None;
                 bail!(
-                    "streamedge exited at start ({status}); config and log in {}:\n{}",
+                    "{} exited at start ({status}); config and log in {}:\n{}",
+                    self.name,
                     dir.display(),
                     tail(&dir.join("streamedge.log"))
                 );
@@ -189,7 +197,8 @@ impl EdgeProcess {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "streamedge did not accept connections on {http} within {timeout:?}; log in {}:\n{}",
+                    "{} did not accept connections on {http} within {timeout:?}; log in {}:\n{}",
+                    self.name,
                     dir.display(),
                     tail(&dir.join("streamedge.log"))
                 );
@@ -214,7 +223,7 @@ impl EdgeProcess {
     /// SIGTERM (graceful drain), then SIGKILL to its process group. Idempotent.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            stop_group(&mut child, "streamedge", "TERM", STOP_TIMEOUT);
+            stop_group(&mut child, &self.name, "TERM", STOP_TIMEOUT);
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use futures_util::stream;
-use http::{Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -224,13 +224,22 @@ async fn respond(
         *not_found.status_mut() = StatusCode::NOT_FOUND;
         return Ok(not_found);
     };
-    let response = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_LENGTH, len)
-        .header(header::CONTENT_TYPE, content_type)
-        .header(header::CACHE_CONTROL, "max-age=3600")
-        .body(body);
-    Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync())))
+    let mut response = Response::new(body);
+    *response.headers_mut() = headers(len, content_type);
+    Ok(response)
+}
+
+/// The headers of every 200 the origin sends (hyper adds `Date`): also what the bare server
+/// stores with each fixed file.
+pub fn headers(len: usize, content_type: &'static str) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(3);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    h
 }
 
 /// The body as chunks: the first right away, the last `body_time` later, evenly spaced.

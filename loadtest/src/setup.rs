@@ -9,6 +9,7 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 
 use crate::client::{Checksum, Expect};
+use crate::crowd;
 
 /// The repository (the workspace root, one above this crate).
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -17,6 +18,11 @@ pub const DEMO_MEDIA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../src/origin
 
 /// What the origin serves at a fixed path: path → (body, Content-Type).
 pub type Files = HashMap<String, (Bytes, &'static str)>;
+
+/// The comparison's ~1 KB manifest (a 1017-byte VOD media playlist).
+pub const PATH_1K: &str = "/vod/bench/1k.m3u8";
+/// The comparison's 1 MiB segment.
+pub const PATH_1M: &str = "/vod/bench/1m.m4s";
 
 /// A directory removed on drop unless kept.
 pub struct TempDir {
@@ -48,21 +54,28 @@ pub fn edge_binary(edge_bin: Option<&Path>, no_build: bool) -> anyhow::Result<Pa
     if let Some(b) = edge_bin {
         return Ok(b.to_owned());
     }
+    release_binary("streamedge", "streamedge", no_build)
+}
+
+/// The release binary `bin` of the workspace's `package`, next to this program
+/// (target/release/<bin>), built first with `cargo build --release -p <package> --bin <bin>`
+/// unless `no_build`.
+pub fn release_binary(package: &str, bin: &str, no_build: bool) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
-    // target/<profile>/<benchmark> → target/release/streamedge
+    // target/<profile>/<benchmark> → target/release/<bin>
     let target_dir = exe
         .parent()
         .and_then(Path::parent)
         .ok_or_else(|| anyhow!("cannot find the target directory from {}", exe.display()))?;
-    let bin = target_dir.join("release").join("streamedge");
+    let path = target_dir.join("release").join(bin);
     if !no_build {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         println!(
-            "building the streamedge release binary (cargo build --release --bin streamedge) ..."
+            "building the {bin} release binary (cargo build --release -p {package} --bin {bin}) ..."
         );
         let mut build = Command::new(&cargo);
         build
-            .args(["build", "--release", "--bin", "streamedge"])
+            .args(["build", "--release", "-p", package, "--bin", bin])
             .current_dir(REPO)
             .env("CARGO_TARGET_DIR", target_dir);
         // `cargo run` gives this process the package's variables; build scripts that watch
@@ -88,17 +101,17 @@ pub fn edge_binary(edge_bin: Option<&Path>, no_build: bool) -> anyhow::Result<Pa
         let status = build.status().context("cannot run cargo")?;
         if !status.success() {
             bail!(
-                "cargo build --release --bin streamedge failed ({status}); --no-build uses the binary as it is"
+                "cargo build --release -p {package} --bin {bin} failed ({status}); --no-build uses the binary as it is"
             );
         }
     }
-    if !bin.is_file() {
+    if !path.is_file() {
         bail!(
-            "no streamedge binary at {} (build it: cargo build --release)",
-            bin.display()
+            "no {bin} binary at {} (build it: cargo build --release -p {package} --bin {bin})",
+            path.display()
         );
     }
-    Ok(bin)
+    Ok(path)
 }
 
 /// `commit` or `commit + N changed files under src/`.
@@ -213,4 +226,26 @@ pub fn add_rendition(root: &str, media: &[(String, Bytes)], files: &mut Files) -
         }
     }
     mix
+}
+
+/// The comparison's fixed files, as its origin serves them to the caches and the bare server
+/// serves them from memory: the 1 KB playlist, the 1 MiB segment and the demo rendition under
+/// `/vod`. Returns the files and the player mix's paths, in order.
+pub fn bench_files() -> anyhow::Result<(Files, Vec<String>)> {
+    let mut files = Files::new();
+    // A 1017-byte VOD media playlist, as in loadtest/wrk/README.md.
+    let mut m3u8 = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n",
+    );
+    for i in 1..=32 {
+        m3u8.push_str(&format!("#EXTINF:2.000,\nseg-{i:05}.m4s\n"));
+    }
+    m3u8.push_str("#EXT-X-ENDLIST\n");
+    files.insert(PATH_1K.into(), (Bytes::from(m3u8), content_type(PATH_1K)));
+    // The 1 MiB segment: pseudo-random bytes, different from the herd object's.
+    let mut seg = crowd::make_object((1 << 20) + 8).to_vec();
+    seg.drain(..8);
+    files.insert(PATH_1M.into(), (Bytes::from(seg), content_type(PATH_1M)));
+    let mix = add_rendition("/vod", &demo_media()?, &mut files);
+    Ok((files, mix))
 }

@@ -7,8 +7,9 @@ use clap::Parser;
 
 use crate::model::{Scenario, Target};
 
-/// streamedge, nginx and Varnish side by side on this machine: hits over HTTP/1.1 and over
-/// TLS + HTTP/2, the herd, a player mix, and memory.
+/// streamedge, nginx and Varnish side by side on this machine, with a bare hyper + rustls
+/// server as the floor: hits over HTTP/1.1 and over TLS + HTTP/2, the herd, a player mix, and
+/// memory.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "compare")]
 pub(crate) struct Args {
@@ -43,11 +44,12 @@ pub(crate) struct Args {
         default_value = "hit-1k,hit-1m,h2-1k,h2-1m,mix,herd"
     )]
     pub(crate) scenarios: Vec<String>,
-    /// Targets, comma-separated: streamedge,nginx,varnish.
+    /// Targets, comma-separated: streamedge,nginx,varnish,bare (bare: hyper + rustls with
+    /// streamedge's connection settings and the files in memory, hit scenarios only).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "streamedge,nginx,varnish"
+        default_value = "streamedge,nginx,varnish,bare"
     )]
     pub(crate) targets: Vec<String>,
     /// Herd: concurrent clients on one cold object.
@@ -74,10 +76,11 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) taskset: bool,
     /// The streamedge binary (default: target/release/streamedge next to this program,
-    /// built first with `cargo build --release --bin streamedge`).
+    /// built first with `cargo build --release --bin streamedge`; the bare server is always
+    /// this tree's, built the same way).
     #[arg(long, value_name = "PATH")]
     pub(crate) edge_bin: Option<PathBuf>,
-    /// Do not build the streamedge binary; use it as it is.
+    /// Do not build the streamedge and bare binaries; use them as they are.
     #[arg(long)]
     pub(crate) no_build: bool,
     /// Seconds to wait after the fill before the settled memory reading.
@@ -114,7 +117,8 @@ pub(crate) fn parse_selection(args: &Args) -> anyhow::Result<(Vec<Scenario>, Vec
             "streamedge" | "edge" => Target::Edge,
             "nginx" => Target::Nginx,
             "varnish" => Target::Varnish,
-            other => bail!("unknown target {other:?} (streamedge, nginx, varnish)"),
+            "bare" => Target::Bare,
+            other => bail!("unknown target {other:?} (streamedge, nginx, varnish, bare)"),
         };
         if !targets.contains(&t) {
             targets.push(t);

@@ -1,6 +1,6 @@
 //! The caches under test, side by side in front of the origin: streamedge (the release binary as
-//! a process), nginx and Varnish, each with its endpoint and version; and what their logs say
-//! at the end.
+//! a process), nginx and Varnish, each with its endpoint and version, and the bare server (a
+//! process too, with the files in memory, no origin); and what their logs say at the end.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,6 +16,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) args: &'a Args,
     pub(crate) origin: SocketAddr,
     pub(crate) edge_bin: &'a Path,
+    /// The bare server's binary (when it is a target).
+    pub(crate) bare_bin: Option<&'a Path>,
     /// The run's temporary directory.
     pub(crate) dir: &'a Path,
     /// The certificate and key of every TLS listener.
@@ -25,11 +27,13 @@ pub(crate) struct Setup<'a> {
     pub(crate) prefix: &'a [String],
 }
 
-/// The running caches, stopped when dropped: Varnish, then nginx, then streamedge.
+/// The running caches, stopped when dropped: Varnish, then nginx, then streamedge, then the
+/// bare server.
 pub(crate) struct Caches {
     varnish: Option<varnish::Varnish>,
     nginx: Option<nginx::Nginx>,
     edge: Option<edgeproc::EdgeProcess>,
+    bare: Option<edgeproc::EdgeProcess>,
     /// In the order of `--targets`.
     pub(crate) endpoints: Vec<Endpoint>,
     /// nginx's and Varnish's versions, in the order of `--targets`.
@@ -42,6 +46,7 @@ impl Caches {
             varnish: None,
             nginx: None,
             edge: None,
+            bare: None,
             endpoints: Vec::new(),
             versions: Vec::new(),
         };
@@ -86,6 +91,17 @@ impl Caches {
                     });
                     c.varnish = Some(v);
                 }
+                Target::Bare => {
+                    let b = start_bare(s)?;
+                    c.endpoints.push(Endpoint {
+                        target: t,
+                        http: b.http,
+                        https: b.https,
+                        admin: None,
+                        pid: b.pid(),
+                    });
+                    c.bare = Some(b);
+                }
                 Target::Direct => {}
             }
         }
@@ -106,6 +122,18 @@ impl Caches {
                 results
                     .anomalies
                     .push(format!("streamedge log (warn and above, tail):\n{log}"));
+            }
+        }
+        if let Some(b) = self.bare.as_mut() {
+            if !b.running() {
+                results.anomalies.push("bare exited during the run".into());
+            }
+            // It writes nothing unless it fails.
+            let log = process::tail_n(&b.log_path(), 30);
+            if !log.trim().is_empty() {
+                results
+                    .anomalies
+                    .push(format!("bare server log (tail):\n{log}"));
             }
         }
         if let Some(n) = &self.nginx {
@@ -148,6 +176,23 @@ fn start_edge(s: &Setup<'_>) -> anyhow::Result<edgeproc::EdgeProcess> {
     edgeproc::EdgeProcess::start(
         s.edge_bin,
         &s.dir.join("streamedge"),
+        &edgeproc::EdgeConfig {
+            origin: s.origin,
+            cache_mib: s.args.cache_mib,
+            tls: Some((s.cert, s.key)),
+            cache_extra: "",
+        },
+        s.prefix,
+    )
+}
+
+/// The bare server with the edge's config (its own ports; the same certificate and server
+/// settings), so that it reads listen, tls and server exactly as streamedge does.
+fn start_bare(s: &Setup<'_>) -> anyhow::Result<edgeproc::EdgeProcess> {
+    let bin = s.bare_bin.ok_or_else(|| anyhow!("no bare server binary"))?;
+    edgeproc::EdgeProcess::start(
+        bin,
+        &s.dir.join("bare"),
         &edgeproc::EdgeConfig {
             origin: s.origin,
             cache_mib: s.args.cache_mib,

@@ -33,6 +33,7 @@ pub(crate) fn to_json(
                         ("p50_ms", Json::opt_num(m.p50)),
                         ("p99_ms", Json::opt_num(m.p99)),
                         ("vs_nginx", Json::opt_num(s.ratio(sc, e.target))),
+                        ("vs_bare", Json::opt_num(s.ratio_bare(sc, e.target))),
                         ("errors", Json::Int(m.errors)),
                         ("origin_requests", Json::Int(m.origin_requests)),
                         ("cache_cpu_cores", Json::opt_num(m.cache_cpu)),
@@ -43,6 +44,10 @@ pub(crate) fn to_json(
                         (
                             "per_core_vs_nginx",
                             Json::opt_num(s.per_core_ratio(sc, e.target)),
+                        ),
+                        (
+                            "per_core_vs_bare",
+                            Json::opt_num(s.per_core_ratio_bare(sc, e.target)),
                         ),
                         (
                             "rounds",

@@ -1,13 +1,15 @@
 //! The side-by-side comparison: streamedge, nginx (`proxy_cache`) and Varnish in front of one
-//! origin on loopback, measured in interleaved rounds with wrk, h2load and the herd clients,
-//! with each cache's peak memory. One command; see loadtest/README.md, "The comparison".
+//! origin on loopback, and the bare hyper + rustls server (`src/bin/bare.rs`) as the floor of
+//! a hit, measured in interleaved rounds with wrk, h2load and the herd clients, with each
+//! target's peak memory. One command; see loadtest/README.md, "The comparison".
 //!
 //! # Layout
 //!
 //! - `args`: the command line
 //! - `model`: targets, scenarios, runs, herds, endpoints, results
 //! - `setup`: the binary, versions, temporary directory, certificate, the origin's content
-//! - `caches`: streamedge, nginx and Varnish started in front of the origin; their logs
+//! - `caches`: streamedge, nginx and Varnish started in front of the origin, and the bare
+//!   server; their logs
 //! - `bench`: the rounds (warm, measure, herd, fill)
 //! - `loadgen`: wrk and h2load command lines and their output
 //! - `summary`: medians and goals
@@ -29,7 +31,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 use streamedge_loadtest::report::{Machine, load_average};
-use streamedge_loadtest::setup::{TempDir, edge_binary, expect_of, git_state, tool_version, which};
+use streamedge_loadtest::setup::{
+    TempDir, edge_binary, expect_of, git_state, release_binary, tool_version, which,
+};
 use streamedge_loadtest::{origin, process};
 use tokio::time::Instant;
 
@@ -37,7 +41,7 @@ use crate::args::{Args, parse_selection};
 use crate::bench::Bench;
 use crate::caches::{Caches, Setup};
 use crate::json::to_json;
-use crate::model::Scenario;
+use crate::model::{Scenario, Target};
 use crate::print::{print_header, print_summary};
 use crate::setup::{build_content, write_certificate};
 use crate::summary::Summary;
@@ -107,6 +111,15 @@ fn run(args: Args) -> anyhow::Result<bool> {
     };
 
     let edge_bin = edge_binary(args.edge_bin.as_deref(), args.no_build)?;
+    let bare_bin = if targets.contains(&Target::Bare) {
+        Some(release_binary(
+            "streamedge-loadtest",
+            "bare",
+            args.no_build,
+        )?)
+    } else {
+        None
+    };
     let git = git_state();
 
     let stamp = SystemTime::now()
@@ -138,6 +151,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             args: &args,
             origin: origin.addr,
             edge_bin: &edge_bin,
+            bare_bin: bare_bin.as_deref(),
             dir: &tmp.path,
             cert: &cert,
             key: &key,

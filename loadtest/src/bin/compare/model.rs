@@ -9,8 +9,7 @@ use streamedge_loadtest::process;
 use streamedge_loadtest::report::percentile;
 
 pub(crate) const MIB: u64 = 1 << 20;
-pub(crate) const PATH_1K: &str = "/vod/bench/1k.m3u8";
-pub(crate) const PATH_1M: &str = "/vod/bench/1m.m4s";
+pub(crate) use streamedge_loadtest::setup::{PATH_1K, PATH_1M};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Target {
@@ -18,6 +17,9 @@ pub(crate) enum Target {
     Edge,
     Nginx,
     Varnish,
+    /// hyper + rustls with streamedge's connection settings, the files in memory, no cache:
+    /// the floor of what a hit costs on the edge's stack (hit scenarios only).
+    Bare,
 }
 
 impl Target {
@@ -27,6 +29,7 @@ impl Target {
             Target::Edge => "streamedge",
             Target::Nginx => "nginx",
             Target::Varnish => "varnish",
+            Target::Bare => "bare",
         }
     }
     pub(crate) fn slug(self) -> &'static str {
@@ -35,7 +38,13 @@ impl Target {
             Target::Edge => "edge",
             Target::Nginx => "nginx",
             Target::Varnish => "varnish",
+            Target::Bare => "bare",
         }
+    }
+    /// A cache: it can miss, so it takes part in the herd and the fill (the bare server,
+    /// which has every file and nothing else, does not).
+    pub(crate) fn caches(self) -> bool {
+        matches!(self, Target::Edge | Target::Nginx | Target::Varnish)
     }
 }
 

@@ -18,7 +18,9 @@ pub(crate) fn print_header(
     scenarios: &[Scenario],
     load: &str,
 ) {
-    println!("streamedge comparison: streamedge, nginx and Varnish in front of one origin");
+    println!(
+        "streamedge comparison: streamedge, nginx and Varnish in front of one origin; bare (hyper + rustls, files in memory) as the floor"
+    );
     println!(
         "machine: {} cores ({}), {} RAM, kernel {}, {}",
         machine.nproc, machine.cpu, machine.memory, machine.kernel, machine.os
@@ -112,12 +114,13 @@ pub(crate) fn print_summary(
             sc.path().map(|p| format!(", GET {p}")).unwrap_or_default()
         );
         println!(
-            "| target | req/s | vs nginx | p50 ms | p99 ms | p99 vs best peer | cache CPU (cores) | req/s per cache core | per core vs nginx | errors | origin req | req/s min-max |"
+            "| target | req/s | vs nginx | vs bare | p50 ms | p99 ms | p99 vs best peer | cache CPU (cores) | req/s per cache core | per core vs nginx | per core vs bare | errors | origin req | req/s min-max |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let ratio = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}x"));
         for e in endpoints {
             let Some(m) = s.get(sc, e.target) else {
-                println!("| {} | n/a | | | | | | | | | | |", e.target.name());
+                println!("| {} | n/a | | | | | | | | | | | | |", e.target.name());
                 continue;
             };
             let p99_vs = match (m.p99, s.best_peer_p99(sc, e.target)) {
@@ -125,18 +128,18 @@ pub(crate) fn print_summary(
                 _ => "-".into(),
             };
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}-{:.0} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}-{:.0} |",
                 e.target.name(),
                 fmt_opt(m.rps, 0),
-                s.ratio(sc, e.target)
-                    .map_or("-".into(), |x| format!("{x:.2}x")),
+                ratio(s.ratio(sc, e.target)),
+                ratio(s.ratio_bare(sc, e.target)),
                 fmt_opt(m.p50, 2),
                 fmt_opt(m.p99, 2),
                 p99_vs,
                 fmt_opt(m.cache_cpu, 2),
                 fmt_opt(s.per_core(sc, e.target), 0),
-                s.per_core_ratio(sc, e.target)
-                    .map_or("-".into(), |x| format!("{x:.2}x")),
+                ratio(s.per_core_ratio(sc, e.target)),
+                ratio(s.per_core_ratio_bare(sc, e.target)),
                 m.errors,
                 m.origin_requests,
                 m.rps_min,
@@ -175,6 +178,12 @@ pub(crate) fn print_summary(
                     .map_or("-".into(), |x| format!("{x:.2}"))
             );
         }
+        for e in endpoints.iter().filter(|e| !e.target.caches()) {
+            println!(
+                "| {} | n/a (no cache, no origin) | | | | | |",
+                e.target.name()
+            );
+        }
     }
     println!(
         "\nmemory of each cache's processes (MiB; nginx: master + workers, varnish: manager + cache process)"
@@ -203,6 +212,11 @@ pub(crate) fn print_summary(
             "fill {}: {ok}/{n} objects ok, {origin} origin requests, {secs:.1} s",
             t.name()
         );
+    }
+    if !r.fill.is_empty() {
+        for e in endpoints.iter().filter(|e| !e.target.caches()) {
+            println!("fill {}: n/a (no cache, no origin)", e.target.name());
+        }
     }
     if !r.edge_metrics.is_empty() {
         let m: Vec<String> = r

@@ -8,11 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use streamedge_loadtest::client::Expect;
-use streamedge_loadtest::setup::{self, content_type, expect_of};
+use streamedge_loadtest::setup::{self, expect_of};
 use streamedge_loadtest::{crowd, origin};
 
 use crate::args::Args;
-use crate::model::{MIB, PATH_1K, PATH_1M};
+use crate::model::MIB;
 
 pub(crate) fn write_certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let generated =
@@ -29,22 +29,8 @@ pub(crate) fn write_certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)
 type Built = (origin::Content, HashMap<String, Expect>, Vec<String>);
 
 pub(crate) fn build_content(args: &Args) -> anyhow::Result<Built> {
-    let mut files = setup::Files::new();
-    // A 1017-byte VOD media playlist, as in loadtest/wrk/README.md.
-    let mut m3u8 = String::from(
-        "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n",
-    );
-    for i in 1..=32 {
-        m3u8.push_str(&format!("#EXTINF:2.000,\nseg-{i:05}.m4s\n"));
-    }
-    m3u8.push_str("#EXT-X-ENDLIST\n");
-    files.insert(PATH_1K.into(), (Bytes::from(m3u8), content_type(PATH_1K)));
-    // The 1 MiB segment: pseudo-random bytes, different from the herd object's.
-    let mut seg = crowd::make_object((MIB as usize) + 8).to_vec();
-    seg.drain(..8);
-    files.insert(PATH_1M.into(), (Bytes::from(seg), content_type(PATH_1M)));
-
-    let mix = setup::add_rendition("/vod", &setup::demo_media()?, &mut files);
+    // The fixed files: the same table the bare server loads.
+    let (files, mix) = setup::bench_files()?;
     let expect = files
         .iter()
         .map(|(p, (b, _))| (p.clone(), expect_of(b)))

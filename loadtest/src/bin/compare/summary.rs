@@ -65,7 +65,7 @@ impl Summary {
         let mut herd = Vec::new();
         if scenarios.contains(&Scenario::Herd) {
             let mut ts = vec![Target::Direct];
-            ts.extend(endpoints.iter().map(|e| e.target));
+            ts.extend(endpoints.iter().map(|e| e.target).filter(|t| t.caches()));
             for t in ts {
                 let mine: Vec<&Herd> = r.herds.iter().filter(|h| h.target == t).collect();
                 let m = |f: &dyn Fn(&Herd) -> Option<Duration>| {
@@ -95,8 +95,18 @@ impl Summary {
         self.med.get(&(scenario_index(s), t))
     }
 
+    /// The target's req/s over nginx's.
     pub(crate) fn ratio(&self, s: Scenario, t: Target) -> Option<f64> {
-        let n = self.get(s, Target::Nginx)?.rps?;
+        self.ratio_to(s, t, Target::Nginx)
+    }
+
+    /// The target's req/s over the bare server's: how close to the floor of its stack.
+    pub(crate) fn ratio_bare(&self, s: Scenario, t: Target) -> Option<f64> {
+        self.ratio_to(s, t, Target::Bare)
+    }
+
+    fn ratio_to(&self, s: Scenario, t: Target, base: Target) -> Option<f64> {
+        let n = self.get(s, base)?.rps?;
         let x = self.get(s, t)?.rps?;
         (n > 0.0).then_some(x / n)
     }
@@ -110,11 +120,19 @@ impl Summary {
     }
 
     pub(crate) fn per_core_ratio(&self, s: Scenario, t: Target) -> Option<f64> {
-        let n = self.per_core(s, Target::Nginx)?;
+        self.per_core_ratio_to(s, t, Target::Nginx)
+    }
+
+    pub(crate) fn per_core_ratio_bare(&self, s: Scenario, t: Target) -> Option<f64> {
+        self.per_core_ratio_to(s, t, Target::Bare)
+    }
+
+    fn per_core_ratio_to(&self, s: Scenario, t: Target, base: Target) -> Option<f64> {
+        let n = self.per_core(s, base)?;
         (n > 0.0).then_some(self.per_core(s, t)? / n)
     }
 
-    /// The lowest p99 among the other targets.
+    /// The lowest p99 among the other caches (the bare server is a yardstick, not a peer).
     pub(crate) fn best_peer_p99(&self, s: Scenario, t: Target) -> Option<f64> {
         [Target::Edge, Target::Nginx, Target::Varnish]
             .into_iter()
