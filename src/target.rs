@@ -200,7 +200,11 @@ pub fn canonical_host(raw: &[u8], default_port: u16) -> Result<String, TargetErr
         if !valid {
             return Err(bad());
         }
-        (name.to_ascii_lowercase(), port)
+        // Room for the port too: one allocation for the whole host.
+        let mut lower = String::with_capacity(name.len() + 6);
+        lower.push_str(name);
+        lower.make_ascii_lowercase();
+        (lower, port)
     };
     let port = match port {
         None | Some("") => None,
@@ -215,10 +219,12 @@ pub fn canonical_host(raw: &[u8], default_port: u16) -> Result<String, TargetErr
             (n != u32::from(default_port)).then_some(n)
         }
     };
-    Ok(match port {
-        Some(p) => format!("{name}:{p}"),
-        None => name,
-    })
+    let mut name = name;
+    if let Some(p) = port {
+        name.push(':');
+        name.push_str(itoa::Buffer::new().format(p));
+    }
+    Ok(name)
 }
 
 fn hex_value(b: u8) -> Option<u8> {

@@ -200,8 +200,16 @@ impl ContentKind {
             Some((_, ext)) => ext,
             None => return ContentKind::Other,
         };
-        let ext = ext.to_ascii_lowercase();
-        match ext.as_str() {
+        // Lower-cased on the stack: every request's path goes through here.
+        let mut lower = [0u8; 8];
+        let Some(ext) = lower.get_mut(..ext.len()).and_then(|buf| {
+            buf.copy_from_slice(ext.as_bytes());
+            buf.make_ascii_lowercase();
+            std::str::from_utf8(buf).ok()
+        }) else {
+            return ContentKind::Other;
+        };
+        match ext {
             "m3u8" | "m3u" | "mpd" => ContentKind::Manifest,
             "ts" | "m4s" | "mp4" | "m4v" | "m4a" | "cmfv" | "cmfa" | "cmft" | "aac" | "ac3"
             | "ec3" | "mp3" | "vtt" | "webvtt" | "fmp4" | "webm" | "mkv" | "m2ts" | "mts"

@@ -96,7 +96,8 @@ impl CacheStatus {
 
     /// The entry of this cache, named `cache` (`streamedge`, or the node's name in a fleet).
     pub fn value(&self, cache: &str) -> HeaderValue {
-        let mut s = String::with_capacity(64);
+        // Written on the stack and copied once into the value (one allocation per response).
+        let mut s = StackText::default();
         s.push_str(cache);
         if self.hit {
             s.push_str("; hit");
@@ -123,9 +124,56 @@ impl CacheStatus {
             s.push_str("; detail=");
             s.push_str(d);
         }
-        // The String becomes the value's bytes (no copy); `cache` is a validated name.
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
-            .unwrap_or(HeaderValue::from_static("streamedge"))
+        s.value()
+            .unwrap_or_else(|| HeaderValue::from_static("streamedge"))
+    }
+}
+
+/// A `Cache-Status` entry being written: on the stack while it fits (it always does for the
+/// edge's own entries: a name of at most 63 bytes and the parameters), else on the heap.
+struct StackText {
+    buf: [u8; 192],
+    len: usize,
+    spilled: Option<String>,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        StackText {
+            buf: [0; 192],
+            len: 0,
+            spilled: None,
+        }
+    }
+}
+
+impl StackText {
+    fn push_str(&mut self, text: &str) {
+        if let Some(s) = &mut self.spilled {
+            s.push_str(text);
+            return;
+        }
+        let end = self.len + text.len();
+        match self.buf.get_mut(self.len..end) {
+            Some(dst) => {
+                dst.copy_from_slice(text.as_bytes());
+                self.len = end;
+            }
+            None => {
+                let mut s = String::with_capacity(end);
+                s.push_str(std::str::from_utf8(&self.buf[..self.len]).unwrap_or(""));
+                s.push_str(text);
+                self.spilled = Some(s);
+            }
+        }
+    }
+
+    fn value(&self) -> Option<HeaderValue> {
+        let bytes = match &self.spilled {
+            Some(s) => s.as_bytes(),
+            None => &self.buf[..self.len],
+        };
+        HeaderValue::from_bytes(bytes).ok()
     }
 }
 
@@ -152,6 +200,24 @@ pub fn after_upstream(upstream: &http::HeaderMap, ours: HeaderValue) -> HeaderVa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_longer_than_the_stack_buffer_is_whole() {
+        let name = "n".repeat(250);
+        let e = EdgeError::NoHealthyOrigin { key: "/a".into() };
+        let v = CacheStatus::stale_on_error(-4, &e).value(&name);
+        assert!(v.to_str().unwrap().starts_with(&name));
+        assert!(
+            v.to_str()
+                .unwrap()
+                .ends_with("; fwd=stale; fwd-status=503; ttl=-4; detail=stale-if-error"),
+            "{v:?}"
+        );
+        assert_eq!(
+            CacheStatus::hit(i64::MIN).value("x"),
+            format!("x; hit; ttl={}", i64::MIN).as_str()
+        );
+    }
 
     #[test]
     fn values() {
