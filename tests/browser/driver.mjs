@@ -150,6 +150,13 @@ async function runCase(c) {
     });
     Object.assign(result, st);
     result.picture = await page.evaluate(() => window.__picture());
+    // Where the media element stands (for a case that did not play: a gap, a pause, no data).
+    result.media = await page.evaluate(() => {
+      const v = document.querySelector("video");
+      const ranges = [];
+      for (let i = 0; i < v.buffered.length; i++) ranges.push([+v.buffered.start(i).toFixed(3), +v.buffered.end(i).toFixed(3)]);
+      return { currentTime: +v.currentTime.toFixed(3), readyState: v.readyState, paused: v.paused, buffered: ranges };
+    });
     result.progress = progress;
   } else {
     // A page to sample: the text of the given element ids, every second.
