@@ -1,9 +1,9 @@
 //! Low-latency HLS end to end: hls.js in `lowLatencyMode` plays the demo origin's LL-HLS
 //! rendition (`/ll/hls/master.m3u8`: 0.5 s CMAF parts, blocking playlist reloads, preload hints)
 //! through the edge. Four players watch side by side for 30 s: three with hls.js's catch-up
-//! (`maxLiveSyncPlaybackRate`) stay within 2.5 s of the live edge (true latency: the wall clock minus the program date of the playing position) with
-//! no stall, and the origin sees each blocking reload (`_HLS_msn`/`_HLS_part`) and each part once,
-//! however many players asked.
+//! (`maxLiveSyncPlaybackRate`) stay within 2.5 s of the live edge (true latency: the wall clock
+//! minus the program date of the playing position) with no stall, and the origin sees each
+//! blocking reload (`_HLS_msn`/`_HLS_part`) and each part once, however many players asked.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
