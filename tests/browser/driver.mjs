@@ -100,7 +100,11 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
 async function runCase(c) {
   const page = await context.newPage();
   const console_errors = [];
-  page.on("console", m => { if (m.type() === "error") console_errors.push(m.text().slice(0, 300)); });
+  const console_all = []; // every console line, kept when the case asks (c.console)
+  page.on("console", m => {
+    if (m.type() === "error") console_errors.push(m.text().slice(0, 300));
+    if (c.console) { console_all.push(`${m.type()} ${m.text().slice(0, 300)}`); if (console_all.length > 400) console_all.shift(); }
+  });
   page.on("pageerror", e => console_errors.push(`pageerror: ${e.message}`.slice(0, 300)));
   // What the network saw, from the DevTools protocol: protocol and Cache-Status per response.
   const responses = [];
@@ -172,6 +176,7 @@ async function runCase(c) {
   }
   result.elapsed_s = +((Date.now() - started) / 1000).toFixed(1);
   result.console_errors = console_errors;
+  if (c.console) result.console = console_all;
   result.failed_requests = failed;
   result.protocols = [...new Set(responses.filter(r => !r.url.startsWith(`http://127.0.0.1:${pagePort}/`)).map(r => r.protocol))];
   const counts = {};
