@@ -29,13 +29,12 @@ async fn hls_js_low_latency_mode_plays_within_2_5_s_of_live_through_the_edge() {
         requests: Some(log.clone()),
         ..OriginOptions::default()
     };
-    // The players join mid-loop: the live edge some 5-9 s into the demo's 12 s loop when they
-    // start (the loop's phase counts from the origin's start). Known defect, not hidden: an
-    // hls.js that joins in the last segment before the loop's discontinuity (edge 11.6-13.6 s
-    // into the loop) may never start (no SourceBuffer data, readyState 0; 2 of 4 players when
-    // forced there) — see the issue 14 closing note; the players here cross loop boundaries
-    // while playing, which works.
-    let origin = DemoOrigin::start(opts, SystemTime::now() - Duration::from_secs(3)).await;
+    // The players join near the end of the demo's 12 s loop (its phase counts from the
+    // origin's start): the live edge 11-14 s into the loop when they start, so they begin in
+    // the loop's last segment or the next loop's first, and cross the boundary at once. With an
+    // `EXT-X-DISCONTINUITY` there, hls.js (video + alternate audio) joined in two continuities
+    // and 2 of 4 players never started; the LL view now runs loops on without one.
+    let origin = DemoOrigin::start(opts, SystemTime::now() - Duration::from_secs(11)).await;
     let edge = TestEdge::builder(&[origin.url()]).start().await;
     let case = |name: &str| {
         let mut c = player_case(

@@ -57,7 +57,8 @@ pub(crate) struct LowLatency {
 impl LowLatency {
     /// `None` unless `parts` has one entry per segment, each with parts ending in increasing
     /// order and the last one with the segment.
-    pub(crate) fn new(playlist: MediaPlaylist, parts: Vec<SegmentParts>) -> Option<LowLatency> {
+    pub(crate) fn new(mut playlist: MediaPlaylist, parts: Vec<SegmentParts>) -> Option<LowLatency> {
+        playlist.continuous_loops();
         let fits = parts.len() == playlist.segments.len()
             && parts.iter().zip(&playlist.segments).all(|(p, s)| {
                 p.ends.len() == p.independent.len()
@@ -389,19 +390,19 @@ mod tests {
     #[test]
     fn playlist_across_the_loop_boundary() {
         let ll = quarters();
-        // Loop 2 has begun (msn 12): its first part follows a discontinuity and a date.
+        // Loop 2 has begun (msn 12): its first part follows on, no discontinuity (the
+        // timestamps are retimed, continuous), and the discontinuity sequence stays 0.
         let t = 24 * S + 600_000;
         let body = ll.live(t, 6, date, &[]).body;
         let tail = &body[body.find("\nloop-1/seg-6.m4s\n").unwrap()..];
         assert_eq!(
             tail,
-            format!(
-                "\nloop-1/seg-6.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:t{}\n\
-                 #EXT-X-PART:DURATION=0.5,URI=\"loop-2/seg-1.p0.m4s\",INDEPENDENT=YES\n\
-                 #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"loop-2/seg-1.p1.m4s\"\n",
-                24 * S
-            )
+            "\nloop-1/seg-6.m4s\n\
+             #EXT-X-PART:DURATION=0.5,URI=\"loop-2/seg-1.p0.m4s\",INDEPENDENT=YES\n\
+             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"loop-2/seg-1.p1.m4s\"\n"
         );
+        assert!(!body.contains("#EXT-X-DISCONTINUITY\n"), "{body}");
+        assert!(body.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{body}");
         // Exactly when a segment completes: no part of the next yet, the hint is its first.
         let body = ll.live(24 * S, 6, date, &[]).body;
         assert!(body.ends_with(

@@ -7,7 +7,9 @@
 //! sequence number is the absolute number of the first one. Every loop starts
 //! with `#EXT-X-DISCONTINUITY` (the content jumps back; with original bytes
 //! the timestamps do too); discontinuities the VOD playlist already had are
-//! kept, and `#EXT-X-DISCONTINUITY-SEQUENCE` counts all of them.
+//! kept, and `#EXT-X-DISCONTINUITY-SEQUENCE` counts all of them. The LL-HLS view is the
+//! exception (`continuous_loops`): its segments are always retimed, so its loops follow each
+//! other without the tag.
 //!
 //! When the origin can shift the segments' timestamps per loop (fragmented
 //! MP4, see `mp4`), the playlist is switched to loop directories: loop `k`
@@ -78,6 +80,8 @@ pub(crate) struct MediaPlaylist {
     disc_after_first: Vec<u64>,
     /// List loop `k`'s segments as `loop-k/<uri>`.
     loop_dirs: bool,
+    /// No `#EXT-X-DISCONTINUITY` at loop boundaries (see `continuous_loops`).
+    continuous_loops: bool,
 }
 
 /// A segment URI and the initialisation section (`#EXT-X-MAP`) it needs.
@@ -155,6 +159,15 @@ impl MediaPlaylist {
         self.loop_dirs = true;
     }
 
+    /// Loops follow each other without `#EXT-X-DISCONTINUITY` (the LL-HLS view): the segments
+    /// are retimed, so timestamps run on across the boundary with the same initialisation and
+    /// an IDR at every segment start; only the source's own discontinuities are tagged. A tag
+    /// there made hls.js with an alternate audio rendition join in two continuities (video on
+    /// the loop's last segment, audio on the next loop's first) and wait for ever.
+    pub(crate) fn continuous_loops(&mut self) {
+        self.continuous_loops = true;
+    }
+
     pub(crate) fn segment_count(&self) -> u64 {
         self.segments.len() as u64
     }
@@ -205,7 +218,7 @@ impl MediaPlaylist {
     /// Whether absolute segment `g` is preceded by `#EXT-X-DISCONTINUITY`.
     fn discontinuity(&self, g: u64) -> bool {
         let (k, i) = self.split(g);
-        (k > 0 && i == 0) || self.segments[i].discontinuity
+        (k > 0 && i == 0 && !self.continuous_loops) || self.segments[i].discontinuity
     }
 
     /// Number of `#EXT-X-DISCONTINUITY` tags on segments `0..=g`.
@@ -213,6 +226,12 @@ impl MediaPlaylist {
         let (k, i) = self.split(g);
         let first = u64::from(self.segments[0].discontinuity);
         let rest_per_loop = self.disc_after_first[self.segments.len() - 1];
+        if self.continuous_loops {
+            // Only the source's own tags, in every loop.
+            return k
+                .saturating_mul(first + rest_per_loop)
+                .saturating_add(first + self.disc_after_first[i]);
+        }
         if k == 0 {
             return first + self.disc_after_first[i];
         }
@@ -474,6 +493,7 @@ impl Reader {
             total,
             disc_after_first,
             loop_dirs: false,
+            continuous_loops: false,
         })
     }
 }
