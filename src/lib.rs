@@ -133,3 +133,19 @@ pub mod tls;
 pub mod upstream;
 
 pub use run::{Addrs, Listeners, StartError, run, run_with_reload};
+pub use server::http_builder;
+
+/// Objects of 256 KiB and more (segments) get their own mappings, returned to the system as
+/// soon as they are evicted. glibc's default raises this threshold after the first large free,
+/// after which evicted segments leave holes in the heap and the resident size drifts far above
+/// the configured cache size. `MALLOC_MMAP_THRESHOLD_` in the environment still wins. Call it
+/// first thing in `main`, before any thread starts (the binary and the benchmarks' bare server).
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        }
+    }
+}

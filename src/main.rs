@@ -63,22 +63,8 @@ enum Command {
     },
 }
 
-/// Objects of 256 KiB and more (segments) get their own mappings, returned to the system as
-/// soon as they are evicted. glibc's default raises this threshold after the first large free,
-/// after which evicted segments leave holes in the heap and the resident size drifts far above
-/// the configured cache size. `MALLOC_MMAP_THRESHOLD_` in the environment still wins.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
+    streamedge::tune_allocator();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -61,25 +61,30 @@ pub struct Server {
     shutdown: watch::Receiver<bool>,
 }
 
+/// The HTTP/1.1 + HTTP/2 connection builder every listener uses, with the edge's protocol
+/// settings (timers, header read timeout, keep-alive, buffer, stream and window sizes). Public
+/// so that the benchmarks' bare server (loadtest `bare`) serves with exactly these settings.
+pub fn http_builder(limits: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true)
+        .max_buf_size(256 * 1024);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .max_send_buf_size(1 << 20);
+    b
+}
+
 impl Server {
     pub fn new(limits: &ServerConfig, shutdown: watch::Receiver<bool>) -> Arc<Server> {
-        let make = || {
-            let mut b = auto::Builder::new(TokioExecutor::new());
-            b.http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .keep_alive(true)
-                .max_buf_size(256 * 1024);
-            b.http2()
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(limits.h2_max_concurrent_streams)
-                .keep_alive_interval(Some(Duration::from_secs(20)))
-                .keep_alive_timeout(Duration::from_secs(20))
-                .initial_stream_window_size(1 << 20)
-                .initial_connection_window_size(4 << 20)
-                .max_send_buf_size(1 << 20);
-            b
-        };
+        let make = || http_builder(limits);
         Arc::new(Server {
             limits: limits.clone(),
             connections: Arc::new(Semaphore::new(limits.max_connections)),

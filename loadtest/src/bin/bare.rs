@@ -21,7 +21,7 @@ use clap::Parser;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use streamedge::config::ServerConfig;
 use streamedge_loadtest::{origin, setup};
@@ -43,19 +43,9 @@ struct Args {
 /// Path → (the origin's response headers, body).
 type Table = HashMap<String, (HeaderMap, Bytes)>;
 
-/// As streamedge's `main`: glibc's mmap threshold pinned at 256 KiB (`tune_allocator`).
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
+    // As streamedge's `main`: glibc's mmap threshold pinned at 256 KiB.
+    streamedge::tune_allocator();
     let args = Args::parse();
     // As streamedge's `main`: the multi-threaded runtime with its default worker count (one
     // per CPU this process may use).
@@ -154,24 +144,8 @@ struct Bare {
 
 impl Bare {
     fn new(limits: &ServerConfig, table: Arc<Table>, shutdown: watch::Receiver<bool>) -> Bare {
-        // streamedge's `Server::new`, setting for setting.
-        let make = || {
-            let mut b = auto::Builder::new(TokioExecutor::new());
-            b.http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .keep_alive(true)
-                .max_buf_size(256 * 1024);
-            b.http2()
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(limits.h2_max_concurrent_streams)
-                .keep_alive_interval(Some(Duration::from_secs(20)))
-                .keep_alive_timeout(Duration::from_secs(20))
-                .initial_stream_window_size(1 << 20)
-                .initial_connection_window_size(4 << 20)
-                .max_send_buf_size(1 << 20);
-            b
-        };
+        // streamedge's own builder: the same protocol settings, whatever they become.
+        let make = || streamedge::http_builder(limits);
         Bare {
             limits: limits.clone(),
             connections: Arc::new(Semaphore::new(limits.max_connections)),
