@@ -132,7 +132,7 @@ pub mod target;
 pub mod tls;
 pub mod upstream;
 
-pub use run::{Addrs, Listeners, StartError, run, run_with_reload};
+pub use run::{Addrs, Listeners, StartError, per_core, run, run_with_reload};
 pub use server::http_builder;
 
 /// Objects of 256 KiB and more (segments) get their own mappings, returned to the system as

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, RuntimeModel, ServerConfig};
 use crate::proxy::{Proxy, ProxyHandler, Runtime};
 use crate::server::Server;
 use crate::tls::{self, TlsError};
@@ -33,23 +33,35 @@ pub struct Addrs {
     pub admin: Option<SocketAddr>,
 }
 
+/// Connections a client listener queues before they are accepted (the kernel caps it at
+/// `net.core.somaxconn`): a burst of thousands of players connecting at once must not meet
+/// refused or dropped SYNs while the accept loops catch up.
+const BACKLOG: u32 = 4096;
+
 impl Listeners {
+    /// Binds every configured listener. With `server.runtime: per_core` the client listeners
+    /// are bound with `SO_REUSEPORT`, so that each core's runtime can accept on a copy of its own.
     pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
-        async fn bind(
-            addr: Option<SocketAddr>,
-            what: &str,
-        ) -> std::io::Result<Option<TcpListener>> {
-            match addr {
-                None => Ok(None),
-                Some(a) => TcpListener::bind(a).await.map(Some).map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("cannot listen on {a} ({what}): {e}"))
-                }),
-            }
-        }
+        let reuse_port = config.server.runtime == RuntimeModel::PerCore;
+        let named = |a: SocketAddr, what: &str, e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {a} ({what}): {e}"))
+        };
+        let client = |addr: Option<SocketAddr>, what: &'static str| {
+            addr.map(|a| listen(a, reuse_port).map_err(|e| named(a, what, e)))
+                .transpose()
+        };
+        let admin = match config.admin.as_ref().map(|a| a.listen) {
+            None => None,
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| named(a, "admin.listen", e))?,
+            ),
+        };
         Ok(Listeners {
-            http: bind(config.listen.http, "listen.http").await?,
-            https: bind(config.listen.https, "listen.https").await?,
-            admin: bind(config.admin.as_ref().map(|a| a.listen), "admin.listen").await?,
+            http: client(config.listen.http, "listen.http")?,
+            https: client(config.listen.https, "listen.https")?,
+            admin,
         })
     }
 
@@ -63,10 +75,87 @@ impl Listeners {
     }
 }
 
+/// A client listener on `addr` (SO_REUSEADDR, as tokio's own bind, and SO_REUSEPORT when
+/// copies of it will share the port).
+fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Runs `serve` on one thread per CPU this process may use, each with a single-threaded
+/// runtime, given that core's `SO_REUSEPORT` copies of the listeners (the first core gets the
+/// listeners themselves; bind them with `server.runtime: per_core`, see [`Listeners::bind`]):
+/// the kernel spreads new connections over the copies, and a connection stays on the core
+/// that accepted it. Copies are bound before any thread starts, so a port that cannot be
+/// shared fails here. Returns, per core, what resolves when its `serve` has finished.
+/// Public so that the benchmarks' bare server runs exactly this model too.
+pub fn per_core<F, Fut>(
+    http: Option<TcpListener>,
+    https: Option<TcpListener>,
+    serve: F,
+) -> std::io::Result<Vec<tokio::sync::oneshot::Receiver<()>>>
+where
+    F: Fn(usize, Option<TcpListener>, Option<TcpListener>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let copies = |l: Option<TcpListener>| -> std::io::Result<Vec<Option<std::net::TcpListener>>> {
+        let Some(l) = l else {
+            return Ok((0..cores).map(|_| None).collect());
+        };
+        let addr = l.local_addr()?;
+        let mut all = vec![Some(l.into_std()?)];
+        for _ in 1..cores {
+            all.push(Some(listen(addr, true)?.into_std()?));
+        }
+        Ok(all)
+    };
+    let (http, https) = (copies(http)?, copies(https)?);
+    let mut done = Vec::with_capacity(cores);
+    for (core, (http, https)) in http.into_iter().zip(https).enumerate() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (finished, rx) = tokio::sync::oneshot::channel();
+        let serve = serve.clone();
+        std::thread::Builder::new()
+            .name(format!("edge-core-{core}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    // Registered with this core's runtime.
+                    let register = |l: Option<std::net::TcpListener>| {
+                        l.and_then(|l| match TcpListener::from_std(l) {
+                            Ok(l) => Some(l),
+                            Err(e) => {
+                                tracing::error!(core, error = %e, "cannot register a per-core listener");
+                                None
+                            }
+                        })
+                    };
+                    serve(core, register(http), register(https)).await;
+                });
+                let _ = finished.send(());
+            })?;
+        done.push(rx);
+    }
+    Ok(done)
+}
+
 /// Why an edge could not start, or a reload could not be applied (then the running
 /// configuration stays).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("per-core listeners: {0}")]
+    PerCore(std::io::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("origins: {0}")]
@@ -149,20 +238,29 @@ impl Edge {
             server,
             stop,
         };
-        edge.accept(listeners);
+        edge.accept(listeners)?;
         Ok(edge)
     }
 
-    fn accept(&mut self, listeners: Listeners) {
+    fn accept(&mut self, listeners: Listeners) -> Result<(), StartError> {
         let handler = ProxyHandler(self.proxy.clone());
-        if let Some(l) = listeners.http {
-            let serving = self.server.clone().serve(l, None, handler.clone());
-            self.accept_loops.push(tokio::spawn(serving));
-        }
-        if let (Some(l), Some(t)) = (listeners.https, self.tls.as_ref()) {
-            let acceptor = tokio_rustls::TlsAcceptor::from(t.config.clone());
-            let serving = self.server.clone().serve(l, Some(acceptor), handler);
-            self.accept_loops.push(tokio::spawn(serving));
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+        let https = listeners.https.filter(|_| tls.is_some());
+        if self.limits.runtime == RuntimeModel::PerCore {
+            self.accept_per_core(listeners.http, https.zip(tls), handler)
+                .map_err(StartError::PerCore)?;
+        } else {
+            if let Some(l) = listeners.http {
+                let serving = self.server.clone().serve(l, None, handler.clone());
+                self.accept_loops.push(tokio::spawn(serving));
+            }
+            if let (Some(l), Some(acceptor)) = (https, tls) {
+                let serving = self.server.clone().serve(l, Some(acceptor), handler);
+                self.accept_loops.push(tokio::spawn(serving));
+            }
         }
         if let Some(l) = listeners.admin {
             let admin = admin::AdminHandler {
@@ -174,6 +272,43 @@ impl Edge {
             self.stats_ticker = Some(spawn_stats_ticker(self.proxy.clone()));
         }
         self.listening.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `server.runtime: per_core` (see [`per_core`]): each core's runtime serves the
+    /// connections it accepted, with everything they start (fills, revalidations, prefetches),
+    /// and keeps running after shutdown until the connections have drained (at most
+    /// `server.drain_timeout`); its end counts as its accept loop's for `stop`.
+    fn accept_per_core(
+        &mut self,
+        http: Option<TcpListener>,
+        https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+        handler: ProxyHandler,
+    ) -> std::io::Result<()> {
+        let (https, tls) = https.unzip();
+        let (server, drain) = (self.server.clone(), self.limits.drain_timeout);
+        let cores = per_core(http, https, move |_, http, https| {
+            let (server, handler, tls) = (server.clone(), handler.clone(), tls.clone());
+            async move {
+                let serve = |l: Option<TcpListener>, tls| {
+                    let (server, handler) = (server.clone(), handler.clone());
+                    async move {
+                        if let Some(l) = l {
+                            server.serve(l, tls, handler).await;
+                        }
+                    }
+                };
+                tokio::join!(serve(http, None), serve(https, tls));
+                // The connections this runtime accepted run only while it does.
+                server.drained(drain).await;
+            }
+        })?;
+        for done in cores {
+            self.accept_loops.push(tokio::spawn(async move {
+                let _ = done.await;
+            }));
+        }
+        Ok(())
     }
 
     /// Applies reloads until `shutdown` resolves.
@@ -282,6 +417,7 @@ fn reload(proxy: &Proxy, tls: Option<&tls::Tls>, new: Config) -> Result<(), Star
             "server.max_connections",
             old.server.max_connections != new.server.max_connections,
         ),
+        ("server.runtime", old.server.runtime != new.server.runtime),
         (
             "tls (added or removed)",
             old.tls.is_some() != new.tls.is_some(),

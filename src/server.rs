@@ -44,11 +44,15 @@ pub struct ConnInfo {
 
 /// A request handler: never fails (errors become responses before they get here).
 pub trait Handler: Clone + Send + Sync + 'static {
+    /// What the handler learns of a response body as it goes out (the access log): the server
+    /// wraps each body once, for this and for its own watch on the connection.
+    type Watch: BodyWatch;
+
     fn call(
         &self,
         req: Request<Incoming>,
         conn: Arc<ConnInfo>,
-    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static;
+    ) -> impl Future<Output = (Response<ResponseBody>, Self::Watch)> + Send + 'static;
 }
 
 /// Listener-independent state: limits, builders and the shutdown signal.
@@ -282,11 +286,11 @@ fn tracked_service<H: Handler>(
         }
         activity.begin();
         async move {
-            let resp = handler.call(req, info).await;
+            let (resp, watch) = handler.call(req, info).await;
             Ok::<_, Infallible>(resp.map(|b| {
                 let sending = activity.track(&b);
                 let guard = Some(ActivityGuard(activity));
-                Watched::boxed(b, Tracked { guard, sending })
+                Watched::boxed(b, (Tracked { guard, sending }, watch))
             }))
         }
     })
@@ -492,6 +496,49 @@ pub trait BodyWatch: Send + Unpin + 'static {
     fn sent(&mut self, _data: Option<usize>) {}
     /// The body ended: cleanly, or with this error.
     fn ended(&mut self, _error: Option<&BoxError>) {}
+}
+
+/// Nothing to learn.
+impl BodyWatch for () {}
+
+/// A watch that may be absent (a response that needs none).
+impl<W: BodyWatch> BodyWatch for Option<W> {
+    fn polled(&mut self) {
+        if let Some(w) = self {
+            w.polled();
+        }
+    }
+
+    fn sent(&mut self, data: Option<usize>) {
+        if let Some(w) = self {
+            w.sent(data);
+        }
+    }
+
+    fn ended(&mut self, error: Option<&BoxError>) {
+        if let Some(w) = self {
+            w.ended(error);
+        }
+    }
+}
+
+/// Two watches of one body, in order: one wrapper (one allocation, one indirection per frame)
+/// instead of a body wrapped twice.
+impl<A: BodyWatch, B: BodyWatch> BodyWatch for (A, B) {
+    fn polled(&mut self) {
+        self.0.polled();
+        self.1.polled();
+    }
+
+    fn sent(&mut self, data: Option<usize>) {
+        self.0.sent(data);
+        self.1.sent(data);
+    }
+
+    fn ended(&mut self, error: Option<&BoxError>) {
+        self.0.ended(error);
+        self.1.ended(error);
+    }
 }
 
 /// A response body observed by a [`BodyWatch`].

@@ -533,3 +533,100 @@ async fn shutdown_drains_a_slow_response() {
     assert!(refused.is_err(), "no new connections after shutdown");
     origin.stop().await;
 }
+
+/// The edge's per-core threads (`edge-core-N`) in this process.
+fn core_threads() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|n| n.trim().to_owned())
+                .filter(|n| n.starts_with("edge-core-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// `server.runtime: per_core`: one single-threaded runtime per CPU, each on its own
+/// `SO_REUSEPORT` copy of the listeners. Many connections at once (HTTP/1.1 in the clear and
+/// TLS + HTTP/2), spread by the kernel over the cores, make one origin request for a cold
+/// object; hits follow; a body in flight at shutdown is finished; the threads end with the edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_runtime_collapses_across_cores_and_drains() {
+    let body = payload(200_000, 9);
+    let origin = TestOrigin::fixed(Reply::ok(body.clone()).delay(Duration::from_millis(400))).await;
+    let mut edge = TestEdge::builder(&[origin.url()])
+        .yaml("server:\n  runtime: per_core\n  drain_timeout: 10s\n")
+        .start()
+        .await;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let expected: Vec<String> = (0..cores).map(|i| format!("edge-core-{i}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while core_threads() != expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(core_threads(), expected, "one thread per core");
+
+    // 40 connections: a client (a connection) each, half HTTP/1.1, half h2 over TLS.
+    let mut fetches = Vec::new();
+    for i in 0..40 {
+        let (client, url) = if i % 2 == 0 {
+            (edge.http_client(), edge.http_url(SEGMENT))
+        } else {
+            (edge.h2_client(), edge.https_url(SEGMENT))
+        };
+        fetches.push(tokio::spawn(async move {
+            let r = get(&client, &url).await;
+            (r.status, r.body, r.version)
+        }));
+    }
+    for f in fetches {
+        let (status, got, version) = within(20, "collapsed fetch", f).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert!(got == body, "whole body");
+        assert!(matches!(version, Version::HTTP_11 | Version::HTTP_2));
+    }
+    assert_eq!(origin.count(), 1, "one origin request from every core");
+    for _ in 0..10 {
+        let hit = get(&edge.http_client(), &edge.http_url(SEGMENT)).await;
+        assert!(hit.cache_status().hit, "{}", hit.cache_status().raw);
+        assert!(hit.body == body);
+    }
+
+    // A body in flight when shutdown begins is finished on its core.
+    let slow = "/vod/720p/seg-00002.ts";
+    origin.set_script(move |_| {
+        Reply::ok(payload(256 << 10, 4)).trickle_over(16 << 10, Duration::from_millis(1000))
+    });
+    let client = edge.https_client();
+    let mut resp = within(10, "slow head", client.get(edge.https_url(slow)).send())
+        .await
+        .expect("response");
+    let mut got = within(10, "first chunk", resp.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_vec();
+    edge.begin_stop();
+    while let Some(c) = within(10, "chunk", resp.chunk())
+        .await
+        .expect("the response completes during the drain")
+    {
+        got.extend_from_slice(&c);
+    }
+    assert!(got == payload(256 << 10, 4), "complete body after shutdown");
+    drop(resp);
+    let http = edge.http;
+    edge.stop().await;
+    assert!(
+        tokio::net::TcpStream::connect(http).await.is_err(),
+        "no listener copy accepts after shutdown"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !core_threads().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(core_threads(), Vec::<String>::new(), "the core threads end");
+    origin.stop().await;
+}

@@ -24,13 +24,15 @@ pub struct AdminHandler {
 }
 
 impl Handler for AdminHandler {
+    type Watch = ();
+
     fn call(
         &self,
         req: Request<Incoming>,
         _conn: Arc<ConnInfo>,
-    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
+    ) -> impl Future<Output = (Response<ResponseBody>, ())> + Send + 'static {
         let this = self.clone();
-        async move { this.route(req).await }
+        async move { (this.route(req).await, ()) }
     }
 }
 

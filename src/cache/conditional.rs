@@ -109,7 +109,7 @@ pub fn evaluate(
     status: StatusCode,
     headers: &HeaderMap,
 ) -> Precondition {
-    if !status.is_success() {
+    if !status.is_success() || !has_precondition(request) {
         return Precondition::Proceed;
     }
     let etag = headers.get(ETAG).and_then(|v| v.to_str().ok());
@@ -142,6 +142,16 @@ pub fn evaluate(
 pub(crate) fn not_modified(request: &HeaderMap, headers: &HeaderMap) -> bool {
     let etag = headers.get(ETAG).and_then(|v| v.to_str().ok());
     client_has(request, etag, http_date(headers, LAST_MODIFIED))
+}
+
+/// Whether the request has any of the four precondition headers: most have none, and then
+/// nothing of the stored response needs to be read (its dates parsed) to answer it.
+fn has_precondition(request: &HeaderMap) -> bool {
+    !request.is_empty()
+        && (request.contains_key(IF_MATCH)
+            || request.contains_key(IF_NONE_MATCH)
+            || request.contains_key(IF_MODIFIED_SINCE)
+            || request.contains_key(IF_UNMODIFIED_SINCE))
 }
 
 /// `If-None-Match`, or without it `If-Modified-Since`, says the client already has the

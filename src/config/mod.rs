@@ -99,6 +99,20 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// A response the client has taken no bytes of for this long closes the connection.
     pub send_timeout: Duration,
+    /// How client connections are spread over the CPUs.
+    pub runtime: RuntimeModel,
+}
+
+/// How client connections are spread over the CPUs (`server.runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeModel {
+    /// One multi-threaded, work-stealing runtime: a busy connection's work may move to an idle
+    /// CPU.
+    WorkStealing,
+    /// One single-threaded runtime per CPU, each accepting on its own `SO_REUSEPORT` copy of
+    /// every client listener: the kernel spreads connections over the CPUs, and a connection
+    /// stays on the CPU that accepted it (no cross-thread wake-ups or stealing).
+    PerCore,
 }
 
 #[derive(Debug, Clone)]

@@ -138,6 +138,14 @@ pub(super) struct RawServer {
     pub(super) forward_unsafe_methods: bool,
     pub(super) trusted_proxies: Spanned<Vec<String>>,
     pub(super) send_timeout: Dur,
+    pub(super) runtime: RawRuntime,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawRuntime {
+    WorkStealing,
+    PerCore,
 }
 
 impl Default for RawServer {
@@ -153,6 +161,7 @@ impl Default for RawServer {
             forward_unsafe_methods: false,
             trusted_proxies: unknown_location(Vec::new()),
             send_timeout: Dur(Duration::from_secs(60)),
+            runtime: RawRuntime::WorkStealing,
         }
     }
 }

@@ -10,7 +10,8 @@ use super::units::IpNet;
 use super::{
     AdminConfig, CacheConfig, CompressConfig, Config, ConfigError, DiskConfig, FetchConfig,
     HealthCheckConfig, HostHeader, KeyRule, KindTtls, Listen, LogConfig, OriginConfig,
-    PrefetchConfig, QueryPolicy, ServerConfig, SigningRule, SliceConfig, TlsConfig, field_path_at,
+    PrefetchConfig, QueryPolicy, RuntimeModel, ServerConfig, SigningRule, SliceConfig, TlsConfig,
+    field_path_at,
 };
 
 /// Errors pointing into the text being validated.
@@ -180,6 +181,10 @@ fn server(v: &Validator, s: RawServer) -> Result<ServerConfig, ConfigError> {
         forward_unsafe_methods: s.forward_unsafe_methods,
         trusted_proxies,
         send_timeout: s.send_timeout.0,
+        runtime: match s.runtime {
+            RawRuntime::WorkStealing => RuntimeModel::WorkStealing,
+            RawRuntime::PerCore => RuntimeModel::PerCore,
+        },
     })
 }
 

@@ -7,6 +7,10 @@ use tokio::time::Instant;
 use crate::cache::fill::FillHead;
 use crate::error::{EdgeError, ErrorSource};
 
+/// The header's name, built once (a name given as text is checked again on every use).
+pub const CACHE_STATUS: http::header::HeaderName =
+    http::header::HeaderName::from_static("cache-status");
+
 /// RFC 9211 `Cache-Status` of one response.
 #[derive(Debug, Clone, Default)]
 pub struct CacheStatus {
@@ -182,7 +186,7 @@ impl StackText {
 /// the cache nearest the origin first.
 pub fn after_upstream(upstream: &http::HeaderMap, ours: HeaderValue) -> HeaderValue {
     let mut theirs = upstream
-        .get_all(http::header::HeaderName::from_static("cache-status"))
+        .get_all(CACHE_STATUS)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::Response;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 
 use super::admit::reference_key;
-use super::cache_status::CacheStatus;
+use super::cache_status::{CACHE_STATUS, CacheStatus};
 use super::context::{Proxy, Runtime};
 use super::headers::{VIA, stored_headers};
 use crate::cache::CacheKey;
@@ -66,10 +66,7 @@ pub async fn forward_unsafe(
     if let Some(len) = resp.response.content_length() {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
-    headers.insert(
-        HeaderName::from_static("cache-status"),
-        CacheStatus::method().value(&rt.cache_name),
-    );
+    headers.insert(CACHE_STATUS, CacheStatus::method().value(&rt.cache_name));
     let stream = futures_util::stream::unfold(Some(resp), |state| async move {
         let mut resp = state?;
         match resp.chunk().await {

@@ -8,11 +8,10 @@ use http::{Method, Response, header};
 use http_body::Body;
 use tokio::time::Instant;
 
-use super::body::empty;
 use super::context::Proxy;
 use crate::cache::{CacheKey, ContentKind};
 use crate::cmcd::Cmcd;
-use crate::server::{BodyWatch, BoxError, ConnInfo, ResponseBody, Watched};
+use crate::server::{BodyWatch, BoxError, ConnInfo, ResponseBody};
 
 /// How a request was answered, for metrics, logs and `Cache-Status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +46,8 @@ impl CacheResult {
 /// What the access log and metrics record about one request.
 pub struct Outcome {
     pub method: Method,
-    pub target: String,
+    /// The request target as received (the URI's bytes are shared, not copied).
+    pub target: http::Uri,
     pub remote: std::net::SocketAddr,
     pub protocol: &'static str,
     pub started: Instant,
@@ -65,10 +65,7 @@ impl Outcome {
     pub fn new(parts: &http::request::Parts, conn: &ConnInfo) -> Outcome {
         Outcome {
             method: parts.method.clone(),
-            target: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            target: parts.uri.clone(),
             remote: conn.remote,
             protocol: conn.protocol,
             started: Instant::now(),
@@ -83,13 +80,14 @@ impl Outcome {
     }
 }
 
-/// Wraps the body so the access line and metrics are written when it ends. The status page's
-/// numbers count the response now (its head is out) and its body bytes as they go.
+/// The watch that writes the access line and metrics when the body ends (the server wraps the
+/// body with it); with no body, the line is written now. The status page's numbers count the
+/// response now (its head is out) and its body bytes as they go.
 pub fn log(
-    mut response: Response<ResponseBody>,
+    response: Response<ResponseBody>,
     mut out: Outcome,
     proxy: Arc<Proxy>,
-) -> Response<ResponseBody> {
+) -> (Response<ResponseBody>, Option<Logged>) {
     let status = response.status().as_u16();
     out.ttfb = out.started.elapsed();
     crate::metrics::first_byte(out.cache.as_str(), out.ttfb);
@@ -100,25 +98,23 @@ pub fn log(
     );
     if out.method == Method::HEAD || response.body().is_end_stream() {
         emit(&out, status, 0, None);
-        return response;
+        return (response, None);
     }
-    let expected = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let body = std::mem::replace(response.body_mut(), empty());
+    let expected = response.body().size_hint().exact().or_else(|| {
+        response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    });
     let log = Some((out, status));
-    *response.body_mut() = Watched::boxed(
-        body,
-        Logged {
-            bytes: 0,
-            expected,
-            log,
-            proxy,
-        },
-    );
-    response
+    let logged = Logged {
+        bytes: 0,
+        expected,
+        log,
+        proxy,
+    };
+    (response, Some(logged))
 }
 
 fn emit(out: &Outcome, status: u16, bytes: u64, body_error: Option<&str>) {
@@ -138,7 +134,7 @@ fn emit(out: &Outcome, status: u16, bytes: u64, body_error: Option<&str>) {
         client = %out.remote,
         proto = out.protocol,
         method = %out.method,
-        path = %out.target,
+        path = out.target.path_and_query().map_or("/", |p| p.as_str()),
         status,
         cache = out.cache.as_str(),
         kind = out.kind.as_str(),
@@ -155,9 +151,9 @@ fn emit(out: &Outcome, status: u16, bytes: u64, body_error: Option<&str>) {
 }
 
 /// Counts body bytes and writes the access line when the body ends, fails or is dropped.
-struct Logged {
+pub struct Logged {
     bytes: u64,
-    /// The declared length: hyper may drop a body as soon as it has sent that many bytes.
+    /// The body's known length: hyper may drop a body as soon as it has sent that many bytes.
     expected: Option<u64>,
     log: Option<(Outcome, u16)>,
     proxy: Arc<Proxy>,

@@ -46,22 +46,25 @@ use respond::{Answer, respond, respond_error};
 pub struct ProxyHandler(pub Arc<Proxy>);
 
 impl Handler for ProxyHandler {
+    type Watch = Option<log::Logged>;
+
     fn call(
         &self,
         req: Request<Incoming>,
         conn: Arc<ConnInfo>,
-    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
+    ) -> impl Future<Output = (Response<ResponseBody>, Option<log::Logged>)> + Send + 'static {
         let proxy = self.0.clone();
         async move { handle(proxy, req, conn).await }
     }
 }
 
-/// Runs every phase for one request; never fails.
+/// Runs every phase for one request; never fails. The access log's watch of the body comes
+/// with the response (none when the response has no body: its line is written already).
 pub async fn handle(
     proxy: Arc<Proxy>,
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
-) -> Response<ResponseBody> {
+) -> (Response<ResponseBody>, Option<log::Logged>) {
     let (parts, body) = req.into_parts();
     let mut out = Outcome::new(&parts, &conn);
     let rt = proxy.runtime();

@@ -13,7 +13,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use tokio::time::Instant;
 
 use super::body::{Chain, empty, full, stored};
-use super::cache_status::{CacheStatus, after_upstream};
+use super::cache_status::{CACHE_STATUS, CacheStatus, after_upstream};
 use super::headers::VIA;
 use super::log::{CacheResult, Outcome};
 use crate::cache::conditional::{self, Precondition, RangeRequest};
@@ -87,10 +87,7 @@ fn extra_headers(
 ) -> [(HeaderName, HeaderValue); 3] {
     [
         (header::AGE, age_value(age)),
-        (
-            HeaderName::from_static("cache-status"),
-            after_upstream(stored, status.value(cache)),
-        ),
+        (CACHE_STATUS, after_upstream(stored, status.value(cache))),
         (header::VIA, HeaderValue::from_static(VIA)),
     ]
 }
@@ -415,10 +412,7 @@ pub fn respond_error(e: &EdgeError, cache: &str, out: &mut Outcome) -> Response<
     let mut resp = error_response(e);
     let h = resp.headers_mut();
     h.insert(header::AGE, HeaderValue::from(0));
-    h.insert(
-        HeaderName::from_static("cache-status"),
-        CacheStatus::error(e).value(cache),
-    );
+    h.insert(CACHE_STATUS, CacheStatus::error(e).value(cache));
     if e.source_class() == crate::error::ErrorSource::Client {
         out.cache = CacheResult::Synthetic;
     }

@@ -5,7 +5,7 @@
 //!
 //! `bare --config FILE` reads a streamedge config and takes from it what streamedge's server
 //! takes: `listen` (http, https), `tls` (built by streamedge's own `tls::build`) and `server`
-//! (timeouts, connection and stream limits, drain); the rest is ignored. Each setting below
+//! (timeouts, connection and stream limits, drain, the runtime model); the rest is ignored. Each setting below
 //! mirrors `src/server.rs`, `src/accept.rs` and `src/main.rs` of the edge; change them together.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use bytes::Bytes;
 use clap::Parser;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -23,7 +23,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use streamedge::config::ServerConfig;
+use streamedge::config::{RuntimeModel, ServerConfig};
 use streamedge_loadtest::{origin, setup};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -75,28 +75,47 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(t) => Some(TlsAcceptor::from(streamedge::tls::build(t)?.config)),
         None => None,
     };
-    let bind = |a: std::net::SocketAddr| async move {
-        TcpListener::bind(a)
-            .await
-            .with_context(|| format!("cannot listen on {a}"))
-    };
-    let http = match config.listen.http {
-        Some(a) => Some(bind(a).await?),
-        None => None,
-    };
-    let https = match (config.listen.https, &tls) {
-        (Some(a), Some(_)) => Some(bind(a).await?),
-        (Some(_), None) => return Err(anyhow!("listen.https needs tls")),
-        (None, _) => None,
-    };
+    // streamedge's own binding (backlog; SO_REUSEPORT with `server.runtime: per_core`).
+    let streamedge::Listeners { http, https, admin } = streamedge::Listeners::bind(&config).await?;
+    // The bare server has no admin listener.
+    drop(admin);
+    if https.is_some() && tls.is_none() {
+        return Err(anyhow!("listen.https needs tls"));
+    }
     let (stop, stop_rx) = watch::channel(false);
     let server = Arc::new(Bare::new(&config.server, table, stop_rx));
     let mut loops = Vec::new();
-    if let Some(l) = http {
-        loops.push(tokio::spawn(server.clone().serve(l, None)));
-    }
-    if let Some(l) = https {
-        loops.push(tokio::spawn(server.clone().serve(l, tls)));
+    if config.server.runtime == RuntimeModel::PerCore {
+        // streamedge's own per-core model: a single-threaded runtime per CPU, each on its
+        // copies of the listeners, running until its connections have drained.
+        let (srv, drain) = (server.clone(), config.server.drain_timeout);
+        let cores = streamedge::per_core(http, https, move |_, http, https| {
+            let (server, tls) = (srv.clone(), tls.clone());
+            async move {
+                let serve = |l: Option<TcpListener>, tls| {
+                    let server = server.clone();
+                    async move {
+                        if let Some(l) = l {
+                            server.serve(l, tls).await;
+                        }
+                    }
+                };
+                tokio::join!(serve(http, None), serve(https, tls));
+                server.drained(drain).await;
+            }
+        })?;
+        for done in cores {
+            loops.push(tokio::spawn(async move {
+                let _ = done.await;
+            }));
+        }
+    } else {
+        if let Some(l) = http {
+            loops.push(tokio::spawn(server.clone().serve(l, None)));
+        }
+        if let Some(l) = https {
+            loops.push(tokio::spawn(server.clone().serve(l, tls)));
+        }
     }
     let (mut term, mut int) = (
         signal(SignalKind::terminate())?,
@@ -111,12 +130,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for l in loops {
         let _ = l.await;
     }
-    let all = u32::try_from(config.server.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(
-        config.server.drain_timeout,
-        server.connections.acquire_many(all),
-    )
-    .await;
+    server.drained(config.server.drain_timeout).await;
     Ok(())
 }
 
@@ -155,6 +169,13 @@ impl Bare {
             table,
             shutdown,
         }
+    }
+
+    /// Waits until every connection has closed, at most `drain` (as streamedge's
+    /// `Server::drained`).
+    async fn drained(&self, drain: Duration) {
+        let all = u32::try_from(self.limits.max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(drain, self.connections.acquire_many(all)).await;
     }
 
     /// Accepts until shutdown, with one permit of `server.max_connections` per connection.
