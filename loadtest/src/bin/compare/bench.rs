@@ -441,7 +441,7 @@ impl Bench<'_> {
                 .notes
                 .extend(logs.notes.iter().map(|x| format!("{at}: {x}")));
             println!(
-                "{:<7} {:<8} {:<11} held {}/{} (opened in {:.1} s), RSS {} -> {} MiB: {} KiB/conn, {} MiB after close; {} req ({:.0}/s) p50 {} ms p99 {} ms max {} ms; lost {}; cache CPU {:.2}, client CPU {:.2}",
+                "{:<7} {:<8} {:<11} held {}/{} (opened in {:.1} s), RSS {} -> {} MiB: {} KiB/conn, {} MiB after close; {} req ({:.0}/s) p50 {} ms p99 {} ms max {} ms; lost {}; cache CPU {:.2}, client CPU {:.2}, other CPU {:.2}",
                 round + 1,
                 scenario.slug(),
                 target.name(),
@@ -460,6 +460,7 @@ impl Bench<'_> {
                 r.request_errors(),
                 r.cache_cpu,
                 r.client_cpu,
+                r.other_cpu,
             );
             results.conns.push(r);
             tokio::time::sleep(Duration::from_millis(a.pause_ms)).await;

@@ -337,6 +337,7 @@ pub(crate) async fn run(
         secs: 0.0,
         cache_cpu: 0.0,
         client_cpu: 0.0,
+        other_cpu: 0.0,
     };
 
     let started = Instant::now();
@@ -371,9 +372,11 @@ pub(crate) async fn run(
     let me = [std::process::id()];
     let (cache0, client0) = (process::cpu_seconds(&pids), process::cpu_seconds(&me));
     let window = Instant::now();
+    let others = process::OtherCpu::start();
     shared.phase.store(MEASURING, Ordering::Relaxed);
     tokio::time::sleep(p.duration).await;
     shared.phase.store(AFTER, Ordering::Relaxed);
+    r.other_cpu = others.cores();
     r.secs = window.elapsed().as_secs_f64();
     r.cache_cpu = (process::cpu_seconds(&pids) - cache0) / r.secs;
     r.client_cpu = (process::cpu_seconds(&me) - client0) / r.secs;

@@ -161,6 +161,7 @@ pub(crate) fn to_json(
                                 ("errors", Json::tally(&c.errors)),
                                 ("cache_cpu_cores", Json::Num(c.cache_cpu)),
                                 ("client_cpu_cores", Json::Num(c.client_cpu)),
+                                ("other_cpu_cores", Json::Num(c.other_cpu)),
                             ])
                         })
                         .collect();
@@ -193,6 +194,7 @@ pub(crate) fn to_json(
                         ),
                         ("cache_cpu_cores", Json::opt_num(m.cache_cpu)),
                         ("client_cpu_cores", Json::opt_num(m.client_cpu)),
+                        ("other_cpu_cores", Json::opt_num(m.other_cpu)),
                         ("rounds", Json::Arr(rounds)),
                     ]))
                 })

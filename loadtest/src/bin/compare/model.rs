@@ -232,6 +232,9 @@ pub(crate) struct ConnsRun {
     /// in cores.
     pub(crate) cache_cpu: f64,
     pub(crate) client_cpu: f64,
+    /// Cores other processes of the machine used during the window (the machine's busy time
+    /// less this program's, with its targets): what else ran while latency was measured.
+    pub(crate) other_cpu: f64,
 }
 
 impl ConnsRun {

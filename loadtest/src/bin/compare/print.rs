@@ -240,16 +240,16 @@ pub(crate) fn print_summary(
             args.conns_rounds.min(args.rounds),
         );
         println!(
-            "| target | connections held | held at end | did not open | RSS baseline MiB | RSS loaded MiB | RSS end MiB | RSS after close MiB | KiB per connection | vs nginx | PSS KiB per connection | requests | req/s | p50 ms | p99 ms | max ms | p99 vs nginx | errors | cache CPU (cores) | client CPU (cores) |"
+            "| target | connections held | held at end | did not open | RSS baseline MiB | RSS loaded MiB | RSS end MiB | RSS after close MiB | KiB per connection | vs nginx | PSS KiB per connection | requests | req/s | p50 ms | p99 ms | max ms | p99 vs nginx | errors | cache CPU (cores) | client CPU (cores) | other CPU (cores) |"
         );
         println!(
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         let ratio = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}x"));
         for e in endpoints {
             let Some(m) = s.conns_get(sc, e.target) else {
                 println!(
-                    "| {} | n/a{} | | | | | | | | | | | | | | | | | | |",
+                    "| {} | n/a{} | | | | | | | | | | | | | | | | | | | |",
                     e.target.name(),
                     if sc.tls() && e.https.is_none() {
                         " (no TLS)"
@@ -260,7 +260,7 @@ pub(crate) fn print_summary(
                 continue;
             };
             println!(
-                "| {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 e.target.name(),
                 m.held_loaded,
                 m.wanted,
@@ -282,6 +282,7 @@ pub(crate) fn print_summary(
                 m.errors,
                 fmt_opt(m.cache_cpu, 2),
                 fmt_opt(m.client_cpu, 2),
+                fmt_opt(m.other_cpu, 2),
             );
         }
     }

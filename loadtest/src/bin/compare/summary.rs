@@ -57,6 +57,7 @@ pub(crate) struct ConnsMed {
     pub(crate) rps: Option<f64>,
     pub(crate) cache_cpu: Option<f64>,
     pub(crate) client_cpu: Option<f64>,
+    pub(crate) other_cpu: Option<f64>,
 }
 
 impl ConnsMed {
@@ -85,6 +86,7 @@ impl ConnsMed {
             rps: col(&|r| Some(r.rps())),
             cache_cpu: col(&|r| Some(r.cache_cpu)),
             client_cpu: col(&|r| Some(r.client_cpu)),
+            other_cpu: col(&|r| Some(r.other_cpu)),
         }
     }
 }
