@@ -26,6 +26,8 @@ pub struct EdgeConfig<'a> {
     pub tls: Option<(&'a Path, &'a Path)>,
     /// More `cache` keys, e.g. `max_in_flight: 256MiB` (flow style, without braces).
     pub cache_extra: &'a str,
+    /// More `server` keys, e.g. `max_connections: 10256` (flow style, without braces).
+    pub server_extra: &'a str,
 }
 
 pub struct EdgeProcess {
@@ -62,7 +64,7 @@ pub fn config_yaml(
     }
     y.push_str(&format!(
         r#"admin: {{ listen: "{admin}" }}
-server: {{ drain_timeout: 2s }}
+server: {{ drain_timeout: 2s{server_extra} }}
 cache: {{ max_size: {cache}MiB, max_object_size: 64MiB{cache_extra} }}
 origins:
   - url: "http://{origin}"
@@ -74,6 +76,11 @@ log: {{ level: warn, access: "off" }}
             String::new()
         } else {
             format!(", {}", c.cache_extra)
+        },
+        server_extra = if c.server_extra.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", c.server_extra)
         },
         origin = c.origin,
     ));
@@ -214,6 +221,11 @@ impl EdgeProcess {
     /// Whether the process is still running (false: it exited or was never started).
     pub fn running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// How the process ended, if it has (e.g. `signal: 15 (SIGTERM)`).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok()?
     }
 
     pub fn log_path(&self) -> PathBuf {

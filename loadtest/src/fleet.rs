@@ -101,6 +101,7 @@ impl Nodes {
             cache_mib,
             tls: None,
             cache_extra: "",
+            server_extra: "",
         };
         let mut nodes = Nodes {
             layout,

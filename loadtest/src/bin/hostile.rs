@@ -128,6 +128,7 @@ fn start_edge(
             cache_mib: args.cache_mib,
             tls: None,
             cache_extra: if current { &extra } else { "" },
+            server_extra: "",
         },
         &[],
     )

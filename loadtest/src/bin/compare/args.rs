@@ -37,11 +37,12 @@ pub(crate) struct Args {
     /// Cache size of every target, MiB (streamedge max_size, nginx max_size, varnish malloc).
     #[arg(long, default_value_t = 256)]
     pub(crate) cache_mib: u64,
-    /// Scenarios to run, comma-separated: hit-1k,hit-1m,h2-1k,h2-1m,mix,herd.
+    /// Scenarios to run, comma-separated:
+    /// hit-1k,hit-1m,h2-1k,h2-1m,mix,herd,conns-h1,conns-h2.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "hit-1k,hit-1m,h2-1k,h2-1m,mix,herd"
+        default_value = "hit-1k,hit-1m,h2-1k,h2-1m,mix,herd,conns-h1,conns-h2"
     )]
     pub(crate) scenarios: Vec<String>,
     /// Targets, comma-separated: streamedge,nginx,varnish,bare (bare: hyper + rustls with
@@ -67,6 +68,27 @@ pub(crate) struct Args {
     /// Herd: bound on each client, ms.
     #[arg(long, default_value_t = 30_000)]
     pub(crate) herd_timeout_ms: u64,
+    /// Many connections (conns-h1, conns-h2): keep-alive connections held open to each target.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) conns_clients: usize,
+    /// Many connections: new connections per second (and at most 256 connecting at once).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) conns_rate: u64,
+    /// Many connections: mean time between two requests of one connection, ms (each wait is
+    /// drawn uniformly between 2/3 and 4/3 of it: 5-10 s by default).
+    #[arg(long, default_value_t = 7500)]
+    pub(crate) conns_interval_ms: u64,
+    /// Many connections: seconds between the last connection opened and the memory reading
+    /// with all of them open.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) conns_settle_s: u64,
+    /// Many connections: measured seconds of trickled requests, after that reading.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) conns_duration: u64,
+    /// Many connections: run them in the first R rounds only (a run takes about a minute per
+    /// target, and a later one meets memory the allocator kept from the one before).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) conns_rounds: usize,
     /// After the rounds, fetch this many times the cache size in distinct 1 MiB objects
     /// through every target and report memory again (0: skip).
     #[arg(long, default_value_t = 1.5)]
@@ -76,10 +98,14 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) taskset: bool,
     /// The streamedge binary (default: target/release/streamedge next to this program,
-    /// built first with `cargo build --release --bin streamedge`; the bare server is always
-    /// this tree's, built the same way).
+    /// built first with `cargo build --release --bin streamedge`).
     #[arg(long, value_name = "PATH")]
     pub(crate) edge_bin: Option<PathBuf>,
+    /// The bare server's binary (default: target/release/bare next to this program, built
+    /// first with `cargo build --release -p streamedge-loadtest --bin bare`: this tree's, the
+    /// yardstick of this tree's edge).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) bare_bin: Option<PathBuf>,
     /// Do not build the streamedge and bare binaries; use them as they are.
     #[arg(long)]
     pub(crate) no_build: bool,
@@ -107,7 +133,9 @@ pub(crate) fn parse_selection(args: &Args) -> anyhow::Result<(Vec<Scenario>, Vec
         match Scenario::ALL.iter().find(|x| x.slug() == s) {
             Some(&x) if !scenarios.contains(&x) => scenarios.push(x),
             Some(_) => {}
-            None => bail!("unknown scenario {s:?} (hit-1k, hit-1m, h2-1k, h2-1m, mix, herd)"),
+            None => bail!(
+                "unknown scenario {s:?} (hit-1k, hit-1m, h2-1k, h2-1m, mix, herd, conns-h1, conns-h2)"
+            ),
         }
     }
     scenarios.sort_by_key(|s| Scenario::ALL.iter().position(|x| x == s));

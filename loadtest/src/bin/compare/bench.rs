@@ -16,8 +16,11 @@ use streamedge_loadtest::{admin, client, crowd, origin, process};
 use tokio::time::Instant;
 
 use crate::args::Args;
+use crate::caches::{Caches, Setup};
+use crate::conns;
 use crate::loadgen::{h2load_command, parse_h2load, parse_wrk, wrk_command};
 use crate::model::{Endpoint, Herd, PATH_1K, Results, Run, Scenario, Target, scenario_index};
+use crate::summary::{fmt_opt, mib};
 
 /// Everything the benchmark needs while it runs.
 pub(crate) struct Bench<'a> {
@@ -37,6 +40,10 @@ pub(crate) struct Bench<'a> {
     pub(crate) sampler: &'a process::MemSampler,
     /// The run's temporary directory.
     pub(crate) tmp: PathBuf,
+    /// The certificate of every TLS listener (the many-connections clients trust it).
+    pub(crate) cert: PathBuf,
+    /// How the caches start: each many-connections run starts a fresh target of its own.
+    pub(crate) setup: Setup<'a>,
 }
 
 impl Bench<'_> {
@@ -62,10 +69,16 @@ impl Bench<'_> {
                     self.herd_round(round, &mut results).await?;
                     continue;
                 }
+                if scenario.conns() {
+                    if round < self.args.conns_rounds {
+                        self.conns_round(round, si, scenario, &mut results).await?;
+                    }
+                    continue;
+                }
                 let n = self.endpoints.len();
                 for k in 0..n {
                     let e = &self.endpoints[(round + si + k) % n];
-                    if scenario.h2() && e.https.is_none() {
+                    if scenario.tls() && e.https.is_none() {
                         continue; // Varnish has no TLS
                     }
                     let run = self.measure(round, scenario, e, &mut results).await?;
@@ -342,6 +355,114 @@ impl Bench<'_> {
                 tally.join(", ")
             );
             results.herds.push(h);
+            tokio::time::sleep(Duration::from_millis(a.pause_ms)).await;
+        }
+        Ok(())
+    }
+
+    /// Many connections: one run per target (Varnish has no TLS: not for conns-h2), in the
+    /// rotating order of the other scenarios, each against a target started for it alone (so
+    /// that its memory before is that of a fresh process, not memory its allocator kept from an
+    /// earlier run), stopped afterwards.
+    pub(crate) async fn conns_round(
+        &self,
+        round: usize,
+        si: usize,
+        scenario: Scenario,
+        results: &mut Results,
+    ) -> anyhow::Result<()> {
+        let a = self.args;
+        let p = conns::Params {
+            clients: a.conns_clients,
+            rate: a.conns_rate,
+            interval: Duration::from_millis(a.conns_interval_ms),
+            settle: Duration::from_secs(a.conns_settle_s),
+            duration: Duration::from_secs(a.conns_duration),
+        };
+        let tls = if scenario.tls() {
+            Some(conns::tls_connector(&self.cert)?)
+        } else {
+            None
+        };
+        let expect = self.expect[PATH_1K];
+        let n = self.endpoints.len();
+        for k in 0..n {
+            let main = &self.endpoints[(round + si + k) % n];
+            if scenario.tls() && main.https.is_none() {
+                continue; // Varnish has no TLS
+            }
+            let target = main.target;
+            let at = format!("round {} {} {}", round + 1, scenario.slug(), target.name());
+            let dir = self.tmp.join(format!(
+                "{}-{}-{}",
+                scenario.slug(),
+                round + 1,
+                target.slug()
+            ));
+            let setup = Setup {
+                dir: &dir,
+                ..self.setup
+            };
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let mut caches = tokio::task::block_in_place(|| Caches::start(&setup, &[target]))
+                .with_context(|| format!("{at}: cannot start a fresh {}", target.name()))?;
+            let e = caches.endpoints[0].clone();
+            let dial = match (&tls, e.https) {
+                (Some(tls), Some(addr)) => conns::Dial::H2 {
+                    addr,
+                    tls: tls.clone(),
+                },
+                _ => conns::Dial::H1(e.http),
+            };
+            // The object is cached (checked) before the baseline reading.
+            if let Err(err) = self.warm(&e, &[PATH_1K.to_owned()]).await {
+                results.anomalies.push(format!("{at}: warm-up: {err}"));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let r = conns::run(round, scenario, target, e.pid, dial, expect, &p).await;
+            let mut logs = Results::default();
+            caches.check_logs(&mut logs);
+            tokio::task::block_in_place(|| drop(caches));
+            for (err, n) in &r.connect_errors {
+                results
+                    .anomalies
+                    .push(format!("{at}: {n} connection(s) did not open: {err}"));
+            }
+            for (err, n) in &r.errors {
+                results
+                    .anomalies
+                    .push(format!("{at}: {n} connection(s) lost: {err}"));
+            }
+            results
+                .anomalies
+                .extend(logs.anomalies.iter().map(|x| format!("{at}: {x}")));
+            results
+                .notes
+                .extend(logs.notes.iter().map(|x| format!("{at}: {x}")));
+            println!(
+                "{:<7} {:<8} {:<11} held {}/{} (opened in {:.1} s), RSS {} -> {} MiB: {} KiB/conn, {} MiB after close; {} req ({:.0}/s) p50 {} ms p99 {} ms max {} ms; lost {}; cache CPU {:.2}, client CPU {:.2}, other CPU {:.2}",
+                round + 1,
+                scenario.slug(),
+                target.name(),
+                r.held_loaded,
+                r.wanted,
+                r.open_secs,
+                mib(r.mem_base.rss),
+                mib(r.mem_loaded.rss),
+                fmt_opt(r.kib_per_conn(), 1),
+                mib(r.mem_after.rss),
+                r.latencies.len(),
+                r.rps(),
+                fmt_opt(r.p(0.5), 2),
+                fmt_opt(r.p(0.99), 2),
+                fmt_opt(r.p(1.0), 2),
+                r.request_errors(),
+                r.cache_cpu,
+                r.client_cpu,
+                r.other_cpu,
+            );
+            results.conns.push(r);
             tokio::time::sleep(Duration::from_millis(a.pause_ms)).await;
         }
         Ok(())

@@ -11,20 +11,30 @@ use streamedge_loadtest::{edgeproc, nginx, process, varnish};
 use crate::args::Args;
 use crate::model::{Endpoint, Results, Target};
 
+/// Warnings about the machine's limits streamedge logs at start (notes, not anomalies): with
+/// the default `server.max_connections` (50,000) above what the open-file limit allows.
+const MACHINE_LIMITS: &[&str] =
+    &["server.max_connections is above what the open-file limit allows"];
+
 /// Where and how the caches start.
+#[derive(Clone, Copy)]
 pub(crate) struct Setup<'a> {
     pub(crate) args: &'a Args,
     pub(crate) origin: SocketAddr,
     pub(crate) edge_bin: &'a Path,
     /// The bare server's binary (when it is a target).
     pub(crate) bare_bin: Option<&'a Path>,
-    /// The run's temporary directory.
+    /// The temporary directory of these caches.
     pub(crate) dir: &'a Path,
     /// The certificate and key of every TLS listener.
     pub(crate) cert: &'a Path,
     pub(crate) key: &'a Path,
     /// Prefix of the caches' command lines (`taskset -c 1`), or empty.
     pub(crate) prefix: &'a [String],
+    /// Connections every target must be able to hold at once (the many-connections
+    /// scenarios), or 0: streamedge's and bare's `server.max_connections`, at least nginx's
+    /// `worker_connections` (see `conns_capacity`).
+    pub(crate) hold: usize,
 }
 
 /// The running caches, stopped when dropped: Varnish, then nginx, then streamedge, then the
@@ -112,21 +122,36 @@ impl Caches {
     /// Varnish panic (anomalies); the rest of nginx's and Varnish's logs (notes).
     pub(crate) fn check_logs(&mut self, results: &mut Results) {
         if let Some(e) = self.edge.as_mut() {
-            if !e.running() {
+            if let Some(status) = e.exit_status() {
                 results
                     .anomalies
-                    .push("streamedge exited during the run".into());
+                    .push(format!("streamedge exited during the run ({status})"));
             }
             let log = process::tail_n(&e.log_path(), 30);
-            if !log.trim().is_empty() {
-                results
-                    .anomalies
-                    .push(format!("streamedge log (warn and above, tail):\n{log}"));
+            // The machine's limits, logged at start, are a note (as in the fleet and disk
+            // benchmarks); anything else is an anomaly.
+            let (limits, rest): (Vec<&str>, Vec<&str>) = log
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .partition(|l| MACHINE_LIMITS.iter().any(|m| l.contains(m)));
+            if !limits.is_empty() {
+                results.notes.push(format!(
+                    "streamedge logged at start:\n{}",
+                    limits.join("\n")
+                ));
+            }
+            if !rest.is_empty() {
+                results.anomalies.push(format!(
+                    "streamedge log (warn and above, tail):\n{}",
+                    rest.join("\n")
+                ));
             }
         }
         if let Some(b) = self.bare.as_mut() {
-            if !b.running() {
-                results.anomalies.push("bare exited during the run".into());
+            if let Some(status) = b.exit_status() {
+                results
+                    .anomalies
+                    .push(format!("bare exited during the run ({status})"));
             }
             // It writes nothing unless it fails.
             let log = process::tail_n(&b.log_path(), 30);
@@ -172,6 +197,16 @@ impl Caches {
     }
 }
 
+/// `server.max_connections` for streamedge and bare when they must hold `hold` connections
+/// (the default, 50,000, is lowered to what the open-file limit allows, with a warning).
+fn server_extra(hold: usize) -> String {
+    if hold == 0 {
+        String::new()
+    } else {
+        format!("max_connections: {hold}")
+    }
+}
+
 fn start_edge(s: &Setup<'_>) -> anyhow::Result<edgeproc::EdgeProcess> {
     edgeproc::EdgeProcess::start(
         s.edge_bin,
@@ -181,6 +216,7 @@ fn start_edge(s: &Setup<'_>) -> anyhow::Result<edgeproc::EdgeProcess> {
             cache_mib: s.args.cache_mib,
             tls: Some((s.cert, s.key)),
             cache_extra: "",
+            server_extra: &server_extra(s.hold),
         },
         s.prefix,
     )
@@ -198,6 +234,7 @@ fn start_bare(s: &Setup<'_>) -> anyhow::Result<edgeproc::EdgeProcess> {
             cache_mib: s.args.cache_mib,
             tls: Some((s.cert, s.key)),
             cache_extra: "",
+            server_extra: &server_extra(s.hold),
         },
         s.prefix,
     )
@@ -220,6 +257,7 @@ fn start_nginx(s: &Setup<'_>) -> anyhow::Result<nginx::Nginx> {
                 origin: o,
                 cache_mib,
                 workers,
+                min_worker_connections: s.hold,
             },
         )
     })

@@ -20,7 +20,7 @@ pub(crate) fn to_json(
 ) -> Json {
     let scen = scenarios
         .iter()
-        .filter(|&&x| x != Scenario::Herd)
+        .filter(|&&x| x != Scenario::Herd && !x.conns())
         .map(|&sc| {
             let targets = endpoints
                 .iter()
@@ -120,6 +120,93 @@ pub(crate) fn to_json(
             ])
         })
         .collect();
+    let mem_obj = |m: &process::Mem| {
+        Json::Obj(vec![
+            ("rss_kib", Json::Int(m.rss)),
+            ("pss_kib", Json::Int(m.pss)),
+        ])
+    };
+    let conns = scenarios
+        .iter()
+        .filter(|x| x.conns())
+        .map(|&sc| {
+            let targets = endpoints
+                .iter()
+                .filter_map(|e| {
+                    let m = s.conns_get(sc, e.target)?;
+                    let rounds = r
+                        .conns
+                        .iter()
+                        .filter(|c| c.scenario_index == scenario_index(sc) && c.target == e.target)
+                        .map(|c| {
+                            Json::Obj(vec![
+                                ("round", Json::Int(c.round as u64 + 1)),
+                                ("wanted", Json::Int(c.wanted as u64)),
+                                ("opened", Json::Int(c.opened as u64)),
+                                ("open_s", Json::Num(c.open_secs)),
+                                ("held_loaded", Json::Int(c.held_loaded as u64)),
+                                ("held_end", Json::Int(c.held_end as u64)),
+                                ("memory_baseline", mem_obj(&c.mem_base)),
+                                ("memory_loaded", mem_obj(&c.mem_loaded)),
+                                ("memory_end", mem_obj(&c.mem_end)),
+                                ("memory_after_close", mem_obj(&c.mem_after)),
+                                ("kib_per_conn", Json::opt_num(c.kib_per_conn())),
+                                ("pss_kib_per_conn", Json::opt_num(c.pss_kib_per_conn())),
+                                ("requests", Json::Int(c.latencies.len() as u64)),
+                                ("measured_s", Json::Num(c.secs)),
+                                ("p50_ms", Json::opt_num(c.p(0.5))),
+                                ("p99_ms", Json::opt_num(c.p(0.99))),
+                                ("max_ms", Json::opt_num(c.p(1.0))),
+                                ("connect_errors", Json::tally(&c.connect_errors)),
+                                ("errors", Json::tally(&c.errors)),
+                                ("cache_cpu_cores", Json::Num(c.cache_cpu)),
+                                ("client_cpu_cores", Json::Num(c.client_cpu)),
+                                ("other_cpu_cores", Json::Num(c.other_cpu)),
+                            ])
+                        })
+                        .collect();
+                    Some(Json::Obj(vec![
+                        ("target", Json::str(e.target.slug())),
+                        ("runs", Json::Int(m.runs as u64)),
+                        ("wanted", Json::Int(m.wanted as u64)),
+                        ("held_loaded", Json::Int(m.held_loaded as u64)),
+                        ("held_end", Json::Int(m.held_end as u64)),
+                        ("connect_failures", Json::Int(m.connect_failures as u64)),
+                        ("errors", Json::Int(m.errors as u64)),
+                        ("rss_baseline_mib", Json::opt_num(m.rss_base)),
+                        ("rss_loaded_mib", Json::opt_num(m.rss_loaded)),
+                        ("rss_end_mib", Json::opt_num(m.rss_end)),
+                        ("rss_after_close_mib", Json::opt_num(m.rss_after)),
+                        ("kib_per_conn", Json::opt_num(m.kib_per_conn)),
+                        (
+                            "kib_per_conn_vs_nginx",
+                            Json::opt_num(s.conns_mem_ratio(sc, e.target)),
+                        ),
+                        ("pss_kib_per_conn", Json::opt_num(m.pss_kib_per_conn)),
+                        ("requests", Json::Int(m.requests as u64)),
+                        ("rps", Json::opt_num(m.rps)),
+                        ("p50_ms", Json::opt_num(m.p50)),
+                        ("p99_ms", Json::opt_num(m.p99)),
+                        ("max_ms", Json::opt_num(m.max)),
+                        (
+                            "p99_vs_nginx",
+                            Json::opt_num(s.conns_p99_ratio(sc, e.target)),
+                        ),
+                        ("cache_cpu_cores", Json::opt_num(m.cache_cpu)),
+                        ("client_cpu_cores", Json::opt_num(m.client_cpu)),
+                        ("other_cpu_cores", Json::opt_num(m.other_cpu)),
+                        ("rounds", Json::Arr(rounds)),
+                    ]))
+                })
+                .collect();
+            Json::Obj(vec![
+                ("scenario", Json::str(sc.slug())),
+                ("title", Json::str(sc.title())),
+                ("path", sc.path().map_or(Json::Null, Json::str)),
+                ("targets", Json::Arr(targets)),
+            ])
+        })
+        .collect();
     let mem = |v: &[(String, process::Peaks)]| {
         Json::Arr(
             v.iter()
@@ -164,6 +251,12 @@ pub(crate) fn to_json(
                 ("herd_size", Json::Int(args.herd_size as u64)),
                 ("herd_latency_ms", Json::Int(args.herd_latency_ms)),
                 ("herd_body_ms", Json::Int(args.herd_body_ms)),
+                ("conns_clients", Json::Int(args.conns_clients as u64)),
+                ("conns_rate", Json::Int(args.conns_rate)),
+                ("conns_interval_ms", Json::Int(args.conns_interval_ms)),
+                ("conns_settle_s", Json::Int(args.conns_settle_s)),
+                ("conns_duration_s", Json::Int(args.conns_duration)),
+                ("conns_rounds", Json::Int(args.conns_rounds as u64)),
                 ("fill_factor", Json::Num(args.fill_factor)),
                 ("settle_s", Json::Int(args.settle_s)),
                 ("taskset", Json::Bool(args.taskset)),
@@ -172,6 +265,7 @@ pub(crate) fn to_json(
         ),
         ("scenarios", Json::Arr(scen)),
         ("herd", Json::Arr(herd)),
+        ("conns", Json::Arr(conns)),
         (
             "memory",
             Json::Obj(vec![

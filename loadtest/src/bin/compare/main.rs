@@ -10,7 +10,8 @@
 //! - `setup`: the binary, versions, temporary directory, certificate, the origin's content
 //! - `caches`: streamedge, nginx and Varnish started in front of the origin, and the bare
 //!   server; their logs
-//! - `bench`: the rounds (warm, measure, herd, fill)
+//! - `bench`: the rounds (warm, measure, herd, many connections, fill)
+//! - `conns`: the many-connections clients (HTTP/1.1, TLS + HTTP/2) and one run of them
 //! - `loadgen`: wrk and h2load command lines and their output
 //! - `summary`: medians and goals
 //! - `print`, `json`: the report, printed and as JSON
@@ -18,6 +19,7 @@
 mod args;
 mod bench;
 mod caches;
+mod conns;
 mod json;
 mod loadgen;
 mod model;
@@ -42,7 +44,7 @@ use crate::bench::Bench;
 use crate::caches::{Caches, Setup};
 use crate::json::to_json;
 use crate::model::{Scenario, Target};
-use crate::print::{print_header, print_summary};
+use crate::print::{print_conns_header, print_header, print_summary};
 use crate::setup::{build_content, write_certificate};
 use crate::summary::Summary;
 
@@ -67,6 +69,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
     if args.h2_conns < args.threads {
         bail!("--h2-conns must be >= --threads (h2load needs a connection per thread)");
     }
+    let hold = if scenarios.iter().any(|s| s.conns()) {
+        conns_capacity(&args)?
+    } else {
+        0
+    };
     if which("wrk").is_none()
         && scenarios
             .iter()
@@ -111,14 +118,14 @@ fn run(args: Args) -> anyhow::Result<bool> {
     };
 
     let edge_bin = edge_binary(args.edge_bin.as_deref(), args.no_build)?;
-    let bare_bin = if targets.contains(&Target::Bare) {
-        Some(release_binary(
+    let bare_bin = match (&args.bare_bin, targets.contains(&Target::Bare)) {
+        (_, false) => None,
+        (Some(b), true) => Some(b.clone()),
+        (None, true) => Some(release_binary(
             "streamedge-loadtest",
             "bare",
             args.no_build,
-        )?)
-    } else {
-        None
+        )?),
     };
     let git = git_state();
 
@@ -146,19 +153,18 @@ fn run(args: Args) -> anyhow::Result<bool> {
     // Declared in this order so that they stop in reverse: sampler, the caches (Varnish,
     // nginx, streamedge), origin, then the directory.
     let origin = origin::Origin::start_content(content, threads)?;
-    let mut caches = Caches::start(
-        &Setup {
-            args: &args,
-            origin: origin.addr,
-            edge_bin: &edge_bin,
-            bare_bin: bare_bin.as_deref(),
-            dir: &tmp.path,
-            cert: &cert,
-            key: &key,
-            prefix: &cache_prefix,
-        },
-        &targets,
-    )?;
+    let setup = Setup {
+        args: &args,
+        origin: origin.addr,
+        edge_bin: &edge_bin,
+        bare_bin: bare_bin.as_deref(),
+        dir: &tmp.path,
+        cert: &cert,
+        key: &key,
+        prefix: &cache_prefix,
+        hold: 0,
+    };
+    let mut caches = Caches::start(&setup, &targets)?;
     let endpoints = caches.endpoints.clone();
     let mut versions: Vec<(&'static str, String)> = vec![(
         "streamedge",
@@ -187,6 +193,9 @@ fn run(args: Args) -> anyhow::Result<bool> {
         &scenarios,
         &load_before,
     );
+    if hold > 0 {
+        print_conns_header(&args, hold, &targets);
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -218,6 +227,9 @@ fn run(args: Args) -> anyhow::Result<bool> {
         gen_prefix,
         sampler: &sampler,
         tmp: tmp.path.clone(),
+        cert: cert.clone(),
+        // The many-connections runs start targets of their own, that can hold them.
+        setup: Setup { hold, ..setup },
     };
     let started = Instant::now();
     let outcome = rt.block_on(async {
@@ -273,4 +285,33 @@ fn run(args: Args) -> anyhow::Result<bool> {
     drop(origin);
     drop(tmp);
     Ok(clean)
+}
+
+/// Before the many-connections scenarios: raises this process's open-file limit (the clients
+/// hold `--conns-clients` sockets; the targets, its children, inherit the limit) and returns
+/// how many connections every target must be able to hold: the clients and 256 more (the
+/// warm-up's and the admin's), streamedge's and bare's `server.max_connections`.
+fn conns_capacity(args: &Args) -> anyhow::Result<usize> {
+    if args.conns_clients == 0 || args.conns_rate == 0 || args.conns_interval_ms == 0 {
+        bail!("--conns-clients, --conns-rate and --conns-interval-ms must be at least 1");
+    }
+    if args.conns_duration == 0 || args.conns_rounds == 0 {
+        bail!("--conns-duration and --conns-rounds must be at least 1");
+    }
+    let limit = process::raise_nofile_limit().unwrap_or(1024);
+    let hold = args.conns_clients + 256;
+    // This process: one socket per client, and the origin's and the warm-up's.
+    let mine = args.conns_clients as u64 + 512;
+    // streamedge keeps 512 + 1/16 of its limit (at most half) for origins, listeners and
+    // files, and lowers `server.max_connections` to the rest (`fit_connection_limit` in
+    // src/server.rs); it raises its soft limit to the same hard limit as ours.
+    let edge = limit - (512 + limit / 16).min(limit / 2);
+    if mine > limit || hold as u64 > edge {
+        bail!(
+            "--conns-clients {} needs {mine} open files here and {hold} connections in streamedge, which keeps {} of its {limit} files in reserve: lower it, or raise the hard limit (ulimit -Hn)",
+            args.conns_clients,
+            limit - edge
+        );
+    }
+    Ok(hold)
 }

@@ -2,11 +2,11 @@
 
 use std::net::SocketAddr;
 
-use streamedge_loadtest::process;
 use streamedge_loadtest::report::Machine;
+use streamedge_loadtest::{nginx, process};
 
 use crate::args::Args;
-use crate::model::{Endpoint, Results, Scenario};
+use crate::model::{Endpoint, PATH_1K, Results, Scenario, Target};
 use crate::summary::{Summary, fmt_opt, mib};
 
 pub(crate) fn print_header(
@@ -80,6 +80,42 @@ pub(crate) fn print_header(
     }
 }
 
+/// The many-connections parameters, and each target's limits that let it hold them.
+pub(crate) fn print_conns_header(args: &Args, hold: usize, targets: &[Target]) {
+    let mean = args.conns_interval_ms as f64 / 1000.0;
+    println!(
+        "many connections: {} keep-alive connections per target, opened at {}/s (at most 256 connecting at once); each asks GET {PATH_1K} every {:.1}-{:.1} s (uniform; about {:.0} req/s in all); memory read before, {} s after the last connection opened, and at the end of {} s measured; in the first {} round(s)",
+        args.conns_clients,
+        args.conns_rate,
+        mean * 2.0 / 3.0,
+        mean * 4.0 / 3.0,
+        args.conns_clients as f64 / mean,
+        args.conns_settle_s,
+        args.conns_duration,
+        args.conns_rounds.min(args.rounds),
+    );
+    let nofile = process::nofile_hard_limit().unwrap_or(65536).min(65536);
+    let mut limits = Vec::new();
+    for t in targets {
+        match t {
+            Target::Edge | Target::Bare => limits.push(format!(
+                "{}: server.max_connections {hold} (open files: raised to {nofile})",
+                t.name()
+            )),
+            Target::Nginx => limits.push(format!(
+                "nginx: worker_connections {} per worker ({} workers), worker_rlimit_nofile {nofile}",
+                nginx::worker_connections(nofile, hold),
+                if args.taskset { "1" } else { "auto" }
+            )),
+            Target::Varnish => limits.push(format!(
+                "varnish: open files {nofile}; idle connections wait in its waiter (no thread each); HTTP/1.1 only"
+            )),
+            Target::Direct => {}
+        }
+    }
+    println!("  limits: {}", limits.join("; "));
+}
+
 pub(crate) fn print_summary(
     args: &Args,
     scenarios: &[Scenario],
@@ -89,7 +125,7 @@ pub(crate) fn print_summary(
 ) {
     println!("\n===== summary: medians over {} rounds =====", args.rounds);
     for &sc in scenarios {
-        if sc == Scenario::Herd {
+        if sc == Scenario::Herd || sc.conns() {
             continue;
         }
         let how = if sc.h2() {
@@ -182,6 +218,71 @@ pub(crate) fn print_summary(
             println!(
                 "| {} | n/a (no cache, no origin) | | | | | |",
                 e.target.name()
+            );
+        }
+    }
+    for &sc in scenarios.iter().filter(|s| s.conns()) {
+        if !endpoints
+            .iter()
+            .any(|e| s.conns_get(sc, e.target).is_some())
+        {
+            continue;
+        }
+        let mean = args.conns_interval_ms as f64 / 1000.0;
+        println!(
+            "\n{} ({} connections opened at {}/s, GET {PATH_1K} every {:.1}-{:.1} s each, {} s measured; medians over {} round(s))",
+            sc.title(),
+            args.conns_clients,
+            args.conns_rate,
+            mean * 2.0 / 3.0,
+            mean * 4.0 / 3.0,
+            args.conns_duration,
+            args.conns_rounds.min(args.rounds),
+        );
+        println!(
+            "| target | connections held | held at end | did not open | RSS baseline MiB | RSS loaded MiB | RSS end MiB | RSS after close MiB | KiB per connection | vs nginx | PSS KiB per connection | requests | req/s | p50 ms | p99 ms | max ms | p99 vs nginx | errors | cache CPU (cores) | client CPU (cores) | other CPU (cores) |"
+        );
+        println!(
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let ratio = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}x"));
+        for e in endpoints {
+            let Some(m) = s.conns_get(sc, e.target) else {
+                println!(
+                    "| {} | n/a{} | | | | | | | | | | | | | | | | | | | |",
+                    e.target.name(),
+                    if sc.tls() && e.https.is_none() {
+                        " (no TLS)"
+                    } else {
+                        ""
+                    }
+                );
+                continue;
+            };
+            println!(
+                "| {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                e.target.name(),
+                m.held_loaded,
+                m.wanted,
+                m.held_end,
+                m.connect_failures,
+                fmt_opt(m.rss_base, 1),
+                fmt_opt(m.rss_loaded, 1),
+                fmt_opt(m.rss_end, 1),
+                fmt_opt(m.rss_after, 1),
+                fmt_opt(m.kib_per_conn, 1),
+                ratio(s.conns_mem_ratio(sc, e.target)),
+                fmt_opt(m.pss_kib_per_conn, 1),
+                m.requests,
+                fmt_opt(m.rps, 0),
+                fmt_opt(m.p50, 2),
+                fmt_opt(m.p99, 2),
+                fmt_opt(m.max, 2),
+                ratio(s.conns_p99_ratio(sc, e.target)),
+                m.errors,
+                fmt_opt(m.cache_cpu, 2),
+                fmt_opt(m.client_cpu, 2),
+                fmt_opt(m.other_cpu, 2),
             );
         }
     }

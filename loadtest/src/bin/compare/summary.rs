@@ -6,7 +6,7 @@ use std::time::Duration;
 use streamedge_loadtest::report::{median, ms};
 
 use crate::args::Args;
-use crate::model::{Endpoint, Herd, Results, Run, Scenario, Target, scenario_index};
+use crate::model::{ConnsRun, Endpoint, Herd, Results, Run, Scenario, Target, scenario_index};
 
 /// Medians over the rounds.
 #[derive(Debug, Clone, Default)]
@@ -31,9 +31,71 @@ pub(crate) struct HerdSummary {
     pub(crate) failed: usize,
 }
 
+/// Many connections: one target, one protocol, medians over the rounds that ran them (sums
+/// for counts; the fewest connections held).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConnsMed {
+    pub(crate) runs: usize,
+    pub(crate) wanted: usize,
+    pub(crate) held_loaded: usize,
+    pub(crate) held_end: usize,
+    pub(crate) connect_failures: usize,
+    pub(crate) errors: usize,
+    pub(crate) requests: usize,
+    /// MiB.
+    pub(crate) rss_base: Option<f64>,
+    pub(crate) rss_loaded: Option<f64>,
+    pub(crate) rss_end: Option<f64>,
+    pub(crate) rss_after: Option<f64>,
+    /// KiB per connection.
+    pub(crate) kib_per_conn: Option<f64>,
+    pub(crate) pss_kib_per_conn: Option<f64>,
+    /// ms.
+    pub(crate) p50: Option<f64>,
+    pub(crate) p99: Option<f64>,
+    pub(crate) max: Option<f64>,
+    pub(crate) rps: Option<f64>,
+    pub(crate) cache_cpu: Option<f64>,
+    pub(crate) client_cpu: Option<f64>,
+    pub(crate) other_cpu: Option<f64>,
+}
+
+impl ConnsMed {
+    fn of(runs: &[&ConnsRun]) -> ConnsMed {
+        let col = |f: &dyn Fn(&ConnsRun) -> Option<f64>| {
+            median(&runs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
+        };
+        let mib = |kib: u64| Some(kib as f64 / 1024.0);
+        ConnsMed {
+            runs: runs.len(),
+            wanted: runs.first().map_or(0, |r| r.wanted),
+            held_loaded: runs.iter().map(|r| r.held_loaded).min().unwrap_or(0),
+            held_end: runs.iter().map(|r| r.held_end).min().unwrap_or(0),
+            connect_failures: runs.iter().map(|r| r.connect_failures()).sum(),
+            errors: runs.iter().map(|r| r.request_errors()).sum(),
+            requests: runs.iter().map(|r| r.latencies.len()).sum(),
+            rss_base: col(&|r| mib(r.mem_base.rss)),
+            rss_loaded: col(&|r| mib(r.mem_loaded.rss)),
+            rss_end: col(&|r| mib(r.mem_end.rss)),
+            rss_after: col(&|r| mib(r.mem_after.rss)),
+            kib_per_conn: col(&|r| r.kib_per_conn()),
+            pss_kib_per_conn: col(&|r| r.pss_kib_per_conn()),
+            p50: col(&|r| r.p(0.5)),
+            p99: col(&|r| r.p(0.99)),
+            max: col(&|r| r.p(1.0)),
+            rps: col(&|r| Some(r.rps())),
+            cache_cpu: col(&|r| Some(r.cache_cpu)),
+            client_cpu: col(&|r| Some(r.client_cpu)),
+            other_cpu: col(&|r| Some(r.other_cpu)),
+        }
+    }
+}
+
 pub(crate) struct Summary {
     pub(crate) med: BTreeMap<(usize, Target), Med>,
     pub(crate) herd: Vec<HerdSummary>,
+    /// Many connections: (scenario index, target) → medians.
+    pub(crate) conns: BTreeMap<(usize, Target), ConnsMed>,
     pub(crate) goals: Vec<(String, String, Option<bool>)>,
 }
 
@@ -82,9 +144,24 @@ impl Summary {
                 });
             }
         }
+        let mut conns = BTreeMap::new();
+        for &sc in scenarios.iter().filter(|s| s.conns()) {
+            for e in endpoints {
+                let key = (scenario_index(sc), e.target);
+                let runs: Vec<&ConnsRun> = r
+                    .conns
+                    .iter()
+                    .filter(|c| (c.scenario_index, c.target) == key)
+                    .collect();
+                if !runs.is_empty() {
+                    conns.insert(key, ConnsMed::of(&runs));
+                }
+            }
+        }
         let mut s = Summary {
             med,
             herd,
+            conns,
             goals: Vec::new(),
         };
         s.goals = s.goals(args, scenarios, endpoints, r);
@@ -141,6 +218,24 @@ impl Summary {
             .reduce(f64::min)
     }
 
+    pub(crate) fn conns_get(&self, s: Scenario, t: Target) -> Option<&ConnsMed> {
+        self.conns.get(&(scenario_index(s), t))
+    }
+
+    /// Many connections: the target's memory per connection over nginx's.
+    pub(crate) fn conns_mem_ratio(&self, s: Scenario, t: Target) -> Option<f64> {
+        let n = self.conns_get(s, Target::Nginx)?.kib_per_conn?;
+        let x = self.conns_get(s, t)?.kib_per_conn?;
+        (n > 0.0).then_some(x / n)
+    }
+
+    /// Many connections: the target's p99 over nginx's.
+    pub(crate) fn conns_p99_ratio(&self, s: Scenario, t: Target) -> Option<f64> {
+        let n = self.conns_get(s, Target::Nginx)?.p99?;
+        let x = self.conns_get(s, t)?.p99?;
+        (n > 0.0).then_some(x / n)
+    }
+
     pub(crate) fn herd_ratio(&self, t: Target) -> Option<f64> {
         let p = |t: Target| self.herd.iter().find(|h| h.target == t)?.ttfb_p50;
         let (x, d) = (p(t)?, p(Target::Direct)?);
@@ -182,6 +277,41 @@ impl Summary {
                     format!("{}: p99 no worse than the best peer", s.slug()),
                     format!("{m:.2} ms vs {b:.2} ms"),
                     Some(m <= b),
+                ));
+            }
+        }
+        for &s in scenarios.iter().filter(|s| s.conns()) {
+            let Some(m) = self.conns_get(s, edge) else {
+                continue;
+            };
+            let all = m.held_loaded == m.wanted
+                && m.held_end == m.wanted
+                && m.connect_failures == 0
+                && m.errors == 0;
+            g.push((
+                format!("{}: every connection held, no error", s.slug()),
+                format!(
+                    "{}/{} held, {} did not open, {} lost",
+                    m.held_end.min(m.held_loaded),
+                    m.wanted,
+                    m.connect_failures,
+                    m.errors
+                ),
+                Some(all),
+            ));
+            let n = self.conns_get(s, Target::Nginx);
+            if let (Some(x), Some(y)) = (m.kib_per_conn, n.and_then(|n| n.kib_per_conn)) {
+                g.push((
+                    format!("{}: memory per connection <= nginx's", s.slug()),
+                    format!("{x:.1} KiB vs {y:.1} KiB"),
+                    Some(x <= y),
+                ));
+            }
+            if let (Some(x), Some(y)) = (m.p99, n.and_then(|n| n.p99)) {
+                g.push((
+                    format!("{}: p99 <= 1.5x nginx's", s.slug()),
+                    format!("{x:.2} ms vs {y:.2} ms"),
+                    Some(x <= 1.5 * y),
                 ));
             }
         }
