@@ -156,50 +156,79 @@ impl Server {
                     tls: false,
                     protocol: "h1",
                 });
-                self.drive(TokioIo::new(stream), &self.auto, info, accepted, handler)
-                    .await;
+                // Boxed, here and below: the task then holds only the state of the path
+                // its connection takes, not the largest of all (a TLS handshake's state, an
+                // HTTP/2 connection's), for as long as the connection lives.
+                let serving =
+                    Box::pin(self.drive(TokioIo::new(stream), &self.auto, info, accepted, handler));
+                serving.await;
             }
             Some(acceptor) => {
-                let handshake = tokio::time::timeout(
-                    self.limits.tls_handshake_timeout,
-                    acceptor.accept(stream),
-                )
-                .await;
-                let stream = match handshake {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                        crate::metrics::tls_handshake_error("failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote, "TLS handshake timed out");
-                        crate::metrics::tls_handshake_error("timeout");
-                        return;
-                    }
+                // The handshake's state and the stream it yields are gone (they belong to
+                // `tls_handshake`) before the connection is served.
+                let Some(serving) = self
+                    .tls_handshake(stream, remote, accepted, acceptor, handler)
+                    .await
+                else {
+                    return;
                 };
-                let (_, session) = stream.get_ref();
-                let h2 = session.alpn_protocol() == Some(b"h2");
-                crate::metrics::tls_handshake(
-                    crate::tls::version_label(session.protocol_version()),
-                    if h2 {
-                        "h2"
-                    } else if session.alpn_protocol().is_some() {
-                        "http/1.1"
-                    } else {
-                        "none"
-                    },
-                );
-                let info = Arc::new(ConnInfo {
-                    remote,
-                    tls: true,
-                    protocol: if h2 { "h2" } else { "h1" },
-                });
-                let builder = if h2 { &self.h2 } else { &self.h1 };
-                self.drive(TokioIo::new(stream), builder, info, accepted, handler)
-                    .await;
+                serving.await;
             }
         }
+    }
+
+    /// The TLS handshake (bounded by `tls_handshake_timeout`), then the connection's service,
+    /// HTTP/2 or HTTP/1.1 by ALPN, boxed and not yet started; `None` when the handshake failed.
+    async fn tls_handshake<H: Handler>(
+        &self,
+        stream: TcpStream,
+        remote: SocketAddr,
+        accepted: Instant,
+        acceptor: TlsAcceptor,
+        handler: H,
+    ) -> Option<Pin<Box<impl Future<Output = ()> + Send + '_>>> {
+        let handshake = Box::pin(tokio::time::timeout(
+            self.limits.tls_handshake_timeout,
+            acceptor.accept(stream),
+        ));
+        let stream = match handshake.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                crate::metrics::tls_handshake_error("failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                crate::metrics::tls_handshake_error("timeout");
+                return None;
+            }
+        };
+        let (_, session) = stream.get_ref();
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        crate::metrics::tls_handshake(
+            crate::tls::version_label(session.protocol_version()),
+            if h2 {
+                "h2"
+            } else if session.alpn_protocol().is_some() {
+                "http/1.1"
+            } else {
+                "none"
+            },
+        );
+        let info = Arc::new(ConnInfo {
+            remote,
+            tls: true,
+            protocol: if h2 { "h2" } else { "h1" },
+        });
+        let builder = if h2 { &self.h2 } else { &self.h1 };
+        Some(Box::pin(self.drive(
+            TokioIo::new(stream),
+            builder,
+            info,
+            accepted,
+            handler,
+        )))
     }
 
     /// Serves one connection until it ends, closing it when idle, stalled or on shutdown.

@@ -534,39 +534,44 @@ async fn shutdown_drains_a_slow_response() {
     origin.stop().await;
 }
 
-/// The edge's per-core threads (`edge-core-N`) in this process.
-fn core_threads() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .map(|d| {
-            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-                .map(|n| n.trim().to_owned())
-                .filter(|n| n.starts_with("edge-core-"))
-                .collect()
+/// How many sockets listen on `port` (IPv4 loopback), from `/proc/net/tcp`: each per-core
+/// runtime has its own `SO_REUSEPORT` copy of a listener.
+fn listening_sockets(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A"
         })
-        .unwrap_or_default();
-    names.sort();
-    names
+        .count()
 }
 
-/// `server.runtime: per_core`: one single-threaded runtime per CPU, each on its own
-/// `SO_REUSEPORT` copy of the listeners. Many connections at once (HTTP/1.1 in the clear and
-/// TLS + HTTP/2), spread by the kernel over the cores, make one origin request for a cold
-/// object; hits follow; a body in flight at shutdown is finished; the threads end with the edge.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_core_runtime_collapses_across_cores_and_drains() {
+/// Many connections at once (HTTP/1.1 in the clear and TLS + HTTP/2; with `per_core` spread
+/// by the kernel over the cores' listeners) make one origin request for a cold object; hits
+/// follow; a body in flight at shutdown is finished; then nothing listens any more.
+async fn serves_collapses_and_drains(runtime: &str, listeners: usize) {
     let body = payload(200_000, 9);
     let origin = TestOrigin::fixed(Reply::ok(body.clone()).delay(Duration::from_millis(400))).await;
     let mut edge = TestEdge::builder(&[origin.url()])
-        .yaml("server:\n  runtime: per_core\n  drain_timeout: 10s\n")
+        .yaml(&format!(
+            "server:\n  runtime: {runtime}\n  drain_timeout: 10s\n"
+        ))
         .start()
         .await;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let expected: Vec<String> = (0..cores).map(|i| format!("edge-core-{i}")).collect();
+    let (http, https) = (edge.http, edge.https);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while core_threads() != expected && Instant::now() < deadline {
+    while listening_sockets(http.port()) != listeners && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(core_threads(), expected, "one thread per core");
+    assert_eq!(listening_sockets(http.port()), listeners, "HTTP listeners");
+    assert_eq!(
+        listening_sockets(https.port()),
+        listeners,
+        "HTTPS listeners"
+    );
 
     // 40 connections: a client (a connection) each, half HTTP/1.1, half h2 over TLS.
     let mut fetches = Vec::new();
@@ -587,14 +592,18 @@ async fn per_core_runtime_collapses_across_cores_and_drains() {
         assert!(got == body, "whole body");
         assert!(matches!(version, Version::HTTP_11 | Version::HTTP_2));
     }
-    assert_eq!(origin.count(), 1, "one origin request from every core");
+    assert_eq!(
+        origin.count(),
+        1,
+        "one origin request from every connection"
+    );
     for _ in 0..10 {
         let hit = get(&edge.http_client(), &edge.http_url(SEGMENT)).await;
         assert!(hit.cache_status().hit, "{}", hit.cache_status().raw);
         assert!(hit.body == body);
     }
 
-    // A body in flight when shutdown begins is finished on its core.
+    // A body in flight when shutdown begins is finished.
     let slow = "/vod/720p/seg-00002.ts";
     origin.set_script(move |_| {
         Reply::ok(payload(256 << 10, 4)).trickle_over(16 << 10, Duration::from_millis(1000))
@@ -617,16 +626,23 @@ async fn per_core_runtime_collapses_across_cores_and_drains() {
     }
     assert!(got == payload(256 << 10, 4), "complete body after shutdown");
     drop(resp);
-    let http = edge.http;
     edge.stop().await;
-    assert!(
-        tokio::net::TcpStream::connect(http).await.is_err(),
-        "no listener copy accepts after shutdown"
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !core_threads().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(core_threads(), Vec::<String>::new(), "the core threads end");
+    assert_eq!(listening_sockets(http.port()), 0, "no HTTP listener left");
+    assert_eq!(listening_sockets(https.port()), 0, "no HTTPS listener left");
+    assert!(tokio::net::TcpStream::connect(http).await.is_err());
     origin.stop().await;
+}
+
+/// `server.runtime: per_core` (the default): a single-threaded runtime per CPU, each on its own
+/// `SO_REUSEPORT` copy of every client listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_runtime_collapses_across_cores_and_drains() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    serves_collapses_and_drains("per_core", cores).await;
+}
+
+/// `server.runtime: work_stealing`: one listener per address on the shared runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_stealing_runtime_collapses_and_drains() {
+    serves_collapses_and_drains("work_stealing", 1).await;
 }

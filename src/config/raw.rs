@@ -161,7 +161,7 @@ impl Default for RawServer {
             forward_unsafe_methods: false,
             trusted_proxies: unknown_location(Vec::new()),
             send_timeout: Dur(Duration::from_secs(60)),
-            runtime: RawRuntime::WorkStealing,
+            runtime: RawRuntime::PerCore,
         }
     }
 }

@@ -336,10 +336,13 @@ fn kubernetes_discovery_is_accepted_with_the_feature_only() {
 fn runtime_model_is_one_of_two() {
     assert_eq!(
         parse(MINIMAL).unwrap().server.runtime,
+        RuntimeModel::PerCore
+    );
+    let y = format!("{MINIMAL}server:\n  runtime: work_stealing\n");
+    assert_eq!(
+        parse(&y).unwrap().server.runtime,
         RuntimeModel::WorkStealing
     );
-    let y = format!("{MINIMAL}server:\n  runtime: per_core\n");
-    assert_eq!(parse(&y).unwrap().server.runtime, RuntimeModel::PerCore);
     let y = format!("{MINIMAL}server:\n  runtime: percore\n");
     let e = parse(&y).unwrap_err();
     assert_eq!((e.line, e.field.as_str()), (6, "server.runtime"), "{e}");

@@ -106,6 +106,10 @@ pub(crate) struct Args {
     /// yardstick of this tree's edge).
     #[arg(long, value_name = "PATH")]
     pub(crate) bare_bin: Option<PathBuf>,
+    /// `server.runtime` of streamedge and of the bare server (which runs the edge's own model):
+    /// work_stealing or per_core (default: the edge's default).
+    #[arg(long, value_name = "MODEL")]
+    pub(crate) runtime: Option<String>,
     /// Do not build the streamedge and bare binaries; use them as they are.
     #[arg(long)]
     pub(crate) no_build: bool,

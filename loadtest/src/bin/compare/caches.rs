@@ -197,14 +197,18 @@ impl Caches {
     }
 }
 
-/// `server.max_connections` for streamedge and bare when they must hold `hold` connections
-/// (the default, 50,000, is lowered to what the open-file limit allows, with a warning).
-fn server_extra(hold: usize) -> String {
-    if hold == 0 {
-        String::new()
-    } else {
-        format!("max_connections: {hold}")
+/// Server keys for streamedge and bare: `server.max_connections` when they must hold `hold`
+/// connections (the default, 50,000, is lowered to what the open-file limit allows, with a
+/// warning), and `server.runtime` when `--runtime` asks for one.
+fn server_extra(hold: usize, runtime: Option<&str>) -> String {
+    let mut keys = Vec::new();
+    if hold > 0 {
+        keys.push(format!("max_connections: {hold}"));
     }
+    if let Some(r) = runtime {
+        keys.push(format!("runtime: {r}"));
+    }
+    keys.join(", ")
 }
 
 fn start_edge(s: &Setup<'_>) -> anyhow::Result<edgeproc::EdgeProcess> {
@@ -216,7 +220,7 @@ fn start_edge(s: &Setup<'_>) -> anyhow::Result<edgeproc::EdgeProcess> {
             cache_mib: s.args.cache_mib,
             tls: Some((s.cert, s.key)),
             cache_extra: "",
-            server_extra: &server_extra(s.hold),
+            server_extra: &server_extra(s.hold, s.args.runtime.as_deref()),
         },
         s.prefix,
     )
@@ -234,7 +238,7 @@ fn start_bare(s: &Setup<'_>) -> anyhow::Result<edgeproc::EdgeProcess> {
             cache_mib: s.args.cache_mib,
             tls: Some((s.cert, s.key)),
             cache_extra: "",
-            server_extra: &server_extra(s.hold),
+            server_extra: &server_extra(s.hold, s.args.runtime.as_deref()),
         },
         s.prefix,
     )

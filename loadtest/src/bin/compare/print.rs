@@ -45,6 +45,10 @@ pub(crate) fn print_header(
         args.fill_factor
     );
     println!(
+        "streamedge and bare server.runtime: {}",
+        args.runtime.as_deref().unwrap_or("the edge's default")
+    );
+    println!(
         "scenarios: {}",
         scenarios
             .iter()
