@@ -47,8 +47,15 @@ impl Listeners {
             std::io::Error::new(e.kind(), format!("cannot listen on {a} ({what}): {e}"))
         };
         let client = |addr: Option<SocketAddr>, what: &'static str| {
-            addr.map(|a| listen(a, reuse_port).map_err(|e| named(a, what, e)))
-                .transpose()
+            addr.map(|a| {
+                if reuse_port {
+                    listen_shared(a)
+                } else {
+                    listen(a, false)
+                }
+                .map_err(|e| named(a, what, e))
+            })
+            .transpose()
         };
         let admin = match config.admin.as_ref().map(|a| a.listen) {
             None => None,
@@ -89,6 +96,24 @@ fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     }
     socket.bind(addr)?;
     socket.listen(BACKLOG)
+}
+
+/// The first listener of an address its per-core copies will share: bound with SO_REUSEPORT
+/// only once a probe without it found the address free, so that another process already
+/// listening there (a second edge started by mistake) is an error, "address in use", as with
+/// `work_stealing`, and not a silent share of the connections. For port 0, the port the
+/// kernel picked for the probe.
+fn listen_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let probe = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    probe.set_reuseaddr(true)?;
+    probe.bind(addr)?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    listen(addr, true)
 }
 
 /// Runs `serve` on one thread per CPU this process may use, each with a single-threaded
