@@ -101,13 +101,22 @@ impl Scenario {
             }
         }
     }
-    /// The issue's goal for streamedge's req/s over nginx's.
+    /// The goal for streamedge's req/s over nginx's (issue 15: nginx is the best-tuned peer
+    /// on these rows; Varnish trailed it in every earlier run).
     pub(crate) fn goal_ratio(self) -> Option<f64> {
         match self {
-            Scenario::Hit1k => Some(1.5),
-            Scenario::Hit1m | Scenario::Mix => Some(1.8),
-            Scenario::H2Hit1k | Scenario::H2Hit1m => Some(1.3),
+            Scenario::Hit1k | Scenario::Mix => Some(1.25),
+            Scenario::H2Hit1k => Some(1.2),
+            Scenario::Hit1m | Scenario::H2Hit1m => Some(1.3),
             Scenario::Herd | Scenario::ConnsH1 | Scenario::ConnsH2 => None,
+        }
+    }
+    /// The goal for streamedge's req/s over the bare server's (issue 15: small hits at 0.9x
+    /// the floor of the stack).
+    pub(crate) fn goal_bare_ratio(self) -> Option<f64> {
+        match self {
+            Scenario::Hit1k | Scenario::H2Hit1k => Some(0.9),
+            _ => None,
         }
     }
     /// Measured with h2load (TLS + HTTP/2 hits).

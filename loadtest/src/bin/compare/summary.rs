@@ -263,6 +263,16 @@ impl Summary {
                     ratio.map(|x| x >= goal),
                 ));
             }
+            if let Some(goal) = s.goal_bare_ratio()
+                && endpoints.iter().any(|e| e.target == Target::Bare)
+            {
+                let ratio = self.ratio_bare(s, edge);
+                g.push((
+                    format!("{}: req/s >= {goal}x bare", s.slug()),
+                    ratio.map_or("no data".into(), |x| format!("{x:.2}x")),
+                    ratio.map(|x| x >= goal),
+                ));
+            }
         }
         for &s in scenarios {
             if s == Scenario::Herd {
