@@ -188,16 +188,7 @@ pub fn canonical_host(raw: &[u8], default_port: u16) -> Result<String, TargetErr
             None => (s, None),
         };
         let name = name.strip_suffix('.').unwrap_or(name);
-        let valid = !name.is_empty()
-            && name.len() <= 253
-            && name.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
-        if !valid {
+        if !dns_name(name) {
             return Err(bad());
         }
         // Room for the port too: one allocation for the whole host.
@@ -225,6 +216,31 @@ pub fn canonical_host(raw: &[u8], default_port: u16) -> Result<String, TargetErr
         name.push_str(itoa::Buffer::new().format(p));
     }
     Ok(name)
+}
+
+/// A DNS name (or IPv4 address): 1 to 253 bytes of labels of 1 to 63 letters, digits, `-`
+/// or `_`, separated by single dots. One pass over the bytes (on every request).
+fn dns_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let mut label = 0;
+    for &b in name.as_bytes() {
+        if b == b'.' {
+            if label == 0 {
+                return false;
+            }
+            label = 0;
+        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            label += 1;
+            if label > 63 {
+                return false;
+            }
+        } else {
+            return false;
+        }
+    }
+    label != 0
 }
 
 fn hex_value(b: u8) -> Option<u8> {

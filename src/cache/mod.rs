@@ -81,6 +81,32 @@ pub(crate) struct CachedObject {
     pub encodings: Option<Arc<Encodings>>,
     /// What a manifest said about itself.
     pub media: Option<MediaSummary>,
+    /// The head of a whole-body answer from this object, made at its first such hit.
+    pub hit_head: HitHead,
+}
+
+/// A response head made once per stored object and reused by every hit that answers with
+/// the whole body (`proxy::respond`): a hit clones it and overwrites two values in place,
+/// instead of cloning the stored headers and growing them by four. A copy of an object starts
+/// without one (its headers or body may differ), so a head never outlives what it was made of.
+#[derive(Debug, Default)]
+pub(crate) struct HitHead(std::sync::OnceLock<HeaderMap>);
+
+impl HitHead {
+    pub fn get_or_init(&self, make: impl FnOnce() -> HeaderMap) -> &HeaderMap {
+        self.0.get_or_init(make)
+    }
+}
+
+impl Clone for HitHead {
+    fn clone(&self) -> HitHead {
+        HitHead::default()
+    }
+}
+
+/// What a header map weighs in the cache: names, values and a bucket each.
+fn header_bytes(h: &HeaderMap) -> usize {
+    h.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum()
 }
 
 /// Brotli and gzip variants of one stored body.
@@ -119,11 +145,9 @@ impl CachedObject {
     }
 
     fn weight(&self, key: &StoreKey) -> u64 {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 32)
-            .sum();
+        // The hit head, made later, is counted as a second copy of the headers plus the
+        // four values it adds.
+        let headers = 2 * header_bytes(&self.headers) + 4 * 64;
         ENTRY_OVERHEAD
             + key.key.as_str().len() as u64
             + key.variant.as_ref().map_or(0, |v| v.len() as u64)
@@ -264,11 +288,12 @@ impl Store {
         }
     }
 
-    /// A slot from memory, else from disk.
+    /// A slot from memory, else from disk (a future of its own: a memory hit's stays small).
     async fn slot(&self, slot: &StoreKey) -> Option<Slot> {
         match self.cache.get(slot).await {
             Some(found) => Some(found),
-            None => self.on_disk(slot).await,
+            None if self.disk.is_none() => None,
+            None => Box::pin(self.on_disk(slot)).await,
         }
     }
 
@@ -593,6 +618,7 @@ impl CachedObject {
             origin: self.origin.clone(),
             encodings: self.encodings.clone(),
             media: self.media,
+            hit_head: HitHead::default(),
         }
     }
 }

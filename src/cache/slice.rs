@@ -50,6 +50,7 @@ pub(crate) fn marker(
     headers.remove(header::CONTENT_RANGE);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
     Arc::new(CachedObject {
+        hit_head: Default::default(),
         status: http::StatusCode::OK,
         headers,
         body: Body::empty(),

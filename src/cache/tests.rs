@@ -17,6 +17,7 @@ fn segment() -> Arc<CachedObject> {
     let mut headers = HeaderMap::new();
     headers.insert(http::header::ETAG, "\"v1\"".parse().unwrap());
     Arc::new(CachedObject {
+        hit_head: Default::default(),
         status: StatusCode::OK,
         headers,
         body: Body::Memory(Bytes::from_static(b"segment")),

@@ -168,19 +168,25 @@ pub(super) fn cmcd(
     next
 }
 
-/// Phase `ll_hls`: runs before lookup for requests with LL-HLS delivery directives. On an ended
-/// playlist (ENDLIST) the directives are ignored (the plain playlist is served); a blocking
-/// reload (`_HLS_msn`) may wait for the origin longer than three target durations.
+/// The LL-HLS delivery directives in a key's query, if it has any: the requests phase
+/// `ll_hls` runs for.
+pub(super) fn ll_directives(key: &CacheKey) -> Option<Directives> {
+    let (_, query) = key.as_str().split_once('?')?;
+    let directives = Directives::from_query(Some(query));
+    directives.any().then_some(directives)
+}
+
+/// Phase `ll_hls`: runs before lookup for requests with LL-HLS delivery directives (found by
+/// [`ll_directives`]). On an ended playlist (ENDLIST) the directives are ignored (the plain
+/// playlist is served); a blocking reload (`_HLS_msn`) may wait for the origin longer than
+/// three target durations.
 pub(super) async fn ll_hls(
     ctx: &Ctx,
     parts: &http::request::Parts,
     key: CacheKey,
+    directives: Directives,
 ) -> (CacheKey, Duration) {
     let base = ctx.rt.config.fetch.first_byte_timeout;
-    let directives = Directives::from_query(key.as_str().split_once('?').map(|(_, q)| q));
-    if !directives.any() {
-        return (key, base);
-    }
     let Some(plain) = key.without_directives() else {
         return (key, base);
     };

@@ -53,8 +53,7 @@ impl Handler for ProxyHandler {
         req: Request<Incoming>,
         conn: Arc<ConnInfo>,
     ) -> impl Future<Output = (Response<ResponseBody>, Option<log::Logged>)> + Send + 'static {
-        let proxy = self.0.clone();
-        async move { handle(proxy, req, conn).await }
+        handle(self.0.clone(), req, conn)
     }
 }
 
@@ -81,7 +80,9 @@ pub async fn handle(
     log::log(response, out, ctx.proxy)
 }
 
-/// The phases in order.
+/// The phases in order. What only some requests need (the peer endpoints, forwarding,
+/// LL-HLS lookups, fills, slices) runs in futures of its own on the heap: the future of a hit
+/// holds only the hit's state, and hyper moves it by value (into its slot, into each poll).
 async fn serve(
     ctx: &Ctx,
     parts: &http::request::Parts,
@@ -90,10 +91,10 @@ async fn serve(
     out: &mut Outcome,
 ) -> Result<Response<ResponseBody>, EdgeError> {
     let mut target = admit::target(ctx, parts, conn)?;
-    if let Some(response) = peer::endpoint(ctx, parts).await {
-        return Ok(response);
-    }
     if ctx.from_peer.is_some() {
+        if let Some(response) = Box::pin(peer::endpoint(ctx, parts)).await {
+            return Ok(response);
+        }
         crate::metrics::peer_served();
     }
     let forward = admit::admit(ctx, parts)?;
@@ -107,16 +108,24 @@ async fn serve(
     if forward {
         out.cache = CacheResult::Pass;
         let headers = ctx.origin_headers(parts, true);
-        return forward::forward_unsafe(&ctx.proxy, &ctx.rt, parts, headers, body, key).await;
+        let forward = forward::forward_unsafe(&ctx.proxy, &ctx.rt, parts, headers, body, key);
+        return Box::pin(forward).await;
     }
-    let (key, first_byte_timeout) = admit::ll_hls(ctx, parts, key).await;
-    let found = lookup::lookup(ctx, parts, &key, first_byte_timeout, out).await?;
-    if let Found::Fill(req) = &found
-        && let Some(response) = slice::answer(ctx, parts, &key, req.fwd, out).await?
-    {
-        return Ok(response);
-    }
-    let answer = answer(ctx, parts, &key, first_byte_timeout, found, out).await?;
+    let (key, first_byte_timeout) = match admit::ll_directives(&key) {
+        None => (key, ctx.rt.config.fetch.first_byte_timeout),
+        Some(directives) => Box::pin(admit::ll_hls(ctx, parts, key, directives)).await,
+    };
+    let answer = match lookup::lookup(ctx, parts, &key, first_byte_timeout, out).await? {
+        Found::Answer(answer) => answer,
+        Found::Fill(req) => {
+            let fwd = req.fwd;
+            if let Some(response) = Box::pin(slice::answer(ctx, parts, &key, fwd, out)).await? {
+                return Ok(response);
+            }
+            let found = Found::Fill(req);
+            Box::pin(answer(ctx, parts, &key, first_byte_timeout, found, out)).await?
+        }
+    };
     respond(answer, parts, &ctx.rt.cache_name)
 }
 

@@ -92,6 +92,20 @@ fn extra_headers(
     ]
 }
 
+/// The head of a whole-body answer from `obj`, made at its first such hit: the stored
+/// headers with `Age` and `Cache-Status` (placeholders each hit overwrites in place, in
+/// `extra_headers`' order), this hop's `Via` after the origin's, and `Content-Length`.
+fn hit_head(obj: &CachedObject) -> &HeaderMap {
+    obj.hit_head.get_or_init(|| {
+        let mut h = obj.headers.clone();
+        h.insert(header::AGE, HeaderValue::from_static("0"));
+        h.insert(CACHE_STATUS, HeaderValue::from_static(""));
+        h.append(header::VIA, HeaderValue::from_static(VIA));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(obj.body.len()));
+        h
+    })
+}
+
 /// Headers a 304 carries (RFC 9110 §15.4.5).
 fn not_modified(
     headers: &HeaderMap,
@@ -159,10 +173,10 @@ fn respond_stored(
         Precondition::Failed => return Ok(precondition_failed(&extra)),
         Precondition::Proceed => {}
     }
-    let mut headers = obj.headers.clone();
-    set_extra(&mut headers, &extra);
     let head_only = parts.method == Method::HEAD;
     if let Some((encoding, bytes)) = pick_encoding(parts, obj.encodings.as_deref()) {
+        let mut headers = obj.headers.clone();
+        set_extra(&mut headers, &extra);
         encoded_headers(&mut headers, encoding, bytes.len());
         let mut resp = Response::new(if head_only { empty() } else { full(bytes) });
         *resp.status_mut() = obj.status;
@@ -170,19 +184,26 @@ fn respond_stored(
         return Ok(resp);
     }
     let len = obj.body.len();
-    let (status, (a, b)) = match ranged(parts, obj.status, &obj.headers, Some(len)) {
+    let (status, (a, b), headers) = match ranged(parts, obj.status, &obj.headers, Some(len)) {
         RangeRequest::Full => {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            (obj.status, (0, len))
+            let mut headers = hit_head(obj).clone();
+            let [(_, age), (_, cache_status), _] = extra;
+            headers.insert(header::AGE, age);
+            headers.insert(CACHE_STATUS, cache_status);
+            (obj.status, (0, len), headers)
         }
         RangeRequest::Single(a, b) => {
+            let mut headers = obj.headers.clone();
+            set_extra(&mut headers, &extra);
             headers.insert(header::CONTENT_RANGE, content_range(a, b, len));
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b - a));
-            (StatusCode::PARTIAL_CONTENT, (a, b))
+            (StatusCode::PARTIAL_CONTENT, (a, b), headers)
         }
         RangeRequest::Multi(ranges) => {
             let (ctype, parts) = multipart(&obj.headers, &obj.body, &ranges);
             let body = Chain::new(parts);
+            let mut headers = obj.headers.clone();
+            set_extra(&mut headers, &extra);
             headers.insert(header::CONTENT_TYPE, ctype);
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.remaining()));
             let mut resp = Response::new(if head_only {

@@ -512,6 +512,7 @@ fn stored(
     freshness: policy::Freshness,
 ) -> Arc<CachedObject> {
     Arc::new(CachedObject {
+        hit_head: Default::default(),
         status,
         headers,
         body: Body::Memory(body.clone()),

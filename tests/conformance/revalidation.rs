@@ -14,6 +14,11 @@ use super::common::*;
 async fn stale_entry_with_etag_is_revalidated_with_if_none_match() {
     let b = Bench::new(validating_origin(Some("\"v1\""), None, "max-age=1")).await;
     assert_eq!(b.get("/rv").await.header("x-gen"), Some("1"));
+    // A hit before the revalidation: the head hits reuse (made at the first) must not
+    // outlive the object it was made of.
+    let first_hit = b.get("/rv").await;
+    assert_hit(&first_hit, "stored");
+    assert_eq!(first_hit.header("x-gen"), Some("1"));
     tokio::time::sleep(PAST_ONE_SECOND).await;
     let r = b.get("/rv").await;
     assert_revalidated(&r);

@@ -264,6 +264,7 @@ fn object(r: &mut Reader<'_>, written_ms: u64) -> Result<CachedObject, Damage> {
     let gzip = r.opt_bytes()?;
     let encodings = (br.is_some() || gzip.is_some()).then(|| Arc::new(Encodings { br, gzip }));
     Ok(CachedObject {
+        hit_head: Default::default(),
         status,
         headers,
         body: super::super::Body::empty(),

@@ -57,6 +57,7 @@ fn object(body: Bytes, lifetime: u64) -> CachedObject {
     headers.insert(http::header::ETAG, "\"v1\"".parse().unwrap());
     headers.insert(http::header::CONTENT_TYPE, "video/mp2t".parse().unwrap());
     CachedObject {
+        hit_head: Default::default(),
         status: StatusCode::OK,
         headers,
         body: Body::Memory(body),

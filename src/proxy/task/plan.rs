@@ -231,6 +231,7 @@ impl Plan {
         let freshness = *self.decision.store.as_ref().ok()?;
         self.storable.then(|| {
             Arc::new(CachedObject {
+                hit_head: Default::default(),
                 status: answer.status,
                 headers: answer.headers,
                 body: crate::cache::Body::Memory(body),
