@@ -351,18 +351,28 @@ pub fn canonical_path(raw: &str) -> Result<String, TargetError> {
 }
 
 /// Already canonical (most requests): no escapes, only characters that stand for themselves,
-/// no empty or dot segments.
+/// no empty segment but a last one (a trailing slash), no dot segments. One pass.
 fn is_plain_path(b: &[u8]) -> bool {
-    b.first() == Some(&b'/')
-        && b.iter().all(|&c| c == b'/' || is_path_char(c))
-        && b.split(|&c| c == b'/')
-            .skip(1)
-            .enumerate()
-            .all(|(i, seg)| match seg {
-                b"" => i == b.iter().filter(|&&c| c == b'/').count() - 1,
-                b"." | b".." => false,
-                _ => true,
-            })
+    let Some((&b'/', rest)) = b.split_first() else {
+        return false;
+    };
+    // The current segment's length, and how many of its bytes are dots.
+    let (mut len, mut dots) = (0, 0);
+    let dot_segment = |len: usize, dots: usize| len == dots && (1..=2).contains(&len);
+    for &c in rest {
+        if c == b'/' {
+            if len == 0 || dot_segment(len, dots) {
+                return false;
+            }
+            (len, dots) = (0, 0);
+        } else if is_path_char(c) {
+            len += 1;
+            dots += usize::from(c == b'.');
+        } else {
+            return false;
+        }
+    }
+    !dot_segment(len, dots)
 }
 
 /// Whether every escape of a canonical string decodes to valid UTF-8.

@@ -195,25 +195,26 @@ pub enum ContentKind {
 impl ContentKind {
     /// The kind a request path suggests, before the origin answers.
     pub fn from_path(path: &str) -> ContentKind {
-        let file = path.rsplit('/').next().unwrap_or("");
-        let ext = match file.rsplit_once('.') {
-            Some((_, ext)) => ext,
-            None => return ContentKind::Other,
-        };
-        // Lower-cased on the stack: every request's path goes through here.
-        let mut lower = [0u8; 8];
-        let Some(ext) = lower.get_mut(..ext.len()).and_then(|buf| {
-            buf.copy_from_slice(ext.as_bytes());
-            buf.make_ascii_lowercase();
-            std::str::from_utf8(buf).ok()
-        }) else {
+        // The extension: after the last dot of the last segment, at most 8 bytes, so only the
+        // path's last 9 bytes are looked at (every request's path goes through here).
+        let b = path.as_bytes();
+        let tail = &b[b.len().saturating_sub(9)..];
+        let Some(dot) = tail.iter().rposition(|&c| c == b'.' || c == b'/') else {
             return ContentKind::Other;
         };
-        match ext {
-            "m3u8" | "m3u" | "mpd" => ContentKind::Manifest,
-            "ts" | "m4s" | "mp4" | "m4v" | "m4a" | "cmfv" | "cmfa" | "cmft" | "aac" | "ac3"
-            | "ec3" | "mp3" | "vtt" | "webvtt" | "fmp4" | "webm" | "mkv" | "m2ts" | "mts"
-            | "ttml" | "dfxp" | "key" => ContentKind::Segment,
+        if tail[dot] == b'/' {
+            return ContentKind::Other;
+        }
+        let ext = &tail[dot + 1..];
+        let mut lower = [0u8; 8];
+        let lower = &mut lower[..ext.len()];
+        lower.copy_from_slice(ext);
+        lower.make_ascii_lowercase();
+        match &*lower {
+            b"m3u8" | b"m3u" | b"mpd" => ContentKind::Manifest,
+            b"ts" | b"m4s" | b"mp4" | b"m4v" | b"m4a" | b"cmfv" | b"cmfa" | b"cmft" | b"aac"
+            | b"ac3" | b"ec3" | b"mp3" | b"vtt" | b"webvtt" | b"fmp4" | b"webm" | b"mkv"
+            | b"m2ts" | b"mts" | b"ttml" | b"dfxp" | b"key" => ContentKind::Segment,
             _ => ContentKind::Other,
         }
     }
@@ -382,6 +383,18 @@ mod tests {
         assert_eq!(ContentKind::from_path("/v/seg.ts"), ContentKind::Segment);
         assert_eq!(ContentKind::from_path("/v/readme"), ContentKind::Other);
         assert_eq!(ContentKind::from_path("/v.d/readme"), ContentKind::Other);
+        // The extension is at most 8 bytes, of the last segment, after its last dot.
+        assert_eq!(ContentKind::from_path("/s/a.WebVTT"), ContentKind::Segment);
+        assert_eq!(ContentKind::from_path("/s/a.b.m4s"), ContentKind::Segment);
+        assert_eq!(ContentKind::from_path("/x.m3u8/seg"), ContentKind::Other);
+        assert_eq!(ContentKind::from_path("/x.m3u8/"), ContentKind::Other);
+        assert_eq!(ContentKind::from_path("/a/b."), ContentKind::Other);
+        assert_eq!(ContentKind::from_path("/a/b.m3u8x"), ContentKind::Other);
+        assert_eq!(ContentKind::from_path("/a/b.abcdefghm"), ContentKind::Other);
+        assert_eq!(ContentKind::from_path(".m3u8"), ContentKind::Manifest);
+        assert_eq!(ContentKind::from_path("/é.ts"), ContentKind::Segment);
+        assert_eq!(ContentKind::from_path("/a.tsé"), ContentKind::Other);
+        assert_eq!(ContentKind::from_path(""), ContentKind::Other);
         assert_eq!(
             ContentKind::Other.refine(Some("application/vnd.apple.mpegurl; charset=utf-8")),
             ContentKind::Manifest
