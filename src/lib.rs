@@ -133,7 +133,7 @@ pub mod tls;
 pub mod upstream;
 
 pub use run::{Addrs, Listeners, StartError, per_core, run, run_with_reload};
-pub use server::http_builder;
+pub use server::{http_builder, raise_nofile_limit};
 
 /// Objects of 256 KiB and more (segments) get their own mappings, returned to the system as
 /// soon as they are evicted. glibc's default raises this threshold after the first large free,

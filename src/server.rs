@@ -359,8 +359,10 @@ pub fn fit_connection_limit(wanted: usize) -> usize {
     wanted
 }
 
-/// The soft RLIMIT_NOFILE after raising it to the hard limit.
-fn raise_nofile_limit() -> Option<u64> {
+/// Raises this process's soft limit on open files (RLIMIT_NOFILE) to its hard limit (children
+/// inherit it) and returns the soft limit then in force; `None` if it cannot be read. Public
+/// so that the benchmarks raise theirs the way the edge does.
+pub fn raise_nofile_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -96,34 +96,8 @@ pub fn nofile_hard_limit() -> Option<u64> {
 }
 
 /// Raises this process's soft limit on open files to its hard limit (children inherit it) and
-/// returns the soft limit then in force; `None` if it cannot be read. (As streamedge does for
-/// itself at start, `src/server.rs`.)
-pub fn raise_nofile_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return None;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    Some(if lim.rlim_cur == libc::RLIM_INFINITY {
-        u64::MAX / 2
-    } else {
-        lim.rlim_cur
-    })
-}
+/// returns the soft limit then in force: streamedge's own function, as the edge does at start.
+pub use streamedge::raise_nofile_limit;
 
 /// The last 20 lines of a log file, indented (empty if there is none).
 pub fn tail(path: &Path) -> String {
